@@ -1,0 +1,215 @@
+"""VectorQuantizer: EMA arithmetic, revival, STE, exact nearest search, eval purity."""
+
+import copy
+
+import pytest
+import torch
+
+from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer, nearest_codes
+
+NO_REVIVAL = dict(dead_ratio=0.0, dead_floor=0.0)
+
+
+def make_vq(k=8, d=4, **cfg) -> VectorQuantizer:
+    return VectorQuantizer(k, d, QuantizerConfig(**cfg))
+
+
+def set_state(vq: VectorQuantizer, codebook: torch.Tensor, counts: torch.Tensor) -> None:
+    """Skip init: a given codebook with consistent EMA stats (sums = codebook * counts)."""
+    vq.codebook.copy_(codebook)
+    vq.cluster_size.copy_(counts)
+    vq.embed_sum.copy_(codebook * counts[:, None])
+    vq.initted.fill_(True)
+    vq._initted = True
+
+
+def clustered_batch(centres: torch.Tensor, per_code: list[int], spread=0.01, gen=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectors near given centres; returns (x (N, D), true code (N,))."""
+    xs, ids = [], []
+    for j, n in enumerate(per_code):
+        xs.append(centres[j] + spread * torch.randn(n, centres.shape[1], generator=gen))
+        ids += [j] * n
+    return torch.cat(xs), torch.tensor(ids)
+
+
+def test_decay_zero_gives_mean_of_assigned_vectors():
+    k, d = 6, 3
+    vq = make_vq(k, d, decay=0.0, **NO_REVIVAL).train()
+    centres = torch.arange(k * d, dtype=torch.float).reshape(k, d) * 3.0
+    set_state(vq, centres, torch.ones(k))
+    x, truth = clustered_batch(centres, [5, 3, 7, 1, 4, 2], spread=0.2)
+    vq(x)
+    for j in range(k):
+        # Laplace smoothing shifts counts by ~eps, so the mean is matched to ~1e-5 relative.
+        torch.testing.assert_close(vq.codebook[j], x[truth == j].mean(0), rtol=1e-4, atol=1e-4)
+
+
+def test_ema_matches_closed_form_over_steps():
+    k, d, decay, steps = 4, 2, 0.9, 7
+    vq = make_vq(k, d, decay=decay, **NO_REVIVAL).train()
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    n0 = torch.full((k,), 2.0)
+    set_state(vq, centres, n0)
+    gen = torch.Generator().manual_seed(1)
+    n_hand = n0.double().clone()
+    s_hand = (centres * n0[:, None]).double()
+    for t in range(steps):
+        per = [1 + (t + j) % 3 for j in range(k)]
+        x, truth = clustered_batch(centres, per, spread=0.5, gen=gen)
+        out = vq(x)
+        assert torch.equal(out.codes, truth)
+        counts = torch.bincount(truth, minlength=k).double()
+        sums = torch.zeros(k, d, dtype=torch.float64).index_add_(0, truth, x.double())
+        n_hand = decay * n_hand + (1 - decay) * counts
+        s_hand = decay * s_hand + (1 - decay) * sums
+    torch.testing.assert_close(vq.cluster_size.double(), n_hand, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(vq.embed_sum.double(), s_hand, rtol=1e-6, atol=1e-5)
+    eps = vq.config.eps
+    smoothed = (n_hand + eps) / (n_hand.sum() + k * eps) * n_hand.sum()
+    torch.testing.assert_close(vq.codebook.double(), s_hand / smoothed[:, None], rtol=1e-6, atol=1e-5)
+    # The smoothing lives in a temporary: the stored counts carry no eps.
+    assert torch.allclose(vq.cluster_size.double(), n_hand, atol=1e-6)
+
+
+def test_output_uses_codebook_before_update():
+    vq = make_vq(4, 2, decay=0.0, **NO_REVIVAL).train()
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    set_state(vq, centres, torch.ones(4))
+    x = centres + 0.3
+    out = vq(x)
+    torch.testing.assert_close(out.quantized, centres)
+    torch.testing.assert_close(out.commit_loss, torch.tensor(0.25 * 0.09))
+    assert not torch.allclose(vq.codebook, centres)  # ...while the stored codebook moved
+
+
+def test_eval_mode_changes_no_buffer():
+    vq = make_vq(16, 4)
+    vq.train()(torch.randn(64, 4))
+    before = copy.deepcopy(vq.state_dict())
+    vq.eval()
+    for _ in range(3):
+        vq(torch.randn(64, 4) * 5)
+    for name, value in vq.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_first_batch_initialises_with_kmeans():
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    x, _ = clustered_batch(centres, [50, 50, 50, 50], spread=0.1)
+    vq = make_vq(4, 2, kmeans_iters=10).train()
+    out = vq(x)
+    # k-means finds the four clusters: every code used, near-zero distortion.
+    assert out.usage.item() == 1.0
+    assert out.commit_loss.item() < 0.25 * 0.1**2 * 2
+    assert bool(vq.initted)
+
+
+def test_far_away_dead_codes_all_revived_in_one_step():
+    k, d = 32, 4
+    vq = make_vq(k, d, decay=0.99).train()
+    vq(torch.randn(512, d))  # init from data
+    far = torch.arange(0, k, 2)  # half the codes moved far away and starved
+    vq.codebook[far] = 1e4
+    vq.embed_sum[far] = 1e4 * vq.cluster_size[far, None]
+    vq.cluster_size[far] = 0.0
+    vq.embed_sum[far] = 0.0
+    x = torch.randn(512, d)
+    out = vq(x)
+    assert int(out.revived) == len(far)
+    # Revived codes sit on batch vectors, and counts/sums/codebook stay consistent.
+    dmin = torch.cdist(vq.codebook[far], x).min(1).values
+    assert dmin.max() < 1e-3
+    torch.testing.assert_close(vq.codebook, vq._codebook_from_stats())
+    # The revived codes are now used.
+    assert vq(torch.randn(2048, d)).usage.item() > 0.9
+
+
+def test_straight_through_gradient_is_exactly_identity():
+    vq = make_vq(16, 8).train()
+    x = torch.randn(4, 8, 5, 3, requires_grad=True)
+    out = vq(x)
+    g = torch.randn_like(out.quantized)
+    (out.quantized * g).sum().backward()
+    assert torch.equal(x.grad, g)
+
+
+def test_commitment_loss_only_reaches_encoder_and_codebook_gets_no_grad():
+    vq = make_vq(16, 8).train()
+    assert list(vq.parameters()) == []
+    x = torch.randn(32, 8, requires_grad=True)
+    out = vq(x)
+    out.commit_loss.backward()
+    expected = 2 * 0.25 * (x - out.quantized).detach() / x.numel()
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_nearest_codes_match_fp64_brute_force_and_chunking():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 16, generator=gen)
+    cb = torch.randn(300, 16, generator=gen)
+    ref = torch.cdist(x.double(), cb.double()).argmin(1)
+    assert torch.equal(nearest_codes(x, cb), ref)
+    assert torch.equal(nearest_codes(x, cb, chunk_elements=300 * 7), ref)  # 7-row chunks
+    assert torch.equal(nearest_codes(x, cb, chunk_elements=1), ref)
+
+
+def test_large_common_offset_does_not_flip_codes():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 32, generator=gen)
+    cb = torch.randn(256, 32, generator=gen)
+    offset = torch.randn(32, generator=gen)
+    offset = offset / offset.norm() * 200.0
+    ref = torch.cdist(x.double(), cb.double()).argmin(1)
+    assert torch.equal(nearest_codes(x + offset, cb + offset), ref)
+
+
+def test_ties_go_to_lowest_index():
+    cb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    x = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])
+    assert nearest_codes(x, cb).tolist() == [0, 0, 3]
+
+
+def test_fp32_distances_under_autocast():
+    vq = make_vq(64, 16).train()
+    x = torch.randn(256, 16)
+    vq(x)
+    vq.eval()
+    ref = torch.cdist(x.double(), vq.codebook.double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(x)
+    assert out.codes.dtype == torch.int64
+    assert torch.equal(out.codes, ref)
+    assert out.quantized.dtype == torch.float32
+
+
+def test_eval_decode_of_encode_equals_forward_output():
+    vq = make_vq(32, 6).train()
+    vq(torch.randn(4, 6, 10, 7))
+    vq.eval()
+    x = torch.randn(3, 6, 9, 5)
+    out = vq(x)
+    assert torch.equal(vq.decode(vq.encode(x)), out.quantized)
+    assert torch.equal(vq.encode(x), out.codes)
+    assert out.codes.shape == (3, 9, 5)
+
+
+def test_mask_keeps_padding_out_of_statistics():
+    vq = make_vq(4, 2, decay=0.0, **NO_REVIVAL).train()
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    set_state(vq, centres, torch.ones(4))
+    x = torch.stack([centres[0] + 0.1, centres[1] + 0.2, torch.tensor([100.0, 100.0])])  # last is padding
+    x = x.t()[None]  # (1, D, 3), channel-first 1D
+    mask = torch.tensor([[[1.0, 1.0, 0.0]]])
+    out = vq(x, mask=mask)
+    torch.testing.assert_close(out.commit_loss, 0.25 * torch.tensor((0.01 * 2 + 0.04 * 2) / 2 / 2))
+    assert vq.cluster_size[3].item() == 0.0  # the padding vector (nearest to code 3) was not counted
+    assert out.usage.item() == 0.5
+
+
+def test_perplexity_and_usage_of_uniform_codes():
+    vq = make_vq(4, 2, **NO_REVIVAL).eval()
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    set_state(vq, centres, torch.ones(4))
+    out = vq(centres.repeat(3, 1))
+    torch.testing.assert_close(out.perplexity, torch.tensor(4.0))
+    assert out.usage.item() == 1.0

@@ -1,0 +1,311 @@
+"""Audio files: strict mono loading and resampling, label/split rules from file names, and AudioFolder."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from vqtok.errors import VqtokError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+SPLITS = ("train", "test", "all")
+TEST_FRACTION = 0.05
+# Above this many files, preloading takes long enough to deserve a progress bar.
+_PROGRESS_MIN_FILES = 200
+
+
+def list_files(root: str | os.PathLike, extensions: tuple[str, ...]) -> list[Path]:
+    """Files under ``root`` (recursive) whose extension is in ``extensions``, any case, sorted.
+
+    A path to a single file is returned as a one-element list. Hidden files are skipped: they are
+    mostly macOS ``._name.wav`` resource forks, which carry the extension but hold no audio or image.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise VqtokError(f"{root}: no such file or folder; check the path")
+    found = (
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in extensions
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.is_file()
+    )
+    # Sorted by the relative POSIX path so the order (and thus indices) is the same on every OS.
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def list_audio_files(root: str | os.PathLike) -> list[Path]:
+    """Audio files (``AUDIO_EXTENSIONS``, any case) under ``root``, recursive and sorted."""
+    return list_files(root, AUDIO_EXTENSIONS)
+
+
+def relative_key(path: Path, root: Path) -> str:
+    """The path relative to ``root`` in POSIX form (the file name when ``root`` is the file itself).
+
+    Splits hash this key, so they survive moving the dataset folder or switching OS.
+    """
+    return path.name if path == root else path.relative_to(root).as_posix()
+
+
+def hash_split(key: str, test_fraction: float = TEST_FRACTION) -> str:
+    """``"test"`` for a stable ``test_fraction`` of keys, else ``"train"``.
+
+    hashlib, not ``hash()``: Python salts string hashes per process, which would reshuffle the split.
+    """
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+    return "test" if h < test_fraction * 2**64 else "train"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file held before conversion to mono at the target rate."""
+
+    path: Path
+    orig_sample_rate: int
+    channels: int
+    orig_frames: int
+    duration_seconds: float
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, AudioInfo]:
+    """Read an audio file as mono float32 (T,) at ``sample_rate``.
+
+    Channels are averaged; other rates are converted with soxr (high quality). Any bit depth,
+    channel count or rate that libsndfile reads is accepted.
+    """
+    path = Path(path)
+    if sample_rate <= 0:
+        raise VqtokError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
+    if not path.is_file():
+        raise VqtokError(f"{path}: audio file not found; check the path")
+    if path.stat().st_size == 0:
+        raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
+    try:
+        data, orig_sr = sf.read(path, dtype="float32", always_2d=True)  # (frames, channels)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
+        # One line: libsndfile messages may span lines.
+        reason = " ".join(str(err).split())
+        raise VqtokError(f"{path}: not readable as audio ({reason}); re-export it as WAV or FLAC") from None
+    frames, channels = data.shape
+    if frames == 0:
+        raise VqtokError(f"{path}: holds no audio frames; delete or re-export it")
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        # Float WAVs can hold NaN/Inf; one of them would turn every loss of the batch into NaN.
+        raise VqtokError(f"{path}: {bad} of {data.size} samples are NaN or Inf; re-export or remove the file")
+    wav = data.mean(axis=1)  # (T,)
+    if orig_sr != sample_rate:
+        wav = resample(wav, orig_sr, sample_rate)
+    info = AudioInfo(path, int(orig_sr), int(channels), int(frames), frames / orig_sr)
+    return np.ascontiguousarray(wav, dtype=np.float32), info
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono (T,) to (ceil(T * target_sr / orig_sr),), exactly as ``librosa.resample(res_type="soxr_hq")``.
+
+    librosa does just this (soxr HQ, then fix_length to the ceiling), but importing it loads scipy.signal
+    and numba caches: 2-4 s per process, paid again by every CLI call and spawned DataLoader worker.
+    """
+    out = soxr.resample(wav, orig_sr, target_sr, quality="soxr_hq")  # (about T * ratio,)
+    n = math.ceil(len(wav) * target_sr / orig_sr)
+    if len(out) < n:
+        out = np.pad(out, (0, n - len(out)))
+    return out[:n].astype(np.float32, copy=False)
+
+
+# Label and split rules: (path relative to the root, POSIX) -> (label, split); label -1 means none.
+# A rule raises ValueError for a file it cannot place; the folder then warns and skips that file.
+Rule = Callable[[str], tuple[int, str]]
+
+_FSDD_NAME = re.compile(r"^(\d)_(.+)_(\d+)$")
+
+
+def fsdd_rule(key: str) -> tuple[int, str]:
+    """Free Spoken Digit Dataset ``{digit}_{speaker}_{take}.wav``: label = digit; takes 0-4 are the test split.
+
+    That is the split FSDD's README prescribes, so results compare with published ones.
+    """
+    match = _FSDD_NAME.match(Path(key).stem)
+    if match is None:
+        raise ValueError("name is not {digit}_{speaker}_{take}.wav")
+    digit, _speaker, take = match.groups()
+    return int(digit), "test" if int(take) < 5 else "train"
+
+
+def hash_rule(key: str) -> tuple[int, str]:
+    """No labels; about 5% of files go to the test split, chosen by a stable hash of the relative path."""
+    return -1, hash_split(key)
+
+
+RULES: dict[str, Rule] = {"fsdd": fsdd_rule, "hash": hash_rule}
+RULE_NUM_CLASSES: dict[str, int | None] = {"fsdd": 10, "hash": None}
+
+
+def get_rule(name: str | None) -> Rule:
+    """The rule called ``name`` (None means ``"hash"``)."""
+    name = "hash" if name is None else name
+    if name not in RULES:
+        raise VqtokError(f"unknown audio rule {name!r}; choose one of {', '.join(RULES)}")
+    return RULES[name]
+
+
+class AudioFolder(Dataset):
+    """Mono clips from a folder of audio files, as fixed-length segments for training.
+
+    Items: ``{"x": float32 (1, S), "mask": float32 (1, S), "label": int64 scalar, "index": int}`` with
+    S = round(segment_seconds * sample_rate); ``mask`` is 1 on real samples and 0 on zero padding.
+    ``segment_seconds=None`` gives whole clips (1, T) instead: use batch size 1.
+
+    ``random_crop=True`` (training) draws the crop with torch's global RNG, so DataLoader worker
+    seeding and a restored RNG state reproduce it; ``False`` (validation) takes the centred crop,
+    identical at every call. Clips shorter than S start at 0 and are zero-padded.
+    ``max_files`` keeps the first files of the split in sorted order (quick experiments, tests).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        sample_rate: int,
+        segment_seconds: float | None,
+        split: str = "train",
+        rule: str | None = "hash",
+        random_crop: bool = True,
+        max_files: int | None = None,
+        preload: bool = True,
+    ) -> None:
+        if split not in SPLITS:
+            raise VqtokError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if not sample_rate > 0:
+            raise VqtokError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
+        if segment_seconds is not None and not segment_seconds > 0:
+            raise VqtokError(f"segment_seconds must be positive or None (whole clips), got {segment_seconds}")
+        if segment_seconds is not None and round(segment_seconds * sample_rate) < 1:
+            raise VqtokError(f"segment_seconds={segment_seconds} is under one sample at {sample_rate} Hz")
+        self.root = Path(root)
+        self.sample_rate = int(sample_rate)
+        self.segment_seconds = segment_seconds
+        self.split = split
+        self.rule = "hash" if rule is None else rule
+        self.random_crop = random_crop
+        self.preload = preload
+        rule_fn = get_rule(self.rule)
+        self.num_classes = RULE_NUM_CLASSES[self.rule]
+
+        # Place every file by name before opening any, so the other split's files are never read.
+        candidates: list[tuple[Path, int]] = []
+        found = list_audio_files(self.root)
+        for path in found:
+            key = relative_key(path, self.root)
+            try:
+                label, file_split = rule_fn(key)
+            except ValueError as err:
+                logger.warning("skipping %s: rule %r cannot place it (%s)", path, self.rule, err)
+                continue
+            if split in ("all", file_split):
+                candidates.append((path, label))
+        if max_files is not None:
+            candidates = candidates[:max_files]
+
+        self.files: list[Path] = []
+        self.labels: list[int] = []
+        self.durations: list[float] = []  # seconds, of the file as stored
+        self._clips: list[np.ndarray] = []  # preloaded (T,) float32 at sample_rate
+        quiet = len(candidates) <= _PROGRESS_MIN_FILES
+        bar = tqdm(candidates, desc=f"loading {self.root.name}", unit="file", disable=quiet)
+        for path, label in bar:
+            try:
+                duration = self._scan(path)
+            except VqtokError as err:
+                # Warned once here and dropped, so a training run never meets this file again.
+                logger.warning("skipping %s", err)
+                continue
+            self.files.append(path)
+            self.labels.append(label)
+            self.durations.append(duration)
+        if not self.files:
+            if candidates:
+                problem = f"all {len(candidates)} audio files of split {split!r} are unreadable (see the warnings)"
+            else:
+                problem = f"no {'/'.join(AUDIO_EXTENSIONS)} files for split {split!r} ({len(found)} audio files in all)"
+            raise VqtokError(f"{self.root}: {problem}; point root at a folder of audio files")
+
+    def _scan(self, path: Path) -> float:
+        """Check one file and return its duration in seconds; with preload, decode and keep it."""
+        if self.preload:
+            wav, info = load_audio(path, self.sample_rate)
+            self._clips.append(wav)
+            return info.duration_seconds
+        # Header only: the samples (and their NaN check) are read at __getitem__ time.
+        try:
+            info = sf.info(path)
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
+            raise VqtokError(f"{path}: not readable as audio ({' '.join(str(err).split())})") from None
+        if info.frames <= 0:
+            raise VqtokError(f"{path}: holds no audio frames")
+        return info.frames / info.samplerate
+
+    @property
+    def segment_samples(self) -> int | None:
+        """S, the length of every item's ``x``; None for whole clips."""
+        if self.segment_seconds is None:
+            return None
+        return round(self.segment_seconds * self.sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def clip(self, index: int) -> np.ndarray:
+        """The whole clip ``index``, mono float32 (T,) at ``sample_rate``."""
+        if self.preload:
+            return self._clips[index]
+        return load_audio(self.files[index], self.sample_rate)[0]
+
+    def __getitem__(self, index: int) -> dict:
+        wav = torch.from_numpy(self.clip(index))  # (T,)
+        size = self.segment_samples
+        if size is None:
+            x = wav.clone()
+            mask = torch.ones_like(x)
+        elif len(wav) >= size:
+            if self.random_crop:
+                start = int(torch.randint(0, len(wav) - size + 1, ()))
+            else:
+                start = (len(wav) - size) // 2
+            x = wav[start : start + size].clone()  # (S,); a copy so a caller's in-place edit spares the cache
+            mask = torch.ones(size)
+        else:
+            x = torch.zeros(size)
+            x[: len(wav)] = wav
+            mask = torch.zeros(size)
+            mask[: len(wav)] = 1.0
+        return {
+            "x": x.unsqueeze(0),  # (1, S)
+            "mask": mask.unsqueeze(0),  # (1, S)
+            "label": torch.tensor(self.labels[index], dtype=torch.int64),
+            "index": index,
+        }
+
+    def __repr__(self) -> str:
+        seg = "whole clips" if self.segment_seconds is None else f"{self.segment_seconds} s segments"
+        return (
+            f"AudioFolder({str(self.root)!r}, split={self.split!r}, rule={self.rule!r}, {len(self)} files, "
+            f"{sum(self.durations) / 60:.1f} min, {self.sample_rate} Hz, {seg})"
+        )
+

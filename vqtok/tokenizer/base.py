@@ -1,0 +1,188 @@
+"""Tokenizer config schema and the base class every tokenizer shares (properties, padding, verbs)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
+
+
+@dataclass
+class LevelConfig:
+    """One level of a tokenizer: the encoder/decoder stages and its codebook."""
+
+    channels: list[int] = field(default_factory=lambda: [64, 128])  # width after each downsampling stage
+    strides: list[int] = field(default_factory=lambda: [2, 2])  # per-stage stride
+    res_depth: int = 2  # residual blocks per stage
+    dilation_growth: int = 1  # dilations 1, g, g^2, ... inside a stage (3 for waveforms, 1 for images)
+    code_dim: int = 64  # codebook vector size
+    codebook_size: int = 512
+
+
+@dataclass
+class TokenizerConfig:
+    """Everything needed to rebuild a tokenizer; stored as JSON inside every checkpoint."""
+
+    arch: str = "vqvae"  # "vqvae" (one level) or "vqvae2" (top + bottom)
+    dims: int = 2  # 1: waveforms (B, C, T); 2: images (B, C, H, W)
+    in_channels: int = 1
+    sample_rate: int | None = None  # audio only
+    net: LevelConfig = field(default_factory=LevelConfig)  # the only level, or the bottom of a VQ-VAE-2
+    top: LevelConfig | None = None  # VQ-VAE-2's top level, applied to the bottom encoder's features
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    activation: str = "elu"
+
+
+@dataclass
+class TokenizerOutput:
+    """forward() result. Per-level lists run top (coarse) to bottom (fine)."""
+
+    recon: Tensor  # same shape as the input
+    codes: list[Tensor]  # (B, *code_shape) int64 per level
+    commit_loss: Tensor  # summed over levels (already weighted by beta)
+    quant: list[QuantizerOutput]  # per-level quantizer outputs: perplexity, usage, revived
+
+
+class Tokenizer(nn.Module):
+    """Shared behaviour: properties a consumer needs, input layout, padding to the total stride.
+
+    Subclasses define `level_strides` (total stride per level, top first) and `_encode_padded`,
+    `_decode_padded`, `_forward_padded` on inputs whose size is a multiple of `hop`.
+    """
+
+    config: TokenizerConfig
+    fingerprint: str | None = None  # set by save_tokenizer/load_tokenizer: hash of config + weights
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dims(self) -> int:
+        return self.config.dims
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_strides)
+
+    @property
+    def level_configs(self) -> list[LevelConfig]:
+        """Top first."""
+        return [self.config.top, self.config.net] if self.config.top is not None else [self.config.net]
+
+    @property
+    def codebook_size(self) -> tuple[int, ...]:
+        """Codebook size per level, top first."""
+        return tuple(c.codebook_size for c in self.level_configs)
+
+    @property
+    def downsample(self) -> tuple[int, ...]:
+        """Input samples (or pixels per side) per code, per level, top first."""
+        return tuple(self.level_strides)
+
+    @property
+    def hop(self) -> int:
+        """Inputs are padded to a multiple of this along each axis."""
+        return max(self.level_strides)
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self.config.sample_rate
+
+    @property
+    def frame_rate(self) -> tuple[float, ...] | None:
+        """Codes per second per level (audio only)."""
+        if self.sample_rate is None:
+            return None
+        return tuple(self.sample_rate / d for d in self.downsample)
+
+    @property
+    def bitrate(self) -> float | None:
+        """Bits per second over all levels (audio only): sum of frame_rate * log2(K)."""
+        if self.frame_rate is None:
+            return None
+        return float(sum(f * math.log2(k) for f, k in zip(self.frame_rate, self.codebook_size)))
+
+    def code_shape(self, input_shape: int | tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Code map shape per level (top first) for an input of the given spatial size.
+
+        `input_shape` is the length T (audio) or (H, W) (images), without batch and channel axes.
+        """
+        size = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        if len(size) != self.dims:
+            raise ValueError(f"expected a {self.dims}-D size, got {size}")
+        padded = [math.ceil(s / self.hop) * self.hop for s in size]
+        return [tuple(p // d for p in padded) for d in self.downsample]
+
+    # ----------------------------------------------------------------- verbs
+    def encode(self, x: Tensor | np.ndarray) -> Tensor | list[Tensor]:
+        """Input -> codes. Batched (B, C, *S) gives (B, *S'); unbatched (C, *S) or (*S) gives (*S').
+
+        Single-level tokenizers return a tensor, VQ-VAE-2 a list [top, bottom].
+        """
+        x, batched = self._as_batch(x)
+        codes = self._encode_padded(self._pad(x))  # per level, top first
+        codes = codes if batched else [c[0] for c in codes]
+        return codes[0] if self.levels == 1 else codes
+
+    def decode(self, codes: Tensor | list[Tensor], size: int | tuple[int, ...] | None = None) -> Tensor:
+        """Codes -> output (B, C, *S) (or (C, *S) for unbatched codes), trimmed to `size` if given."""
+        levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
+        if len(levels) != self.levels:
+            raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
+        device = self._device()
+        levels = [torch.as_tensor(c, device=device).long() for c in levels]
+        batched = levels[-1].dim() == self.dims + 1
+        if not batched:
+            levels = [c[None] for c in levels]
+        out = self._decode_padded(levels)
+        if size is not None:
+            out = self._trim(out, (size,) if isinstance(size, int) else tuple(size))
+        return out if batched else out[0]
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> TokenizerOutput:
+        """x: (B, C, *S); mask (audio): (B, 1, T), 1 on real samples, keeps padding out of the codebook."""
+        size = tuple(x.shape[2:])
+        xp = self._pad(x)
+        mp = None if mask is None else self._pad(mask.float())
+        out = self._forward_padded(xp, mp)
+        out.recon = self._trim(out.recon, size)
+        return out
+
+    # -------------------------------------------------------------- helpers
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _as_batch(self, x: Tensor | np.ndarray) -> tuple[Tensor, bool]:
+        x = torch.as_tensor(x, device=self._device())
+        if not x.is_floating_point():
+            x = x.float()
+        if x.dim() == self.dims + 2:
+            return x, True
+        if x.dim() == self.dims + 1:
+            return x[None], False
+        if x.dim() == self.dims and self.config.in_channels == 1:
+            return x[None, None], False
+        raise ValueError(f"expected input (B, C, *S) with {self.dims} spatial axes, got shape {tuple(x.shape)}")
+
+    def _pad(self, x: Tensor) -> Tensor:
+        """Zero-pad the end of every spatial axis up to a multiple of `hop`."""
+        pads: list[int] = []
+        for s in reversed(x.shape[2:]):  # F.pad takes the last axis first
+            pads += [0, (-s) % self.hop]
+        return F.pad(x, pads) if any(pads) else x
+
+    @staticmethod
+    def _trim(x: Tensor, size: tuple[int, ...]) -> Tensor:
+        index = (slice(None), slice(None)) + tuple(slice(0, s) for s in size)
+        return x[index]
+
+    def _code_mask(self, mask: Tensor | None, stride: int) -> Tensor | None:
+        """Sample mask (B, 1, *S) -> code mask (B, 1, *S/stride): a frame counts if any of its samples does."""
+        if mask is None:
+            return None
+        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
+        return pool(mask, stride, stride) > 0

@@ -1,0 +1,131 @@
+"""save_tokenizer / load_tokenizer: safetensors weights + config JSON, format and library versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from vqtok.config import from_dict, to_dict
+from vqtok.errors import VqtokError
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
+from vqtok.tokenizer.vqvae import VQVAE
+from vqtok.tokenizer.vqvae2 import VQVAE2
+
+FORMAT = "vqtok.tokenizer"
+FORMAT_VERSION = 1
+ARCHITECTURES: dict[str, type[Tokenizer]] = {"vqvae": VQVAE, "vqvae2": VQVAE2}
+
+
+def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
+    """Name-to-class lookup for `config.arch`."""
+    try:
+        cls = ARCHITECTURES[config.arch]
+    except KeyError:
+        raise VqtokError(f"unknown tokenizer arch '{config.arch}'; choose one of {', '.join(ARCHITECTURES)}") from None
+    return cls(config)
+
+
+def fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the config and every tensor's name, dtype, shape and bytes: identifies a tokenizer."""
+    h = hashlib.sha256(config_json.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _state_tensors(model: Tokenizer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) on a temporary file in the target folder, then rename it into place."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any] | None = None) -> str:
+    """Write `model` to `path` (.safetensors) atomically; returns its fingerprint.
+
+    `train_info` (recipe, step, ...) is stored as JSON metadata for `vqtok info`.
+    """
+    from vqtok import __version__
+
+    config_json = json.dumps(to_dict(model.config), sort_keys=True)
+    tensors = _state_tensors(model)
+    fp = fingerprint(config_json, tensors)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "vqtok_version": __version__,
+        "config": config_json,
+        "fingerprint": fp,
+        "train": json.dumps(train_info or {}, sort_keys=True, default=str),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    model.fingerprint = fp
+    return fp
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header metadata of a vqtok checkpoint, checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise VqtokError(f"{path}: no such tokenizer file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise VqtokError(f"{path}: not a vqtok tokenizer checkpoint (unreadable safetensors: {err})") from None
+    if meta.get("format") != FORMAT:
+        raise VqtokError(f"{path}: not a vqtok tokenizer checkpoint (format is {meta.get('format')!r}, expected {FORMAT!r})")
+    version = meta.get("format_version", "?")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise VqtokError(
+            f"{path}: checkpoint format version {version} (written by vqtok {meta.get('vqtok_version', '?')}) "
+            f"is newer than this vqtok supports ({FORMAT_VERSION}); upgrade vqtok"
+        )
+    return meta
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+    """Rebuild a tokenizer from its checkpoint file alone, strictly; returns it in eval mode."""
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        config = from_dict(TokenizerConfig, json.loads(meta["config"]))
+    except (KeyError, json.JSONDecodeError, VqtokError) as err:
+        raise VqtokError(f"{path}: bad tokenizer config in checkpoint ({err})") from None
+    model = build_tokenizer(config)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise VqtokError(f"{path}: corrupt tokenizer weights ({err})") from None
+    fp = fingerprint(meta["config"], tensors)
+    if meta.get("fingerprint") not in (None, fp):
+        raise VqtokError(f"{path}: weights do not match the stored fingerprint (file corrupted or edited)")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "state dict mismatch"
+        raise VqtokError(f"{path}: weights do not fit the stored config ({first})") from None
+    model.fingerprint = fp
+    model.train_info = json.loads(meta.get("train", "{}") or "{}")
+    return model.to(device).eval()

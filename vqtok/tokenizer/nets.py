@@ -1,0 +1,132 @@
+"""Encoder / Decoder / ResBlock: one implementation for waveforms (dims=1) and images (dims=2)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}") from None
+
+
+def conv(dims: int, *args, **kwargs) -> nn.Module:
+    return (nn.Conv1d if dims == 1 else nn.Conv2d)(*args, **kwargs)
+
+
+def conv_transpose(dims: int, *args, **kwargs) -> nn.Module:
+    return (nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d)(*args, **kwargs)
+
+
+def downsample(dims: int, c_in: int, c_out: int, stride: int) -> nn.Module:
+    """Strided conv dividing the length exactly by `stride` (for lengths that are multiples of it)."""
+    if stride == 1:
+        return conv(dims, c_in, c_out, 3, padding=1)
+    # kernel 2s, padding ceil(s/2): out = floor((L + 2*ceil(s/2) - 2s) / s) + 1 = L / s.
+    return conv(dims, c_in, c_out, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
+
+
+def upsample(dims: int, c_in: int, c_out: int, stride: int) -> nn.Module:
+    """Transposed conv multiplying the length exactly by `stride` (the inverse of `downsample`)."""
+    if stride == 1:
+        return conv(dims, c_in, c_out, 3, padding=1)
+    pad = math.ceil(stride / 2)
+    # out = (L - 1) s - 2 pad + 2s + output_padding = L s when output_padding = 2 pad - s.
+    return conv_transpose(dims, c_in, c_out, 2 * stride, stride=stride, padding=pad, output_padding=2 * pad - stride)
+
+
+class ResBlock(nn.Module):
+    """x + conv1(act(conv_k(act(x)))): the VQ-VAE residual unit, dilated for waveforms (EnCodec, Jukebox)."""
+
+    def __init__(self, dims: int, channels: int, dilation: int = 1, act: str = "elu"):
+        super().__init__()
+        hidden = max(channels // 2, 1)
+        self.block = nn.Sequential(
+            activation(act),
+            conv(dims, channels, hidden, 3, padding=dilation, dilation=dilation),
+            activation(act),
+            conv(dims, hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+def res_stack(dims: int, channels: int, depth: int, dilation_growth: int, act: str) -> list[nn.Module]:
+    """`depth` residual blocks with dilations 1, g, g^2, ... (g = 1 for images)."""
+    return [ResBlock(dims, channels, dilation_growth**i, act) for i in range(depth)]
+
+
+class Encoder(nn.Module):
+    """(B, C_in, *S) -> (B, C_out, *S / prod(strides)).
+
+    Stage i: a strided conv to `channels[i]` then `res_depth` residual blocks; channels are meant to
+    grow as the resolution drops, where they are cheap.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        channels: list[int],
+        strides: list[int],
+        out_channels: int | None,
+        res_depth: int = 2,
+        dilation_growth: int = 1,
+        act: str = "elu",
+    ):
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"channels {channels} and strides {strides} must have the same length")
+        stem_kernel = 7 if dims == 1 else 3
+        layers: list[nn.Module] = [conv(dims, in_channels, channels[0], stem_kernel, padding=stem_kernel // 2)]
+        prev = channels[0]
+        for c, s in zip(channels, strides):
+            layers.append(downsample(dims, prev, c, s))
+            layers += res_stack(dims, c, res_depth, dilation_growth, act)
+            prev = c
+        if out_channels is not None:
+            layers += [activation(act), conv(dims, prev, out_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+        self.stride = math.prod(strides)
+        self.out_channels = out_channels if out_channels is not None else prev
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(B, C_in, *S) -> (B, C_out, *S * prod(strides)); the mirror of `Encoder` with the same lists."""
+
+    def __init__(
+        self,
+        dims: int,
+        in_channels: int,
+        channels: list[int],
+        strides: list[int],
+        out_channels: int,
+        res_depth: int = 2,
+        dilation_growth: int = 1,
+        act: str = "elu",
+    ):
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"channels {channels} and strides {strides} must have the same length")
+        layers: list[nn.Module] = [conv(dims, in_channels, channels[-1], 3, padding=1)]
+        for i in reversed(range(len(channels))):
+            layers += res_stack(dims, channels[i], res_depth, dilation_growth, act)
+            nxt = channels[i - 1] if i > 0 else channels[0]
+            layers.append(upsample(dims, channels[i], nxt, strides[i]))
+        out_kernel = 7 if dims == 1 else 3
+        layers += [activation(act), conv(dims, channels[0], out_channels, out_kernel, padding=out_kernel // 2)]
+        self.net = nn.Sequential(*layers)
+        self.stride = math.prod(strides)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

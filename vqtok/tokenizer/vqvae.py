@@ -1,0 +1,38 @@
+"""VQVAE: encoder -> EMA vector quantizer -> decoder, for waveforms or images."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
+from vqtok.tokenizer.nets import Decoder, Encoder
+from vqtok.tokenizer.quantizer import VectorQuantizer
+
+
+class VQVAE(Tokenizer):
+    """Single-level VQ-VAE (van den Oord et al. 2017). x: (B, C, T) or (B, C, H, W)."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = config
+        net, dims, act = config.net, config.dims, config.activation
+        self.encoder = Encoder(
+            dims, config.in_channels, net.channels, net.strides, net.code_dim, net.res_depth, net.dilation_growth, act
+        )
+        self.quantizer = VectorQuantizer(net.codebook_size, net.code_dim, config.quantizer)
+        self.decoder = Decoder(
+            dims, net.code_dim, net.channels, net.strides, config.in_channels, net.res_depth, net.dilation_growth, act
+        )
+        self.level_strides = [math.prod(net.strides)]
+
+    def _encode_padded(self, x: Tensor) -> list[Tensor]:
+        return [self.quantizer.encode(self.encoder(x))]
+
+    def _decode_padded(self, codes: list[Tensor]) -> Tensor:
+        return self.decoder(self.quantizer.decode(codes[0]))
+
+    def _forward_padded(self, x: Tensor, mask: Tensor | None) -> TokenizerOutput:
+        q = self.quantizer(self.encoder(x), mask=self._code_mask(mask, self.level_strides[0]))
+        return TokenizerOutput(recon=self.decoder(q.quantized), codes=[q.codes], commit_loss=q.commit_loss, quant=[q])
