@@ -142,7 +142,7 @@ def main() -> None:
     strings = make_eval_strings(args.fsdd, n=args.n, sample_rate=SR)
     seconds = sum(len(s.audio) for s in strings) / SR
     print(f"{len(strings)} strings of 5 FSDD test digits, {seconds:.0f} s at {SR} Hz; "
-          "SI-SNR after delay compensation\n")
+          "every metric after compensating the codec delay (cross-correlation, +-0.2 s)\n")
     print("| codec | kbit/s | SI-SNR dB | STOI | PESQ-nb | log-mel dist | time s |")
     print("|---|---|---|---|---|---|---|")
     codecs = ([] if args.no_classical else CLASSICAL) + [tokenizer_codec(p) for p in args.tokenizer]

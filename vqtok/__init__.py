@@ -14,8 +14,9 @@ from vqtok.tokenizer import (  # noqa: E402
     load_tokenizer,
     save_tokenizer,
 )
+from vqtok.tokenizer.codes import TokenFile, read_codes, write_codes  # noqa: E402
 
 __all__ = [
     "__version__", "VQVAE", "VQVAE2", "LevelConfig", "QuantizerConfig", "TokenizerConfig", "VectorQuantizer",
-    "VqtokError", "build_tokenizer", "load_tokenizer", "save_tokenizer",
+    "TokenFile", "VqtokError", "build_tokenizer", "load_tokenizer", "read_codes", "save_tokenizer", "write_codes",
 ]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from vqtok.errors import VqtokError
-
-logger = logging.getLogger(__name__)
 
 EVAL_EXTRA_HINT = 'pip install "vqtok[eval]"'
 # Floor for mel magnitudes before the log, as in DAC's mel distance (clamp_eps=1e-5).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +11,6 @@ import soundfile as sf
 
 from vqtok import metrics
 from vqtok.errors import VqtokError
-
-logger = logging.getLogger(__name__)
 
 TEST_TAKES = range(5)  # FSDD's official split: takes 0-4 are the test set.
 N_DIGITS = 10
@@ -112,7 +109,7 @@ def evaluate_codec(fn: Callable[[np.ndarray], np.ndarray], strings: list[EvalStr
     +-``max_shift`` samples, found by cross-correlation) is compensated, and every metric is
     computed on the aligned pair: ``si_snr`` (dB), ``stoi``, ``pesq_nb`` (skipped if ``with_pesq``
     is False) and ``log_mel_distance``. Aligning matters for classical codecs: Codec 2 delays its
-    output by 10-30 ms, which alone costs about 0.15 STOI (STOI compares 384 ms segments frame
+    output by about 20 ms, which alone costs about 0.15 STOI (STOI compares 384 ms segments frame
     by frame). Returns each metric's mean under its name and the per-string values under
     ``per_string[name]``.
     """

@@ -36,7 +36,8 @@ def _dependencies(model: GatedPixelCNN, codes, labels=None, cond=None) -> torch.
     rows = []
     for i in range(height * width):
         r, c = divmod(i, width)
-        (grad,) = torch.autograd.grad((logits[:, :, r, c] * weights[:, :, r, c]).sum(), captured["x"], retain_graph=True)
+        probe = (logits[:, :, r, c] * weights[:, :, r, c]).sum()
+        (grad,) = torch.autograd.grad(probe, captured["x"], retain_graph=True)
         rows.append((grad != 0).any(dim=-1).any(dim=0).flatten())  # (B, H, W, C) -> (HW,)
     return torch.stack(rows)
 
@@ -77,7 +78,10 @@ def test_uniform_logits_give_log2_k_bits():
 
 def test_class_and_spatial_conditioning_change_logits():
     torch.manual_seed(0)
-    model = GatedPixelCNN(16, channels=8, layers=2, kernel_size=3, num_classes=4, cond_codes=6, cond_channels=4)
+    model = GatedPixelCNN(
+        16, channels=8, layers=2, kernel_size=3, num_classes=4,
+        cond_codes=6, cond_channels=4
+    )
     codes = torch.randint(0, 16, (2, 8, 8))
     cond = torch.randint(0, 6, (2, 4, 4))
     labels = torch.tensor([0, 1])
@@ -92,7 +96,9 @@ def test_class_and_spatial_conditioning_change_logits():
 
 
 def test_conditioning_errors_are_explicit():
-    model = GatedPixelCNN(16, channels=8, layers=1, kernel_size=3, num_classes=4, cond_codes=6, cond_channels=4)
+    model = GatedPixelCNN(
+        16, channels=8, layers=1, kernel_size=3, num_classes=4, cond_codes=6, cond_channels=4
+    )
     codes = torch.zeros(1, 8, 8, dtype=torch.long)
     with pytest.raises(ValueError, match="class-conditional"):
         model(codes, None, torch.zeros(1, 4, 4, dtype=torch.long))

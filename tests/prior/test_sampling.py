@@ -1,4 +1,4 @@
-"""Tests for sampling: logit filtering, RNG use, KV cache vs recompute, fast PixelCNN loop vs full passes, NLL."""
+"""Tests for sampling: logit filtering, RNG use, KV cache vs recompute, PixelCNN fast loop, NLL helpers."""
 
 import math
 
@@ -25,6 +25,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def _kept(logits: torch.Tensor) -> list[int]:
@@ -70,9 +74,11 @@ def test_nll_helpers_against_hand_computation():
     assert nll_nats(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
     assert nll_bits(logits, targets).item() == pytest.approx(expected.item() / math.log(2), rel=1e-6)
     maps = rearrange(logits, "b (h w) k -> b k h w", h=1)  # the PixelCNN layout (B, K, H, W)
-    assert nll_nats(maps, rearrange(targets, "b (h w) -> b h w", h=1)).item() == pytest.approx(expected.item(), rel=1e-6)
+    map_targets = rearrange(targets, "b (h w) -> b h w", h=1)
+    assert nll_nats(maps, map_targets).item() == pytest.approx(expected.item(), rel=1e-6)
     square = torch.zeros(2, 5, 5)  # T == K: the default layout (B, T, K) still applies
-    assert nll_bits(square, torch.zeros(2, 5, dtype=torch.long)).item() == pytest.approx(math.log2(5), rel=1e-6)
+    zeros = torch.zeros(2, 5, dtype=torch.long)
+    assert nll_bits(square, zeros).item() == pytest.approx(math.log2(5), rel=1e-6)
     with pytest.raises(ValueError, match="do not match"):
         nll_nats(torch.zeros(2, 4, 3), torch.zeros(2, 3, dtype=torch.long))
 
@@ -98,8 +104,8 @@ def test_kv_cache_sampling_equals_full_recompute(settings):
     kwargs = {k: v for k, v in settings.items() if k not in ("labels", "cond")}
     kwargs["labels"] = torch.tensor([0, 1, 2, 3, 1]) if labels else None
     kwargs["cond"] = torch.randint(0, 6, (5, 6)) if cond else None
-    cached = sample_transformer(model, 5, 24, generator=torch.Generator().manual_seed(7), use_cache=True, **kwargs)
-    full = sample_transformer(model, 5, 24, generator=torch.Generator().manual_seed(7), use_cache=False, **kwargs)
+    cached = sample_transformer(model, 5, 24, generator=_seeded(7), use_cache=True, **kwargs)
+    full = sample_transformer(model, 5, 24, generator=_seeded(7), use_cache=False, **kwargs)
     assert cached.shape == (5, 24) and cached.dtype == torch.int64
     assert torch.equal(cached, full)
     assert len(cached.unique()) > 3  # really sampled, not a constant
@@ -128,7 +134,11 @@ def _naive_pixelcnn_sampler(model, n, shape, labels, cond, generator, **filters)
 
 @pytest.mark.parametrize(
     "shape, cond_shape, num_classes, filters",
-    [((7, 7), None, None, {}), ((8, 6), (4, 3), 3, {"top_k": 6, "top_p": 0.9}), ((4, 4), (2, 2), None, {"temperature": 0.8})],
+    [
+        ((7, 7), None, None, {}),
+        ((8, 6), (4, 3), 3, {"top_k": 6, "top_p": 0.9}),
+        ((4, 4), (2, 2), None, {"temperature": 0.8}),
+    ],
 )
 def test_pixelcnn_sampler_equals_full_forward_loop(shape, cond_shape, num_classes, filters):
     torch.manual_seed(0)
@@ -139,13 +149,11 @@ def test_pixelcnn_sampler_equals_full_forward_loop(shape, cond_shape, num_classe
     n = 3
     labels = torch.tensor([0, 2, 1]) if num_classes else None
     cond = torch.randint(0, 5, (n, *cond_shape)) if cond_shape else None
-    fast = sample_pixelcnn(model, n, shape, labels, cond, generator=torch.Generator().manual_seed(3), **filters)
-    slow = _naive_pixelcnn_sampler(model, n, shape, labels, cond, torch.Generator().manual_seed(3), **filters)
+    fast = sample_pixelcnn(model, n, shape, labels, cond, generator=_seeded(3), **filters)
+    slow = _naive_pixelcnn_sampler(model, n, shape, labels, cond, _seeded(3), **filters)
     assert fast.shape == (n, *shape) and fast.dtype == torch.int64
     assert torch.equal(fast, slow)
-    chunked = sample_pixelcnn(
-        model, n, shape, labels, cond, generator=torch.Generator().manual_seed(3), batch_size=3, **filters
-    )
+    chunked = sample_pixelcnn(model, n, shape, labels, cond, generator=_seeded(3), batch_size=3, **filters)
     assert torch.equal(chunked, fast)
 
 

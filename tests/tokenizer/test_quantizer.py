@@ -7,7 +7,7 @@ import torch
 
 from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer, nearest_codes
 
-NO_REVIVAL = dict(dead_ratio=0.0, dead_floor=0.0)
+NO_REVIVAL = dict(dead_ratio=0.0, dead_floor=0.0, decay_warmup=0.0)
 
 
 def make_vq(k=8, d=4, **cfg) -> VectorQuantizer:
@@ -69,6 +69,19 @@ def test_ema_matches_closed_form_over_steps():
     torch.testing.assert_close(vq.codebook.double(), s_hand / smoothed[:, None], rtol=1e-6, atol=1e-5)
     # The smoothing lives in a temporary: the stored counts carry no eps.
     assert torch.allclose(vq.cluster_size.double(), n_hand, atol=1e-6)
+
+
+def test_decay_warmup_follows_tf_num_updates():
+    vq = make_vq(4, 2, decay=0.99, decay_warmup=10.0, dead_ratio=0.0, dead_floor=0.0).train()
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    set_state(vq, centres, torch.full((4,), 3.0))
+    n = torch.tensor(3.0, dtype=torch.float64)
+    for step in range(4):
+        vq(centres.repeat(2, 1))  # each code gets exactly 2 vectors
+        d = min(0.99, (1 + step) / (10 + step))
+        n = d * n + (1 - d) * 2
+    torch.testing.assert_close(vq.cluster_size.double(), n.expand(4), rtol=1e-6, atol=1e-6)
+    assert int(vq.updates) == 4
 
 
 def test_output_uses_codebook_before_update():

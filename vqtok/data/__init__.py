@@ -14,14 +14,19 @@ from vqtok.data.audio import (
 )
 from vqtok.data.images import IMAGE_EXTENSIONS, ImageFolder, list_image_files, load_image
 from vqtok.data.mnist import MNIST, download_mnist, load_mnist, read_idx
+from vqtok.data.stream import AudioStream
+from vqtok.data.tokens import TokenDataset, Vocab
 
 __all__ = [
     "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "MNIST",
     "RULES",
+    "TokenDataset",
+    "Vocab",
     "AudioFolder",
     "AudioInfo",
+    "AudioStream",
     "ImageFolder",
     "download_mnist",
     "fsdd_rule",

@@ -309,3 +309,51 @@ class AudioFolder(Dataset):
             f"{sum(self.durations) / 60:.1f} min, {self.sample_rate} Hz, {seg})"
         )
 
+
+
+class ConcatClips(Dataset):
+    """Training crops filled with several clips separated by random silences (all samples real).
+
+    Short, silence-trimmed clips (FSDD's are mostly under 0.5 s) otherwise give crops that are mostly
+    masked padding, and a codec that never sees silence; evaluation strings and real speech have both.
+    Item i starts inside clip i at a random offset, then random clips follow after gaps of
+    0..max_gap seconds. Randomness comes from torch's global RNG (restored on resume).
+    Items: ``{"x": (1, S), "mask": ones (1, S), "label": label of clip i, "index": i}``.
+    """
+
+    def __init__(self, base: AudioFolder, max_gap_seconds: float = 0.2, gain_db: float = 0.0) -> None:
+        if base.segment_samples is None:
+            raise VqtokError("ConcatClips needs an AudioFolder with segment_seconds set")
+        self.base = base
+        self.size = base.segment_samples
+        self.max_gap = round(max_gap_seconds * base.sample_rate)
+        self.gain_db = gain_db
+        self.num_classes = base.num_classes
+        self.labels = base.labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        x = torch.zeros(self.size)
+        first = torch.from_numpy(self.base.clip(index))
+        start = int(torch.randint(0, len(first), ()))
+        piece = first[start : start + self.size]
+        x[: len(piece)] = piece
+        pos = len(piece)
+        while pos < self.size:
+            pos += int(torch.randint(0, self.max_gap + 1, ()))
+            if pos >= self.size:
+                break
+            clip = torch.from_numpy(self.base.clip(int(torch.randint(0, len(self.base), ()))))
+            piece = clip[: self.size - pos]
+            x[pos : pos + len(piece)] = piece
+            pos += len(piece)
+        if self.gain_db > 0:  # random level, so quiet and loud speakers are both well covered
+            x = x * 10 ** ((torch.rand(()) * 2 - 1) * self.gain_db / 20)
+        return {
+            "x": x.unsqueeze(0),
+            "mask": torch.ones(1, self.size),
+            "label": torch.tensor(self.base.labels[index], dtype=torch.int64),
+            "index": index,
+        }

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-# Reference: van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders" (arXiv:1606.05328),
-# called [vdO16] below. Spatial conditioning on an upper code map follows VQ-VAE-2 (Razavi et al. 2019).
+# Reference: van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"
+# (arXiv:1606.05328), called [vdO16] below. Spatial conditioning on an upper code map follows
+# VQ-VAE-2 (Razavi et al. 2019).
 #
 # Causality without blind spot, by construction (no masked kernels, only padded/cropped convolutions):
 #   vertical stack   v: a (k//2 + 1) x k kernel over rows i-p..i, columns j-p..j+p   (p = k // 2).
@@ -52,7 +53,10 @@ class _CondResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 1)
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,7 +66,9 @@ class _CondResBlock(nn.Module):
 class GatedLayer(nn.Module):
     """One gated layer with a vertical and a horizontal stack ([vdO16] Fig. 2), without blind spot."""
 
-    def __init__(self, channels: int, kernel_size: int, first: bool, num_classes: int | None, cond_channels: int | None):
+    def __init__(
+        self, channels: int, kernel_size: int, first: bool, num_classes: int | None, cond_channels: int | None
+    ):
         super().__init__()
         c, p = channels, kernel_size // 2
         self.first, self.pad = first, p
@@ -125,7 +131,9 @@ class GatedPixelCNN(nn.Module):
     ):
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and >= 3 (the first layer sees k // 2 codes), got {kernel_size}")
+            raise ValueError(
+                f"kernel_size must be odd and >= 3 (the first layer sees k // 2 codes), got {kernel_size}"
+            )
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.config = PixelCNNConfig(
@@ -160,9 +168,9 @@ class GatedPixelCNN(nn.Module):
         return rearrange(self.embedding(codes), "b h w c -> b c h w")
 
     def encode_cond(self, cond: Tensor, shape: tuple[int, int]) -> Tensor:
-        """Upper-level codes (B, h, w) -> features (B, cond_channels, H, W), nearest-upsampled by (H/h, W/w)."""
+        """Upper-level codes (B, h, w) -> features (B, Cc, H, W), nearest-upsampled by (H/h, W/w)."""
         if not self.config.cond_codes:
-            raise ValueError("this GatedPixelCNN has no spatial conditioning (cond_codes=None); pass cond=None")
+            raise ValueError("this GatedPixelCNN has no spatial conditioning (cond_codes=None)")
         (height, width), (h, w) = shape, cond.shape[-2:]
         if height % h or width % w:
             raise ValueError(
@@ -199,25 +207,28 @@ class GatedPixelCNN(nn.Module):
         for layer, ctx, bias in zip(self.gated, context, biases):
             gated = _gate(layer.horizontal(h) + ctx, bias)
             out = layer.h_res(gated)
-            # residual connection ([vdO16] Fig. 2), except around the first layer: its input holds the current code
+            # residual connection ([vdO16] Fig. 2), except around the first layer,
+            # whose input holds the current code
             h = out if layer.first else h + out
             skip = skip + layer.h_skip(gated)
         return self.head(skip)
 
-    def _check_conditioning(self, labels: Tensor | None, cond: Tensor | None) -> None:
+    def check_conditioning(self, labels: Tensor | None, cond: Tensor | None) -> None:
+        """Raise a ValueError saying what to pass when labels / cond do not fit this model."""
         num_classes, cond_codes = self.config.num_classes, self.config.cond_codes
+        name = type(self).__name__
         if num_classes and labels is None:
-            raise ValueError(f"this GatedPixelCNN is class-conditional (num_classes={num_classes}): pass labels (B,)")
+            raise ValueError(f"this {name} is class-conditional (num_classes={num_classes}): pass labels")
         if not num_classes and labels is not None:
-            raise ValueError("this GatedPixelCNN has no class conditioning (num_classes=None); pass labels=None")
+            raise ValueError(f"this {name} has no class conditioning (num_classes=None); pass labels=None")
         if cond_codes and cond is None:
-            raise ValueError(f"this GatedPixelCNN is conditioned on a code map (cond_codes={cond_codes}): pass cond (B, h, w)")
+            raise ValueError(f"this {name} is conditioned on a code map (cond_codes={cond_codes}): pass cond")
         if not cond_codes and cond is not None:
-            raise ValueError("this GatedPixelCNN has no spatial conditioning (cond_codes=None); pass cond=None")
+            raise ValueError(f"this {name} has no spatial conditioning (cond_codes=None); pass cond=None")
 
     def forward(self, codes: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         """codes (B, H, W) int64, labels (B,) | None, cond (B, h, w) | None -> logits (B, K, H, W)."""
-        self._check_conditioning(labels, cond)
+        self.check_conditioning(labels, cond)
         features = self.encode_cond(cond, codes.shape[-2:]) if cond is not None else None
         biases = self.gate_biases(labels, features)
         x = self.embed(codes)

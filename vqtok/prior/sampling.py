@@ -1,4 +1,4 @@
-"""Sampling from the priors (raster-order PixelCNN, KV-cached Transformer), logit filtering and NLL helpers."""
+"""Sampling from the priors (raster PixelCNN, KV-cached Transformer), logit filtering and NLL helpers."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def _code_axis(logits: Tensor, targets: Tensor, class_dim: int | None) -> int:
     dim = class_dim % logits.dim()
     if logits.shape[:dim] + logits.shape[dim + 1 :] != targets.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} with codes on axis {dim} do not match targets {tuple(targets.shape)}; "
+            f"logits {tuple(logits.shape)} with codes on axis {dim} do not match "
+            f"targets {tuple(targets.shape)}; "
             "expected logits (B, K, H, W) for targets (B, H, W) or (B, T, K) for (B, T), or pass class_dim"
         )
     return dim
@@ -119,7 +120,7 @@ def _batches(n: int, batch_size: int | None) -> Iterator[slice]:
 
 
 def _crop(bias: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
-    """A gate bias (B, 2C, H|1, W|1) restricted to rows / cols (size-1 axes broadcast and stay as they are)."""
+    """A gate bias (B, 2C, H|1, W|1) restricted to rows / cols (size-1 axes broadcast, kept as they are)."""
     return None if bias is None else bias[:, :, rows, cols]
 
 
@@ -145,7 +146,7 @@ def sample_pixelcnn(
     device = model.embedding.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
-    model._check_conditioning(labels, cond)
+    model.check_conditioning(labels, cond)
     out = torch.zeros(n, height, width, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
@@ -156,7 +157,8 @@ def sample_pixelcnn(
             for i in range(height):
                 above = slice(0, i + 1)
                 # row i of the vertical context depends on rows < i only (already sampled)
-                context = model.vertical_stack(model.embed(codes[:, above]), [_crop(b, above, slice(None)) for b in biases])
+                above_biases = [_crop(b, above, slice(None)) for b in biases]
+                context = model.vertical_stack(model.embed(codes[:, above]), above_biases)
                 row = slice(i, i + 1)
                 context = [c[:, :, row] for c in context]  # (b, 2C, 1, W)
                 for j in range(width):

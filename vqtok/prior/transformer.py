@@ -44,6 +44,7 @@ class TransformerConfig:
 
 
 POSITIONS = ("rotary", "learned")
+KVPair = tuple[Tensor, Tensor]  # one layer's (keys, values), each (B, heads, capacity, head_dim)
 
 
 @dataclass
@@ -93,8 +94,8 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, rotary: Rotary | None, start: int, kv: tuple[Tensor, Tensor] | None) -> Tensor:
-        """x (B, L, D) at positions start..start+L-1; kv: this layer's cache buffers (then L = 1), written in place."""
+    def forward(self, x: Tensor, rotary: Rotary | None, start: int, kv: KVPair | None) -> Tensor:
+        """x (B, L, D) at positions start..start+L-1; kv: this layer's cache buffers (then L = 1), updated."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if rotary is not None:
             q, k = rotary(q, start), rotary(k, start)
@@ -120,7 +121,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, rotary: Rotary | None, start: int, kv: tuple[Tensor, Tensor] | None) -> Tensor:
+    def forward(self, x: Tensor, rotary: Rotary | None, start: int, kv: KVPair | None) -> Tensor:
         x = x + self.drop(self.attn(self.norm1(x), rotary, start, kv))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -130,7 +131,9 @@ class _CondResBlock1d(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.net = nn.Sequential(nn.GELU(), nn.Conv1d(dim, dim, 3, padding=1), nn.GELU(), nn.Conv1d(dim, dim, 1))
+        self.net = nn.Sequential(
+            nn.GELU(), nn.Conv1d(dim, dim, 3, padding=1), nn.GELU(), nn.Conv1d(dim, dim, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.net(x)
@@ -166,11 +169,12 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"rotary positions need an even head size, got dim // heads = {dim // heads}")
         if bool(cond_codes) != bool(cond_ratio):
             raise ValueError(
-                f"cond_codes and cond_ratio go together (got cond_codes={cond_codes}, cond_ratio={cond_ratio}): "
-                "cond_ratio is how many bottom codes one top code covers"
+                f"cond_codes and cond_ratio go together (got cond_codes={cond_codes}, "
+                f"cond_ratio={cond_ratio}): cond_ratio is how many bottom codes one top code covers"
             )
         self.config = TransformerConfig(
-            num_codes, dim, layers, heads, max_len, num_classes, cond_codes, cond_ratio, cond_layers, positions, dropout
+            num_codes, dim, layers, heads, max_len, num_classes,
+            cond_codes, cond_ratio, cond_layers, positions, dropout,
         )
         self.tok_emb = nn.Embedding(num_codes, dim)
         if num_classes:
@@ -212,18 +216,21 @@ class CausalTransformer(nn.Module):
 
     # --- conditioning ---
 
-    def _check_conditioning(self, labels: Tensor | None, cond: Tensor | None, length: int) -> None:
-        cfg = self.config
+    def check_conditioning(self, labels: Tensor | None, cond: Tensor | None, length: int) -> None:
+        """Raise a ValueError saying what to pass when labels / cond / length do not fit this model."""
+        cfg, name = self.config, type(self).__name__
         if length > cfg.max_len:
-            raise ValueError(f"sequence of {length} positions exceeds max_len={cfg.max_len}; build with a larger max_len")
+            raise ValueError(f"{length} positions exceed max_len={cfg.max_len}; build with a larger max_len")
         if cfg.num_classes and labels is None:
-            raise ValueError(f"this CausalTransformer is class-conditional (num_classes={cfg.num_classes}): pass labels (B,)")
+            raise ValueError(f"this {name} is class-conditional (num_classes={cfg.num_classes}): pass labels")
         if not cfg.num_classes and labels is not None:
-            raise ValueError("this CausalTransformer has no class conditioning (num_classes=None); pass labels=None")
+            raise ValueError(f"this {name} has no class conditioning (num_classes=None); pass labels=None")
         if cfg.cond_codes and cond is None:
-            raise ValueError(f"this CausalTransformer is conditioned on top codes (cond_codes={cfg.cond_codes}): pass cond (B, T_top)")
+            raise ValueError(
+                f"this {name} is conditioned on top codes (cond_codes={cfg.cond_codes}): pass cond (B, T_top)"
+            )
         if not cfg.cond_codes and cond is not None:
-            raise ValueError("this CausalTransformer has no upper-level conditioning (cond_codes=None); pass cond=None")
+            raise ValueError(f"this {name} has no upper-level conditioning (cond_codes=None); pass cond=None")
         if cond is not None and length > cond.shape[1] * cfg.cond_ratio:
             raise ValueError(
                 f"{length} positions need at least {math.ceil(length / cfg.cond_ratio)} top codes at "
@@ -262,7 +269,7 @@ class CausalTransformer(nn.Module):
 
     def _full(self, codes: Tensor, labels: Tensor | None, cond: Tensor | None, length: int) -> Tensor:
         """Full causal pass over the first ``length`` input positions [start, codes...] -> (B, length, K)."""
-        self._check_conditioning(labels, cond, length)
+        self.check_conditioning(labels, cond, length)
         tokens = self.tok_emb(codes)  # (B, T, D); every code embedded so gradient checks see all of them
         x = torch.cat([self._start(labels, codes.shape[0]), tokens], dim=1)[:, :length]  # input t = code t-1
         features = self.encode_cond(cond, length) if cond is not None else None
@@ -285,7 +292,7 @@ class CausalTransformer(nn.Module):
         self, batch: int, length: int, labels: Tensor | None = None, cond: Tensor | None = None
     ) -> KVCache:
         """Empty cache for decoding ``length`` codes; labels / cond are fixed for the whole sequence."""
-        self._check_conditioning(labels, cond, length)
+        self.check_conditioning(labels, cond, length)
         cfg = self.config
         param = self.tok_emb.weight
         shape = (batch, cfg.heads, length, cfg.dim // cfg.heads)
@@ -302,9 +309,9 @@ class CausalTransformer(nn.Module):
         """
         pos = cache.pos
         if pos >= cache.capacity:
-            raise ValueError(f"KV cache is full ({cache.capacity} positions); make a larger one with new_cache")
+            raise ValueError(f"KV cache is full ({cache.capacity} positions); make a longer one (new_cache)")
         if (tokens is None) != (pos == 0):
-            raise ValueError(f"step at position {pos}: pass tokens=None at position 0 only, the previous codes after")
+            raise ValueError(f"step at position {pos}: tokens=None at position 0 only, previous codes after")
         x = cache.start if pos == 0 else rearrange(self.tok_emb(tokens), "b d -> b 1 d")  # (B, 1, D)
         logits = self._run(x, pos, cache.cond, cache)[:, -1]
         cache.pos = pos + 1

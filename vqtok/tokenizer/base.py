@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,6 +153,89 @@ class Tokenizer(nn.Module):
         out = self._forward_padded(xp, mp)
         out.recon = self._trim(out.recon, size)
         return out
+
+    # ------------------------------------------- long audio, batches, time (see streaming.py)
+    @functools.cached_property
+    def context(self):
+        """Receptive fields in whole hops: `encode_left/right` (samples), `decode_left/right` (hops); audio only."""
+        from vqtok.tokenizer import streaming
+
+        return streaming.compute_context(self)
+
+    @functools.cached_property
+    def block_frames(self) -> int:
+        """Hops per canonical block of `encode_long` / `decode_long` (about one second of audio)."""
+        from vqtok.tokenizer import streaming
+
+        return streaming.block_frames(self)
+
+    def encode_long(self, x: Tensor | np.ndarray, chunk_seconds: float | None = None) -> Tensor | list[Tensor]:
+        """Unbatched mono audio (T,) of any length -> codes like `encode`, in bounded memory.
+
+        Codes are computed block by block (streaming.py) and are bit-identical for every `chunk_seconds`
+        (how much audio is handed over at a time); a clip of at most one block gives exactly `encode`'s.
+        """
+        from vqtok.tokenizer import streaming
+
+        wav = self._mono(x)
+        size = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000)))
+        parts = list(streaming.stream_encode(self, streaming.split_pieces(wav.numpy(), size)))
+        levels = [torch.from_numpy(c).to(self._device()) for c in streaming.join_levels(parts, self.levels)]
+        return levels[0] if self.levels == 1 else levels
+
+    def decode_long(self, codes: Tensor | np.ndarray | Sequence, size: int | None = None,
+                    chunk_seconds: float | None = None) -> Tensor:
+        """Unbatched codes (as `encode_long` returns) -> (1, T) audio, block by block, trimmed to `size`.
+
+        Equal to `decode` to float tolerance, and bit-identical for every `chunk_seconds`.
+        """
+        from vqtok.tokenizer import streaming
+
+        levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
+        if len(levels) != self.levels:
+            raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
+        levels = [torch.as_tensor(np.asarray(c.cpu() if isinstance(c, Tensor) else c)).long() for c in levels]
+        hops = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000) / self.hop))
+        pieces = list(streaming.stream_decode(self, levels, size, hops))
+        wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return torch.from_numpy(wav)[None].to(self._device())
+
+    def encode_batch(self, items: Sequence[Tensor | np.ndarray], batch_size: int | None = None) -> list:
+        """Encode clips (T,) or images (C, H, W) of different sizes together, `batch_size` windows at a time.
+
+        Returns one entry per item, exactly what `encode_long` (audio) or `encode` (images) gives it alone.
+        """
+        from vqtok.tokenizer import streaming
+
+        if self.dims == 1:
+            items = [self._mono(x) for x in items]
+        with torch.no_grad():
+            return streaming.encode_batch(self, list(items), batch_size)
+
+    def frames_to_seconds(self, frames: int | float, level: int = -1) -> float:
+        """Seconds spanned by `frames` codes of `level` (default: the finest); also frame n's start time."""
+        return frames * self.downsample[level] / self._rate()
+
+    def seconds_to_frames(self, seconds: float, level: int = -1) -> int:
+        """Codes of `level` that `encode` gives for `seconds` of audio (the clip is padded to whole hops)."""
+        samples = math.ceil(round(seconds * self._rate(), 6))
+        return self.code_shape(samples)[level][0] if samples > 0 else 0
+
+    def _rate(self) -> int:
+        if self.dims != 1 or self.sample_rate is None:
+            raise ValueError("frames_to_seconds / seconds_to_frames need an audio tokenizer with a sample_rate")
+        return self.sample_rate
+
+    def _mono(self, x: Tensor | np.ndarray) -> Tensor:
+        """Audio (T,), (1, T) or (1, 1, T) -> float32 (T,) on the CPU."""
+        if self.dims != 1:
+            raise ValueError("encode_long / decode_long are for audio (dims=1) tokenizers")
+        t = torch.as_tensor(np.asarray(x.detach().cpu()) if isinstance(x, Tensor) else np.asarray(x))
+        if t.dim() > 1 and all(n == 1 for n in t.shape[:-1]):
+            t = t.reshape(-1)
+        if t.dim() != 1:
+            raise ValueError(f"expected one mono clip (T,), got shape {tuple(t.shape)}")
+        return t.float()
 
     # -------------------------------------------------------------- helpers
     def _device(self) -> torch.device:

@@ -19,6 +19,10 @@ class QuantizerConfig:
     """Quantizer hyper-parameters shared by every level (codebook size and dim are per level)."""
 
     decay: float = 0.99  # EMA decay of counts and sums (van den Oord et al. 2017, appendix A.1)
+    # Decay warm-up as in TF's ExponentialMovingAverage(num_updates): step n uses
+    # min(decay, (1 + n) / (decay_warmup + n)), so the codebook follows the fast-moving encoder of the
+    # first steps and codes it leaves behind are found dead quickly. 0 disables it.
+    decay_warmup: float = 10.0
     beta: float = 0.25  # commitment loss weight
     eps: float = 1e-5  # Laplace smoothing of the counts
     kmeans_iters: int = 10  # Lloyd iterations after k-means++ seeding on the first training batch
@@ -88,6 +92,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.zeros(codebook_size))  # EMA of per-step counts
         self.register_buffer("embed_sum", torch.zeros(codebook_size, dim))  # EMA of per-step sums
         self.register_buffer("initted", torch.tensor(False))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))  # EMA steps taken
         self._initted = False  # host mirror of `initted`, so the hot path never reads the buffer
 
     # ------------------------------------------------------------------ verbs
@@ -196,6 +201,13 @@ class VectorQuantizer(nn.Module):
         self.initted.fill_(True)
         self._initted = True
 
+    def _decay(self) -> Tensor:
+        decay = torch.tensor(self.config.decay, device=self.updates.device)
+        if self.config.decay_warmup > 0:
+            n = self.updates.float()
+            decay = torch.minimum(decay, (1 + n) / (self.config.decay_warmup + n))
+        return decay
+
     def _codebook_from_stats(self) -> Tensor:
         """codebook = sums / Laplace-smoothed counts; the smoothing lives only in this temporary."""
         n = self.cluster_size
@@ -224,8 +236,10 @@ class VectorQuantizer(nn.Module):
             dist.all_reduce(packed)  # the one collective of the step
             counts, sums, candidates = packed[:, 0], packed[:, 1 : 1 + self.dim], packed[:, 1 + self.dim :]
 
-        self.cluster_size.mul_(cfg.decay).add_(counts, alpha=1 - cfg.decay)
-        self.embed_sum.mul_(cfg.decay).add_(sums, alpha=1 - cfg.decay)
+        decay = self._decay()  # 0-dim tensor: no host sync
+        self.cluster_size.mul_(decay).add_(counts * (1 - decay))
+        self.embed_sum.mul_(decay).add_(sums * (1 - decay))
+        self.updates.add_(1)
 
         expected = counts.sum() / k  # expected use per code in this (global) step
         threshold = torch.clamp(cfg.dead_ratio * expected, min=cfg.dead_floor)

@@ -1,0 +1,166 @@
+"""Trainer: recipes parse strictly, debug trains end to end, resume is exact, DDP ranks agree."""
+
+import json
+import multiprocessing as mp
+import os
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vqtok import VqtokError, load_tokenizer
+from vqtok.recipe import load_recipe, load_recipe_dict
+from vqtok.tokenizer import build_tokenizer
+from vqtok.train import StepBatches, lr_lambda, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+MNIST = str(REPO.parent / "shared" / "data" / "mnist")
+
+
+def debug_recipe(**overrides):
+    items = [f"data.root={MNIST}"] + [f"{k}={v}" for k, v in overrides.items()]
+    return load_recipe(REPO / "recipes" / "debug.yaml", items)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_parses_and_builds(path):
+    text = path.read_text()
+    assert text.startswith("#"), "every recipe opens with a comment block"
+    data = load_recipe_dict(path)
+    if data.get("task", "tokenizer") == "tokenizer":
+        recipe = load_recipe(path)
+        model = build_tokenizer(recipe.model)
+        assert sum(p.numel() for p in model.parameters()) > 0
+        assert recipe.data.root and recipe.train.max_steps > 0
+    else:
+        from vqtok.prior.train import load_prior_recipe
+
+        recipe = load_prior_recipe(path)
+        assert recipe.train.max_steps > 0
+
+
+def test_unknown_key_is_an_error_listing_valid_keys():
+    with pytest.raises(VqtokError, match=r"debug.yaml: unknown key 'train.max_step'; valid keys under train: .*max_steps"):
+        load_recipe(REPO / "recipes" / "debug.yaml", ["train.max_step=3"])
+    with pytest.raises(VqtokError, match="expected an integer"):
+        load_recipe(REPO / "recipes" / "debug.yaml", ["train.max_steps=many"])
+
+
+def test_overrides_reach_nested_fields():
+    r = debug_recipe(**{"train.max_steps": 7, "model.net.channels": "[4,8]", "train.lr": 0.5})
+    assert r.train.max_steps == 7 and r.model.net.channels == [4, 8] and r.train.lr == 0.5
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_lambda(0, 10, 100, 0.1) == pytest.approx(0.1)
+    assert lr_lambda(9, 10, 100, 0.1) == pytest.approx(1.0)
+    assert lr_lambda(55, 10, 100, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_lambda(100, 10, 100, 0.1) == pytest.approx(0.1)
+
+
+def test_step_batches_are_a_function_of_the_step():
+    full = list(StepBatches(50, 8, seed=3, start=0, stop=12))
+    tail = list(StepBatches(50, 8, seed=3, start=7, stop=12))
+    assert full[7:] == tail
+    epoch0 = sum(full[:6], [])  # 6 batches of 8 per epoch of 50 items: no repeats inside an epoch
+    assert len(set(epoch0)) == 48
+    ranks = [list(StepBatches(50, 4, 3, 0, 3, rank=r, world=2)) for r in range(2)]
+    for a, b in zip(*ranks):
+        assert not set(a) & set(b)
+
+
+def test_debug_recipe_trains_end_to_end(tmp_path):
+    recipe = debug_recipe()
+    model = train_tokenizer(recipe, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    tok = load_tokenizer(run / "tokenizer.safetensors")
+    assert tok.train_info == {"recipe": "debug", "step": 20}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    valid_rows = [r for r in rows if r["split"] == "valid"]
+    assert [r["step"] for r in train_rows] == [10, 20]
+    assert train_rows[-1]["mse"] < train_rows[0]["mse"]
+    assert valid_rows and 0 < valid_rows[-1]["usage"] <= 1
+    assert (run / "curves.png").stat().st_size > 0 and (run / "valid" / "step0000020.png").is_file()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(tok.decode(tok.encode(x), (28, 28)), model.decode(model.encode(x), (28, 28)))
+
+
+def test_resume_gives_the_same_final_weights(tmp_path):
+    recipe = debug_recipe(**{"train.max_steps": 8, "train.valid_every": 100, "train.save_every": 100})
+    straight = train_tokenizer(recipe, tmp_path / "a", progress=False)
+    train_tokenizer(recipe, tmp_path / "b", stop_after=3, progress=False)
+    assert load_tokenizer(tmp_path / "b" / "tokenizer.safetensors").train_info["step"] == 3
+    resumed = train_tokenizer(load_recipe(tmp_path / "b" / "recipe.yaml"), tmp_path / "b", resume=True, progress=False)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
+def test_audio_training_path_with_masks(tmp_path):
+    root = tmp_path / "audio"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for digit in range(3):
+        for take in (0, 7, 8):  # take 0 -> test split, 7/8 -> train (fsdd rule)
+            n = int(rng.integers(600, 3000))
+            t = np.arange(n) / 8000
+            wav = 0.3 * np.sin(2 * np.pi * (200 + 100 * digit) * t) * np.hanning(n)
+            sf.write(root / f"{digit}_spk_{take}.wav", wav.astype(np.float32), 8000)
+    recipe = debug_recipe(**{
+        "model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.dilation_growth": 3,
+        "data.kind": "audio", "data.root": str(root), "data.rule": "fsdd", "data.segment_seconds": 0.25,
+        "train.max_steps": 4, "train.batch_size": 4, "train.log_every": 2, "train.valid_every": 4,
+        "loss.fft_sizes": "[64,128]",
+    })
+    train_tokenizer(recipe, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["split"] == "valid"][-1]
+    assert {"l1", "stft", "si_snr", "mel_distance", "usage"} <= set(valid)
+    assert len(list((tmp_path / "run" / "valid").glob("*.wav"))) == 3
+
+
+# ------------------------------------------------------------------------ DDP
+def _ddp_worker(rank: int, port: int, tmp: str) -> None:
+    try:
+        os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+        torch.set_num_threads(1)
+        recipe = debug_recipe(**{"train.max_steps": 3, "train.batch_size": 8, "train.valid_every": 100,
+                                 "train.save_every": 100, "train.log_every": 1})
+        model = train_tokenizer(recipe, Path(tmp) / "run", progress=False)
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, Path(tmp) / f"rank{rank}.pt")
+    except BaseException:
+        traceback.print_exc()
+        raise
+
+
+def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_ddp_worker, args=(r, port, str(tmp_path))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            pytest.fail("DDP workers hung (killed after 180 s)")
+        assert p.exitcode == 0
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert bool(a["quantizer.initted"])
+    # Only rank 0 wrote the run folder.
+    assert (tmp_path / "run" / "tokenizer.safetensors").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (3, "train"), (3, "valid")]

@@ -1,0 +1,43 @@
+"""`vqtok info PATH`: a tokenizer's model card, or what a codes file holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vqtok.cli.common import friendly_errors
+from vqtok.errors import VqtokError
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@friendly_errors
+def command(path: Path, as_json: bool) -> None:
+    """Show the model card of a TOKENIZER (.safetensors) or the contents of a CODES file (.npy/.npz).
+
+    The card lists the architecture, parameter count, sample rate, downsampling, frame rate and
+    codebook size per level, bitrate, tokens per second, and the training recipe and step.
+
+    \b
+    Examples:
+      vqtok info runs/speech/tokenizer.safetensors
+      vqtok info speech.npy
+      vqtok info runs/mnist/tokenizer.safetensors --json
+    """
+    from vqtok.tokenizer.card import codes_summary, format_card, format_codes, model_card
+    from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
+
+    if not path.exists():
+        raise VqtokError(f"{path}: no such file; give a tokenizer (.safetensors) or a codes file (.npy/.npz)")
+    if path.suffix in CODE_SUFFIXES:
+        summary = codes_summary(read_codes(path))
+        click.echo(json.dumps(summary, indent=1) if as_json else format_codes(summary))
+        return
+    from vqtok.cli.options import open_tokenizer
+
+    tok, tok_path = open_tokenizer(path, "cpu")
+    card = model_card(tok, tok_path)
+    click.echo(json.dumps(card, indent=1) if as_json else format_card(card))

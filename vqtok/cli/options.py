@@ -1,0 +1,30 @@
+"""Options shared by encode, decode, info and eval: the tokenizer file and the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vqtok.errors import VqtokError
+
+DEFAULT_TOKENIZER = Path("runs/speech/tokenizer.safetensors")
+
+tokenizer_option = click.option(
+    "-m", "--model", "model", required=True, type=click.Path(path_type=Path),
+    help="Tokenizer checkpoint (.safetensors written by vqtok train).")
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+
+
+def open_tokenizer(path: Path, device: str = "cpu"):
+    """load_tokenizer with a device name; every failure is a one-line VqtokError."""
+    from vqtok.device import pick_device
+    from vqtok.tokenizer.checkpoint import load_tokenizer
+
+    if path.is_dir():
+        candidate = path / "tokenizer.safetensors"
+        if not candidate.is_file():
+            raise VqtokError(f"{path}: a folder without tokenizer.safetensors; pass the tokenizer file")
+        path = candidate
+    return load_tokenizer(path, pick_device(device)), path

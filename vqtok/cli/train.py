@@ -1,0 +1,74 @@
+"""`vqtok train RECIPE [key.sub=value ...]`: train a tokenizer (or a prior) from a YAML recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vqtok.cli.common import friendly_errors, setup_logging
+from vqtok.errors import VqtokError
+
+
+def default_run_dir(name: str) -> Path:
+    """runs/NAME, or runs/NAME-2, -3, ... when it already holds a run."""
+    base = Path("runs") / name
+    if not base.exists():
+        return base
+    i = 2
+    while (base.parent / f"{name}-{i}").exists():
+        i += 1
+    return base.parent / f"{name}-{i}"
+
+
+@click.command("train", context_settings={"ignore_unknown_options": False})
+@click.argument("args", nargs=-1)
+@click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
+@click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
+@click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
+              help="Start from this tokenizer's weights (fine-tune on new data).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def command(args: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, quiet: bool) -> None:
+    """Train from RECIPE (a YAML file), with optional key.sub=value overrides.
+
+    \b
+    Examples:
+      vqtok train recipes/mnist.yaml data.root=../shared/data/mnist
+      vqtok train recipes/speech.yaml data.root=~/audio train.max_steps=2000 --out runs/my-speech
+      vqtok train --resume runs/my-speech train.max_steps=4000
+      torchrun --nproc_per_node=2 -m vqtok train recipes/speech.yaml
+    """
+    from vqtok.recipe import load_recipe_dict
+    from vqtok.train import RECIPE_FILE
+
+    setup_logging()
+    overrides = [a for a in args if "=" in a]
+    paths = [a for a in args if "=" not in a]
+    if len(paths) > 1:
+        raise VqtokError(f"expected one recipe file, got {', '.join(paths)}")
+    if resume:
+        run = Path(resume)
+        recipe_path = run / RECIPE_FILE
+        if paths:
+            raise VqtokError("--resume takes the recipe from the run folder; give only key=value overrides")
+    else:
+        if not paths:
+            raise VqtokError("give a recipe file, e.g. vqtok train recipes/mnist.yaml")
+        recipe_path = Path(paths[0])
+    data = load_recipe_dict(recipe_path, overrides)
+    task = data.get("task", "tokenizer")
+    if task == "prior":
+        from vqtok.prior.train import load_prior_recipe, train_prior
+
+        recipe = load_prior_recipe(recipe_path, overrides)
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
+        train_prior(recipe, run, resume=bool(resume), progress=not quiet)
+    else:
+        from vqtok.recipe import load_recipe
+        from vqtok.train import train_tokenizer
+
+        recipe = load_recipe(recipe_path, overrides)
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
+        train_tokenizer(recipe, run, resume=bool(resume), init_from=init_from, progress=not quiet)
+    click.echo(f"done: {run}")

@@ -1,0 +1,118 @@
+"""Audio read in pieces: mono at the target rate in bounded memory, identical to `load_audio`, strict checks.
+
+`AudioStream(path, sample_rate)` checks the file on opening (missing, empty, not audio, a WAV whose
+header promises more data than the file holds) and then yields the signal piece by piece:
+channels averaged and resampled with soxr's streaming resampler, which gives the same samples as the
+one-shot `resample` that `load_audio` uses, whatever the piece size. NaN/Inf samples raise while reading.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vqtok.data.audio import AudioInfo
+from vqtok.errors import VqtokError
+
+
+def check_wav_complete(path: Path) -> None:
+    """Raise if a RIFF/WAVE file's data chunk declares more bytes than the file holds (a cut download).
+
+    libsndfile silently reads whatever part is there; a truncated file would then encode without
+    complaint. Other formats, and streamed WAVs whose data size is left at 0 or 0xFFFFFFFF, pass.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack(endian + "4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return
+                available = size - (pos + 8)
+                if chunk_size > available:
+                    raise VqtokError(f"{path}: truncated WAV (the header declares {chunk_size} bytes of audio, "
+                                     f"the file holds {available}); re-export or re-download it")
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+        raise VqtokError(f"{path}: truncated WAV (no complete data chunk); re-export or re-download it")
+
+
+class AudioStream:
+    """An audio file opened for piecewise reading as mono float32 at `sample_rate`.
+
+    `info` describes the file as stored; `length` is the number of samples `pieces()` yields in all,
+    ceil(frames * sample_rate / file rate), as `load_audio` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
+        path = Path(path)
+        self.path = path
+        self.sample_rate = int(sample_rate)
+        if not path.exists():
+            raise VqtokError(f"{path}: audio file not found; check the path")
+        if not path.is_file():
+            raise VqtokError(f"{path}: not a file")
+        if path.stat().st_size == 0:
+            raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
+        check_wav_complete(path)
+        try:
+            info = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:
+            reason = " ".join(str(err).split())
+            raise VqtokError(f"{path}: not readable as audio ({reason}); re-export it as WAV or FLAC") from None
+        if info.frames <= 0:
+            raise VqtokError(f"{path}: holds no audio frames; delete or re-export it")
+        self.info = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
+                              info.frames / info.samplerate)
+        self.length = math.ceil(info.frames * self.sample_rate / info.samplerate)
+
+    def pieces(self, frames_per_piece: int = 1 << 16) -> Iterator[np.ndarray]:
+        """Mono float32 pieces at the target rate; their concatenation has `length` samples."""
+        info = self.info
+        resampler = None
+        if info.orig_sample_rate != self.sample_rate:
+            resampler = soxr.ResampleStream(info.orig_sample_rate, self.sample_rate, 1, dtype="float32", quality="HQ")
+        produced = 0
+        read = 0
+        try:
+            with sf.SoundFile(str(self.path)) as f:
+                while True:
+                    data = f.read(frames_per_piece, dtype="float32", always_2d=True)  # (n, channels)
+                    read += len(data)
+                    last = len(data) < frames_per_piece or read >= info.orig_frames
+                    bad = int(np.count_nonzero(~np.isfinite(data)))
+                    if bad:
+                        raise VqtokError(f"{self.path}: {bad} samples near {read / info.orig_sample_rate:.2f} s "
+                                         "are NaN or Inf; re-export or remove the file")
+                    mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
+                    if resampler is not None:
+                        mono = resampler.resample_chunk(mono, last=last)
+                    mono = mono[: self.length - produced]
+                    produced += len(mono)
+                    if len(mono):
+                        yield np.ascontiguousarray(mono, dtype=np.float32)
+                    if last:
+                        break
+        except (sf.SoundFileError, RuntimeError) as err:
+            reason = " ".join(str(err).split())
+            raise VqtokError(f"{self.path}: reading failed ({reason}); re-export it as WAV or FLAC") from None
+        if produced < self.length:  # soxr's flush can fall a sample short; resample() pads the same way
+            yield np.zeros(self.length - produced, dtype=np.float32)
+
+    def read(self) -> np.ndarray:
+        """The whole signal (T,) at once."""
+        parts = list(self.pieces())
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)

@@ -1,0 +1,149 @@
+"""TokenDataset: a folder encoded by `vqtok encode` (its manifest.jsonl) as training data for a downstream model.
+
+Vocabulary layout, per level (K = that level's codebook size, see `Vocab`)::
+
+    0 .. K-1   the codes, exactly as in the codes files
+    K          PAD   (fills batches past each item's length; never a target)
+    K + 1      BOS   (prepended when add_bos=True)
+    K + 2      EOS   (appended when add_eos=True)
+    size = K + 3     (the embedding / output size of a model over this level)
+
+A VQ-VAE-2's two levels each have their own layout (top first). Items are
+``{"codes": LongTensor, "length": int, "label": int (-1 if none), "index": int}`` for a single level and
+lists per level (``"codes": [top, bottom]``, ``"length": [t_top, t_bottom]``) for two. Audio codes are
+(T,), image codes (H, W). `collate` pads a batch with PAD to the longest item (both axes for images)
+and adds a boolean ``mask`` (True on real tokens, BOS/EOS included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from vqtok.errors import VqtokError
+from vqtok.tokenizer.codes import describe_tokenizer, read_codes
+
+RESERVED = ("pad", "bos", "eos")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token ids of one level: codes 0..K-1, then PAD, BOS, EOS."""
+
+    codebook_size: int
+
+    @property
+    def pad(self) -> int:
+        return self.codebook_size
+
+    @property
+    def bos(self) -> int:
+        return self.codebook_size + 1
+
+    @property
+    def eos(self) -> int:
+        return self.codebook_size + 2
+
+    @property
+    def size(self) -> int:
+        return self.codebook_size + len(RESERVED)
+
+
+class TokenDataset(Dataset):
+    """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode`.
+
+    Every codes file is read and checked once at construction (sidecar, dtype, id range, shapes) and
+    all must come from one tokenizer. `add_bos` / `add_eos` wrap each audio sequence (1-D codes only).
+    """
+
+    def __init__(self, manifest: str | os.PathLike, add_bos: bool = False, add_eos: bool = False,
+                 max_items: int | None = None) -> None:
+        path = Path(manifest)
+        if path.is_dir():
+            path = path / "manifest.jsonl"
+        if not path.is_file():
+            raise VqtokError(f"{path}: no such manifest; run vqtok encode on a folder with -o DIR first")
+        self.manifest = path
+        self.add_bos, self.add_eos = add_bos, add_eos
+        entries = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entry["codes"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise VqtokError(f"{path}:{n}: not a manifest line (expected JSON with a 'codes' path)") from None
+            entries.append(entry)
+        if max_items is not None:
+            entries = entries[:max_items]
+        if not entries:
+            raise VqtokError(f"{path}: the manifest lists no files")
+        self.entries: list[dict[str, Any]] = entries
+        self.codes: list[list[torch.Tensor]] = []
+        self.labels: list[int] = []
+        self.tokenizer: dict[str, Any] | None = None
+        for entry in entries:
+            file = read_codes(path.parent / entry["codes"])
+            made_by = file.meta["tokenizer"]
+            if self.tokenizer is None:
+                self.tokenizer = made_by
+            elif made_by.get("fingerprint") != self.tokenizer.get("fingerprint"):
+                raise VqtokError(f"{file.path}: made by {describe_tokenizer(made_by)}, but the first file of "
+                                 f"{path} by {describe_tokenizer(self.tokenizer)}; one dataset, one tokenizer")
+            self.codes.append([torch.from_numpy(a) for a in file.levels])
+            label = entry.get("label", file.label)
+            self.labels.append(-1 if label is None else int(label))
+        self.vocab = [Vocab(k) for k in self.tokenizer["codebook_size"]]
+        self.levels = len(self.vocab)
+        self.dims = int(self.tokenizer.get("dims", 1))
+        if (add_bos or add_eos) and self.dims != 1:
+            raise VqtokError("add_bos / add_eos apply to 1-D (audio) codes only")
+        labelled = [x for x in self.labels if x >= 0]
+        self.num_classes = max(labelled) + 1 if labelled else None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        levels = []
+        for codes, vocab in zip(self.codes[index], self.vocab):
+            parts = ([torch.tensor([vocab.bos])] if self.add_bos else []) + [codes]
+            parts += [torch.tensor([vocab.eos])] if self.add_eos else []
+            levels.append(torch.cat(parts) if len(parts) > 1 else codes.clone())
+        lengths = [c.shape[0] if c.dim() == 1 else tuple(c.shape) for c in levels]
+        one = self.levels == 1
+        return {"codes": levels[0] if one else levels, "length": lengths[0] if one else lengths,
+                "label": self.labels[index], "index": index}
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pad a list of items with PAD: codes (B, T_max) or (B, H_max, W_max) per level, mask, lengths, labels."""
+        per_level = [[it["codes"]] if self.levels == 1 else it["codes"] for it in items]
+        out_codes, masks, lengths = [], [], []
+        for lv, vocab in enumerate(self.vocab):
+            seqs = [p[lv] for p in per_level]
+            shape = [max(s.shape[a] for s in seqs) for a in range(seqs[0].dim())]
+            batch = torch.full((len(seqs), *shape), vocab.pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), *shape), dtype=torch.bool)
+            for i, s in enumerate(seqs):
+                index = (i,) + tuple(slice(0, n) for n in s.shape)
+                batch[index] = s
+                mask[index] = True
+            out_codes.append(batch)
+            masks.append(mask)
+            lengths.append(torch.tensor([list(s.shape) if s.dim() > 1 else s.shape[0] for s in seqs]))
+        one = self.levels == 1
+        return {"codes": out_codes[0] if one else out_codes, "mask": masks[0] if one else masks,
+                "lengths": lengths[0] if one else lengths,
+                "labels": torch.tensor([it["label"] for it in items], dtype=torch.long),
+                "index": torch.tensor([it["index"] for it in items], dtype=torch.long)}
+
+    def __repr__(self) -> str:
+        return (f"TokenDataset({str(self.manifest)!r}, {len(self)} items, levels={self.levels}, "
+                f"vocab sizes {[v.size for v in self.vocab]}, tokenizer {self.tokenizer.get('fingerprint')})")

@@ -1,0 +1,35 @@
+"""The one place that picks the device and the autocast precision."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from vqtok.errors import VqtokError
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU. Under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VqtokError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise VqtokError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA by default, plain fp32 on CPU. The quantizer opts out internally."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise VqtokError(f"unknown precision '{precision}'; choose auto, fp32 or bf16")
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

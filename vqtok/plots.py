@@ -1,0 +1,88 @@
+"""PNG output: image grids and training curves from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqtok.tokenizer.checkpoint import atomic_write
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (H', W', C) uint8 grid, row-major."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    grid = torch.ones(c, rows * (h + pad) + pad, ncol * (w + pad) + pad)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = images[i]
+    out = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return out
+
+
+def save_png(array: np.ndarray, path: str | Path) -> None:
+    """uint8 (H, W) or (H, W, C) -> PNG, written atomically."""
+    from PIL import Image
+
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    img = Image.fromarray(array)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+    return rows
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Loss and codebook-usage curves of a run (train and validation) -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    train = [r for r in rows if r.get("split") == "train"]
+    valid = [r for r in rows if r.get("split") == "valid"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    loss_keys = [k for k in (train[0] if train else {}) if k.startswith("loss")]
+    for key in loss_keys:
+        axes[0].plot([r["step"] for r in train], [r[key] for r in train], label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_title("training losses")
+    valid_keys = [k for k in (valid[0] if valid else {}) if k in ("mse", "l1", "mel_distance")]
+    for key in valid_keys:
+        axes[1].plot([r["step"] for r in valid], [r[key] for r in valid], marker="o", label=f"valid {key}")
+    axes[1].set_yscale("log")
+    axes[1].set_title("validation")
+    for key in sorted(k for k in (train[0] if train else {}) if k.startswith("usage")):
+        axes[2].plot([r["step"] for r in train], [r[key] for r in train], label=f"train {key}")
+    for key in sorted(k for k in (valid[0] if valid else {}) if k.startswith("usage")):
+        axes[2].plot([r["step"] for r in valid], [r[key] for r in valid], marker="o", label=f"valid {key}")
+    axes[2].set_ylim(0, 1.05)
+    axes[2].set_title("fraction of codes used")
+    for ax in axes:
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "curves.png"
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return out

@@ -1,0 +1,287 @@
+"""Token files: codes as .npy/.npz plus a JSON sidecar holding what decoding needs, checked on read.
+
+Layout (format "vqtok.codes", version 1):
+
+* A single-level tokenizer writes ``NAME.npy``: int16 when the codebook has at most 32768 codes,
+  else int32; shape ``(T,)`` for audio, ``(H, W)`` for images. A VQ-VAE-2 writes ``NAME.npz`` with one
+  array per level, ``top`` and ``bottom`` (same dtype rule, per level). Arrays are plain numeric
+  NumPy files: they are always read with ``allow_pickle=False``.
+* Beside it, ``NAME.npy.json`` (or ``NAME.npz.json``), the sidecar::
+
+      {"format": "vqtok.codes", "format_version": 1, "vqtok_version": "0.1.0",
+       "tokenizer": {"fingerprint": "...", "arch": "vqvae", "dims": 1, "sample_rate": 8000,
+                     "codebook_size": [512], "downsample": [40], "hop": 40, "block_frames": 200},
+       "levels": [{"name": "codes", "shape": [200], "dtype": "int16"}],
+       "source": {"kind": "audio", "path": "a.wav", "length": 8000, "sample_rate": 8000,
+                  "orig_sample_rate": 44100, "channels": 2, "orig_frames": 44100, "duration": 1.0},
+       "label": 3,
+       "array_sha256": "..."}
+
+  ``source.length`` is the signal length at the tokenizer's rate (images: ``size`` [H, W]) that decoding
+  trims to; ``orig_*`` restore the original rate and length. ``array_sha256`` hashes the array file,
+  so an array and a sidecar from different writes never pass as a pair.
+
+Both files are written atomically (temporary file + rename), the array first, so the sidecar's
+presence with a matching hash means the pair is complete: an interrupted folder run resumes from it.
+``read_codes(path, tokenizer)`` refuses a missing or mismatched sidecar, a different tokenizer
+(fingerprint), a non-integer dtype, wrong level names or shapes, and ids outside a level's codebook,
+each with a one-line VqtokError naming the file (and both tokenizers where relevant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vqtok.errors import VqtokError
+from vqtok.tokenizer.checkpoint import atomic_write
+
+FORMAT = "vqtok.codes"
+FORMAT_VERSION = 1
+CODE_SUFFIXES = (".npy", ".npz")
+LEVEL_NAMES = {1: ["codes"], 2: ["top", "bottom"]}
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``codes.npy`` -> ``codes.npy.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def codes_suffix(levels: int) -> str:
+    return ".npy" if levels == 1 else ".npz"
+
+
+def code_dtype(codebook_size: int) -> np.dtype:
+    """int16 when every id fits, else int32."""
+    return np.dtype(np.int16) if codebook_size <= np.iinfo(np.int16).max + 1 else np.dtype(np.int32)
+
+
+def tokenizer_summary(tok) -> dict[str, Any]:
+    """What a codes file records about the tokenizer that made it."""
+    summary = {
+        "fingerprint": tok.fingerprint,
+        "arch": tok.config.arch,
+        "dims": tok.dims,
+        "sample_rate": tok.sample_rate,
+        "codebook_size": list(tok.codebook_size),
+        "downsample": list(tok.downsample),
+        "hop": tok.hop,
+    }
+    if tok.dims == 1:
+        summary["block_frames"] = tok.block_frames
+    return summary
+
+
+def describe_tokenizer(summary: dict[str, Any]) -> str:
+    """'tokenizer 1a2b3c4d5e6f7a8b (vqvae, 512 codes, 8000 Hz)'."""
+    rate = f", {summary['sample_rate']} Hz" if summary.get("sample_rate") else ""
+    sizes = "+".join(str(k) for k in summary.get("codebook_size", []))
+    return f"tokenizer {summary.get('fingerprint')} ({summary.get('arch')}, {sizes} codes{rate})"
+
+
+@dataclass
+class TokenFile:
+    """A codes file read back: per-level int64 arrays (top first) and the sidecar metadata."""
+
+    path: Path
+    levels: list[np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.meta.get("source", {})
+
+    @property
+    def label(self) -> int | None:
+        return self.meta.get("label")
+
+    @property
+    def size(self) -> int | tuple[int, int]:
+        """What decoding trims to: length at the tokenizer's rate (audio) or (H, W) (images)."""
+        src = self.source
+        return int(src["length"]) if src.get("kind") == "audio" else tuple(src["size"])
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_codes(path: str | os.PathLike, codes, tok, source: dict[str, Any],
+                label: int | None = None) -> Path:
+    """Write codes (a tensor/array, or a list per level, top first) and their sidecar; returns the sidecar path.
+
+    `source` describes the input (see the module doc): for audio at least ``kind="audio"`` and
+    ``length``; for images ``kind="image"`` and ``size``.
+    """
+    from vqtok import __version__
+
+    path = Path(path)
+    levels = [codes] if not isinstance(codes, (list, tuple)) else list(codes)
+    if len(levels) != tok.levels:
+        raise VqtokError(f"{path}: got codes for {len(levels)} level(s), the tokenizer has {tok.levels}")
+    if path.suffix != codes_suffix(tok.levels):
+        raise VqtokError(f"{path}: a {tok.levels}-level tokenizer writes {codes_suffix(tok.levels)} files, "
+                         f"not {path.suffix or 'no suffix'}")
+    if tok.fingerprint is None:
+        raise VqtokError("the tokenizer has no fingerprint: save it with save_tokenizer or load it with "
+                         "load_tokenizer before writing codes")
+    names = LEVEL_NAMES[tok.levels]
+    arrays = []
+    for name, c, k in zip(names, levels, tok.codebook_size):
+        a = np.asarray(c.detach().cpu() if hasattr(c, "detach") else c)
+        if a.dtype.kind not in "iu":
+            raise VqtokError(f"{path}: level '{name}' has dtype {a.dtype}; codes must be integers")
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= k):
+            raise VqtokError(f"{path}: level '{name}' holds ids {int(a.min())}..{int(a.max())}, outside the "
+                             f"{k}-code codebook")
+        arrays.append(np.ascontiguousarray(a.astype(code_dtype(k))))
+    check_shapes(TokenFile(path, arrays, {"source": source}), tok)
+    if tok.levels == 1:
+        atomic_write(path, lambda tmp: _save_npy(tmp, arrays[0]))
+    else:
+        atomic_write(path, lambda tmp: _save_npz(tmp, dict(zip(names, arrays))))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vqtok_version": __version__,
+        "tokenizer": tokenizer_summary(tok),
+        "levels": [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in zip(names, arrays)],
+        "source": source,
+        "label": label,
+        "array_sha256": _file_sha256(path),
+    }
+    side = sidecar_path(path)
+    atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    return side
+
+
+def _save_npy(tmp: str, array: np.ndarray) -> None:
+    with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a bare name
+        np.save(f, array, allow_pickle=False)
+
+
+def _save_npz(tmp: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of codes file `path`, checked for format and version."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise VqtokError(f"{path}: no sidecar {side.name} beside it; codes need it to be decoded safely "
+                         "(copy it along, or re-encode with vqtok encode)")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VqtokError(f"{side}: unreadable sidecar ({' '.join(str(err).split())})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise VqtokError(f"{side}: not a vqtok codes sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise VqtokError(f"{side}: codes format version {version} is newer than this vqtok supports "
+                         f"({FORMAT_VERSION}); upgrade vqtok")
+    for key in ("tokenizer", "levels", "source"):
+        if key not in meta:
+            raise VqtokError(f"{side}: sidecar lacks '{key}'")
+    return meta
+
+
+def _load_arrays(path: Path, names: list[str]) -> list[np.ndarray]:
+    """The arrays of a .npy / .npz, never unpickling anything."""
+    if not path.is_file():
+        raise VqtokError(f"{path}: no such codes file; check the path")
+    if path.stat().st_size == 0:
+        raise VqtokError(f"{path}: the codes file is empty (0 bytes)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return [loaded]
+        with loaded:
+            found = sorted(loaded.files)
+            if sorted(names) != found:
+                raise VqtokError(f"{path}: holds levels {found}, expected {names}")
+            return [loaded[n] for n in names]
+    except VqtokError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise VqtokError(f"{path}: not a readable codes array ({' '.join(str(err).split())})") from None
+
+
+def read_codes(path: str | os.PathLike, tok=None) -> TokenFile:
+    """Read and check a codes file; with `tok`, also check that it can decode these codes.
+
+    Returns int64 arrays, top first. Every problem is a VqtokError naming the file.
+    """
+    path = Path(path)
+    if path.suffix not in CODE_SUFFIXES:
+        raise VqtokError(f"{path}: codes files end in .npy or .npz")
+    if not path.is_file():
+        raise VqtokError(f"{path}: no such codes file; check the path")
+    meta = read_sidecar(path)
+    made_by = meta["tokenizer"]
+    if tok is not None and made_by.get("fingerprint") != tok.fingerprint:
+        raise VqtokError(f"{path}: made by {describe_tokenizer(made_by)}, but decoding with "
+                         f"{describe_tokenizer(tokenizer_summary(tok))}; pass the tokenizer that encoded it")
+    n_levels = len(made_by.get("codebook_size", []))
+    if n_levels not in LEVEL_NAMES or path.suffix != codes_suffix(n_levels):
+        raise VqtokError(f"{path}: a {n_levels}-level code file must be {codes_suffix(n_levels) if n_levels in LEVEL_NAMES else '.npy/.npz'}")
+    names = LEVEL_NAMES[n_levels]
+    arrays = _load_arrays(path, names)
+    expected = {lv["name"]: lv for lv in meta["levels"]}
+    levels = []
+    for name, a, k in zip(names, arrays, made_by["codebook_size"]):
+        if a.dtype.kind not in "iu":
+            raise VqtokError(f"{path}: level '{name}' has dtype {a.dtype}; codes must be integers "
+                             f"({code_dtype(k)} for a codebook of {k})")
+        want = expected.get(name, {}).get("shape")
+        if want is not None and list(a.shape) != list(want):
+            raise VqtokError(f"{path}: level '{name}' has shape {list(a.shape)}, the sidecar says {want}")
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= k):
+            raise VqtokError(f"{path}: level '{name}' holds ids {int(a.min())}..{int(a.max())}, outside the "
+                             f"{k}-code codebook of {describe_tokenizer(made_by)}")
+        levels.append(a.astype(np.int64))
+    if meta.get("array_sha256") != _file_sha256(path):
+        raise VqtokError(f"{path}: the array does not match its sidecar (changed or replaced after encoding); "
+                         "re-encode it")
+    file = TokenFile(path, levels, meta)
+    if tok is not None:
+        check_shapes(file, tok)
+    return file
+
+
+def check_shapes(file: TokenFile, tok) -> None:
+    """The level shapes must be what `tok` gives for the recorded input size."""
+    src = file.source
+    size = src.get("length") if tok.dims == 1 else src.get("size")
+    if size is None:
+        raise VqtokError(f"{file.path}: the sidecar records no input size")
+    expected = tok.code_shape(int(size) if tok.dims == 1 else tuple(size))
+    got = [tuple(a.shape) for a in file.levels]
+    if got != expected:
+        raise VqtokError(f"{file.path}: level shapes {got} do not fit an input of size {size} for this tokenizer "
+                         f"(expected {expected})")
+
+
+def is_complete(path: str | os.PathLike, fingerprint: str | None) -> bool:
+    """True when `path` and its sidecar exist, match each other and come from tokenizer `fingerprint`."""
+    path = Path(path)
+    try:
+        meta = read_sidecar(path)
+        return (path.is_file() and meta["tokenizer"].get("fingerprint") == fingerprint
+                and meta.get("array_sha256") == _file_sha256(path))
+    except (VqtokError, OSError):
+        return False
