@@ -10,7 +10,7 @@ real-time factors (seconds of audio per second of wall time) and peak RSS, and c
 setting gives the same codes. --plain also runs `Tokenizer.encode` on the whole file in one call (no
 blocks), reporting its memory and how many frames differ from the block-wise codes.
 
-Without -m (and no runs/speech/tokenizer.safetensors) a speech-sized tokenizer is built and its codebook
+Without -m (and no runs/speech/tokenizer.safetensors) the model of recipes/speech.yaml is built and its codebook
 initialised by k-means on real FSDD encoder outputs (one training forward), which is enough to measure
 speed and memory and to make near-ties as frequent as in a trained model.
 """
@@ -56,18 +56,16 @@ def build_speech_sized(path: Path, fsdd: Path) -> None:
     import soundfile as sf
     import torch
 
-    from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, save_tokenizer
+    from vqtok.recipe import load_recipe
+    from vqtok.tokenizer import build_tokenizer, save_tokenizer
 
     torch.manual_seed(0)
-    cfg = TokenizerConfig(arch="vqvae", dims=1, sample_rate=8000,
-                          net=LevelConfig(channels=[32, 64, 128], strides=[2, 4, 5], res_depth=2,
-                                          dilation_growth=3, code_dim=64, codebook_size=512))
-    tok = build_tokenizer(cfg)
+    tok = build_tokenizer(load_recipe(REPO / "recipes" / "speech.yaml").model)
     clips = [sf.read(f, dtype="float32")[0] for f in sorted(fsdd.glob("*.wav"))[::50][:32]]
     seg = 4000
     batch = torch.stack([torch.from_numpy(np.pad(c, (0, max(0, seg - len(c))))[:seg]) for c in clips])[:, None]
     tok.train()(batch)  # k-means codebook init on real encoder outputs
-    save_tokenizer(tok.eval(), path, train_info={"recipe": "bench (speech-sized, k-means init only)", "step": 0})
+    save_tokenizer(tok.eval(), path, train_info={"recipe": "speech (bench: k-means init only)", "step": 0})
 
 
 def worker(args) -> None:
@@ -80,29 +78,32 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     tok = load_tokenizer(args.model)
+    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     stream = AudioStream(args.wav, tok.sample_rate)
     seconds = stream.length / tok.sample_rate
+    cpu = time.process_time
     if args.mode == "plain":
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         with torch.no_grad():
             codes = tok.encode(torch.from_numpy(stream.read()))
-        enc = time.perf_counter() - t0
-        dec = float("nan")
+        enc, enc_cpu = time.perf_counter() - t0, cpu() - c0
+        dec = dec_cpu = float("nan")
     else:
         chunk = float(args.mode)
         frames = stream.info.orig_frames if chunk == 0 else round(chunk * stream.info.orig_sample_rate)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         parts = list(streaming.stream_encode(tok, stream.pieces(frames)))
         codes = torch.from_numpy(streaming.join_levels(parts, tok.levels)[-1])
-        enc = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        enc, enc_cpu = time.perf_counter() - t0, cpu() - c0
+        t0, c0 = time.perf_counter(), cpu()
         for _ in streaming.stream_decode(tok, [codes.numpy()], stream.length,
                                          None if chunk == 0 else max(1, round(chunk * tok.sample_rate / tok.hop))):
             pass
-        dec = time.perf_counter() - t0
+        dec, dec_cpu = time.perf_counter() - t0, cpu() - c0
     np.save(args.codes_out, codes.cpu().numpy().astype(np.int32))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"mode": args.mode, "seconds": seconds, "encode_s": enc, "decode_s": dec, "peak_mb": peak_mb}))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"mode": args.mode, "seconds": seconds, "encode_s": enc, "decode_s": dec, "encode_cpu": enc_cpu,
+                      "decode_cpu": dec_cpu, "base_mb": base_mb, "peak_mb": peak_mb}))
 
 
 def main() -> None:
@@ -111,30 +112,42 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--chunks", type=float, nargs="+", default=[1.0, 7.0])
     parser.add_argument("--plain", action="store_true", help="also Tokenizer.encode on the whole file at once")
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread by default: on a shared machine, OpenMP threads waiting for a descheduled sibling
+    # make wall times of many small convolutions (blocks) swing by 5x; CPU time is reported too.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fsdd", type=Path, default=FSDD)
     # internal: one measurement in a fresh process
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--wav", help=argparse.SUPPRESS)
     parser.add_argument("--codes-out", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.prepare:
+        if args.model is not None:
+            build_speech_sized(args.model, args.fsdd)
+        print(build_long_wav(Path(args.wav), args.minutes, args.fsdd))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or (DEFAULT_TOKENIZER if DEFAULT_TOKENIZER.is_file() else None)
+        wav = tmp / "long.wav"
+        # Preparation runs in its own process: a child inherits its parent's peak RSS through fork,
+        # so the parent stays small for the workers' ru_maxrss to be their own.
+        prep = [sys.executable, __file__, "--prepare", "--wav", str(wav), "--minutes", str(args.minutes),
+                "--fsdd", str(args.fsdd)]
         if model is None:
             model = tmp / "speech_sized.safetensors"
-            build_speech_sized(model, args.fsdd)
-            print("tokenizer: speech-sized, freshly built (k-means codebook init on FSDD, no training)")
+            prep += ["-m", str(model)]
+            print("tokenizer: recipes/speech.yaml model, freshly built (k-means codebook init on FSDD, no training)")
         else:
             print(f"tokenizer: {model}")
-        wav = tmp / "long.wav"
-        seconds = build_long_wav(wav, args.minutes, args.fsdd)
-        print(f"input: {seconds / 60:.1f} min of FSDD recordings at 8 kHz, {args.threads} threads\n")
+        seconds = float(subprocess.run(prep, capture_output=True, text=True, check=True).stdout.strip())
+        print(f"input: {seconds / 60:.1f} min of FSDD recordings at 8 kHz, {args.threads} torch thread(s)\n")
         modes = [f"{c:g}" for c in args.chunks] + ["0"] + (["plain"] if args.plain else [])
         rows, codes = [], {}
         for mode in modes:
@@ -146,15 +159,19 @@ def main() -> None:
                 raise SystemExit(f"{mode}: worker failed\n{result.stderr}")
             rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
             codes[mode] = np.load(out)
-        print(f"| {'setting':<22} | {'encode s':>8} | {'encode RTF':>10} | {'decode s':>8} | {'decode RTF':>10} | {'peak RSS MB':>11} |")
-        print(f"|{'-' * 24}|{'-' * 10}:|{'-' * 12}:|{'-' * 10}:|{'-' * 12}:|{'-' * 13}:|")
+        print(f"| {'setting':<24} | {'encode s':>8} | {'encode RTF':>10} | {'encode CPU s':>12} | {'decode s':>8} "
+              f"| {'decode RTF':>10} | {'decode CPU s':>12} | {'RSS after load MB':>17} | {'peak RSS MB':>11} |")
+        print("|" + "|".join("-" * (w + 2) for w in [24, 8, 10, 12, 8, 10, 12, 17, 11]) + "|")
         for row in rows:
             mode = row["mode"]
             name = {"0": "whole file (blocks)", "plain": "Tokenizer.encode, 1 call"}.get(mode, f"--chunk-seconds {mode}")
-            dec = "-" if row["decode_s"] != row["decode_s"] else f"{row['decode_s']:.1f}"
-            dec_rtf = "-" if dec == "-" else f"{row['seconds'] / row['decode_s']:.0f}x"
-            print(f"| {name:<22} | {row['encode_s']:>8.1f} | {row['seconds'] / row['encode_s']:>9.0f}x | {dec:>8} | "
-                  f"{dec_rtf:>10} | {row['peak_mb']:>11.0f} |")
+            nan = row["decode_s"] != row["decode_s"]
+            dec = "-" if nan else f"{row['decode_s']:.1f}"
+            dec_rtf = "-" if nan else f"{row['seconds'] / row['decode_s']:.0f}x"
+            dec_cpu = "-" if nan else f"{row['decode_cpu']:.1f}"
+            print(f"| {name:<24} | {row['encode_s']:>8.1f} | {row['seconds'] / row['encode_s']:>9.0f}x | "
+                  f"{row['encode_cpu']:>12.1f} | {dec:>8} | {dec_rtf:>10} | {dec_cpu:>12} | {row['base_mb']:>17.0f} | "
+                  f"{row['peak_mb']:>11.0f} |")
         ref = codes["0"]
         print()
         for mode, c in codes.items():

@@ -92,7 +92,7 @@ def _strings(pairs: list[tuple[np.ndarray, np.ndarray]], rate: int) -> list[tupl
 
 
 def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = True, with_stoi: bool = True,
-             batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+             batch_size: int = 1, progress: bool = False) -> dict[str, Any]:
     """Encode, decode and score every item; returns metric means, per-level code statistics and bitrate."""
     from tqdm import tqdm
 

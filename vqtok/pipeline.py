@@ -34,7 +34,6 @@ from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.checkpoint import atomic_write
 from vqtok.tokenizer.codes import (
-    CODE_SUFFIXES,
     is_complete,
     read_codes,
     read_sidecar,
@@ -45,7 +44,6 @@ from vqtok.tokenizer.codes import (
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
-LABEL_CHOICES = ("auto", "none", *RULES, "folder")
 
 
 @dataclass
@@ -76,18 +74,15 @@ class RunReport:
 
 
 # ------------------------------------------------------------------ planning
-def input_kind(tok) -> tuple[str, tuple[str, ...]]:
-    return ("audio", AUDIO_EXTENSIONS) if tok.dims == 1 else ("image", IMAGE_EXTENSIONS)
-
-
 def plan_runs(inputs: list[Path], out: Path | None, out_suffixes: tuple[str, ...], default_suffix: str,
-              in_suffixes: tuple[str, ...], out_dir_default: str) -> list[Plan]:
+              in_suffixes: tuple[str, ...], out_dir_default: str, beside_suffix: str | None = None) -> list[Plan]:
     """Map inputs (files or folders) to outputs.
 
     * one input file with `out` ending in one of `out_suffixes`: that file;
     * `out` a folder: files go to out/NAME, a single folder's tree is mirrored under out, several
       folders under out/FOLDER_NAME;
-    * no `out`: files beside themselves, a folder into a sibling folder NAME + `out_dir_default`.
+    * no `out`: files beside themselves (NAME + `beside_suffix`, default `default_suffix`), a folder into
+      a sibling folder NAME + `out_dir_default`.
     """
     for p in inputs:
         if not p.exists():
@@ -103,7 +98,8 @@ def plan_runs(inputs: list[Path], out: Path | None, out_suffixes: tuple[str, ...
                 root = p.parent / (p.name + out_dir_default)
                 plans.append(Plan(_folder_jobs(p, root, in_suffixes, default_suffix), root))
             else:
-                plans.append(Plan([Job(p, p.with_suffix(default_suffix), p.name)], None, single=len(inputs) == 1))
+                beside = p.with_name(p.stem + (beside_suffix or default_suffix))
+                plans.append(Plan([Job(p, beside, p.name)], None, single=len(inputs) == 1))
         return plans
     jobs: list[Job] = []
     several = len(inputs) > 1
@@ -261,10 +257,10 @@ def write_manifest(folder: Path, entries: list[dict]) -> Path:
     return path
 
 
-class Encoder:
+class FileEncoder:
     """Runs encode plans: short clips and images in batches, long audio streamed block by block."""
 
-    def __init__(self, tok, chunk_seconds: float | None = 10.0, batch_size: int = 16, force: bool = False,
+    def __init__(self, tok, chunk_seconds: float | None = 10.0, batch_size: int = 1, force: bool = False,
                  label_fn: Callable[[str], int | None] | None = None, label_mode: str = "none",
                  progress: bool = True, echo: Callable[[str], None] = print):
         self.tok = tok
@@ -298,7 +294,10 @@ class Encoder:
             items = [p[1] for p in pending]
             codes = self.tok.encode_batch(items, batch_size=self.batch_size)
             for (job, _item, source, label), c in zip(pending, codes):
-                self._write(job, c, source, label, plan, entries, index, report)
+                try:
+                    self._write(job, c, source, label, plan, entries, index, report)
+                except VqtokError as err:
+                    fail(job, err)
             pending.clear()
 
         bar = tqdm(plan.jobs, desc="encoding", unit="file", disable=not self.progress or len(plan.jobs) < 2,
@@ -314,7 +313,7 @@ class Encoder:
                 label = self._label(job, classes)
                 data, source = load_input(self.tok, job.source)
                 if self.tok.dims == 1 and data.length > self.tok.block_frames * self.tok.hop:
-                    codes = self._encode_long(data, bar)
+                    codes = self._encode_long(data)
                     self._write(job, codes, source, label, plan, entries, index, report)
                     continue
                 item = data.read() if self.tok.dims == 1 else data
@@ -336,7 +335,7 @@ class Encoder:
             return classes.get(job.key.split("/")[0]) if "/" in job.key else None
         return self.label_fn(job.key) if self.label_fn else None
 
-    def _encode_long(self, stream: AudioStream, bar) -> Any:
+    def _encode_long(self, stream: AudioStream) -> Any:
         from tqdm import tqdm
 
         from vqtok.tokenizer import streaming
@@ -355,7 +354,10 @@ class Encoder:
         return levels[0] if tok.levels == 1 else levels
 
     def _write(self, job: Job, codes, source, label, plan: Plan, entries, index, report: RunReport) -> None:
-        write_codes(job.out, codes, self.tok, source, label)
+        try:
+            write_codes(job.out, codes, self.tok, source, label)
+        except OSError as err:
+            raise VqtokError(f"{job.out}: cannot write ({err.strerror or err})") from None
         entries[index[id(job)]] = manifest_entry(read_sidecar(job.out), job.out, plan.manifest_dir)
         report.done += 1
 
@@ -393,17 +395,19 @@ def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", ch
         if peak > 1.0:
             logger.warning("%s: decoded audio peaks at %.2f; clipped to [-1, 1] for 16-bit WAV", path, peak)
         wav = np.clip(wav, -1.0, 1.0)
-        atomic_write(out, lambda tmp: sf.write(tmp, wav, rate, subtype="PCM_16", format="WAV"))
+        _write_file(out, lambda tmp: sf.write(tmp, wav, rate, subtype="PCM_16", format="WAV"))
         return out
     with torch.no_grad():
         levels = [torch.from_numpy(a) for a in file.levels]
         img = tok.decode(levels if tok.levels > 1 else levels[0], size=file.size).cpu().numpy()  # (C, H, W)
     pixels = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
     picture = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
-    atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
+    _write_file(out, lambda tmp: picture.save(tmp, format="PNG"))
     return out
 
 
-def list_codes(folder: Path) -> list[Path]:
-    return list_files(folder, CODE_SUFFIXES)
-
+def _write_file(out: Path, write: Callable[[str], None]) -> None:
+    try:
+        atomic_write(out, write)
+    except OSError as err:
+        raise VqtokError(f"{out}: cannot write ({err.strerror or err})") from None

@@ -57,6 +57,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     rows = read_jsonl(run_dir / "metrics.jsonl")
+    if any(key.startswith("nll") for row in rows for key in row):
+        return plot_prior_run(run_dir, rows, out)
     train = [r for r in rows if r.get("split") == "train"]
     valid = [r for r in rows if r.get("split") == "valid"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -76,6 +78,40 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         axes[2].plot([r["step"] for r in valid], [r[key] for r in valid], marker="o", label=f"valid {key}")
     axes[2].set_ylim(0, 1.05)
     axes[2].set_title("fraction of codes used")
+    for ax in axes:
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "curves.png"
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return out
+
+
+def plot_prior_run(run_dir: str | Path, rows: list[dict], out: str | Path | None = None) -> Path:
+    """A prior run's curves: training and validation NLL per level (nats per code), and bits per image/second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    train = [r for r in rows if r.get("split") == "train"]
+    valid = [r for r in rows if r.get("split") == "valid"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted({k for r in train for k in r if k.startswith("nll")}):
+        axes[0].plot([r["step"] for r in train if key in r], [r[key] for r in train if key in r], label=f"train {key}")
+    for key in sorted({k for r in valid for k in r if k.startswith("nll")}):
+        axes[0].plot([r["step"] for r in valid if key in r], [r[key] for r in valid if key in r], marker="o",
+                     label=f"valid {key}")
+    axes[0].set_title("NLL (nats per code)")
+    for key in ("bits_per_image", "bits_per_second"):
+        points = [(r["step"], r[key]) for r in valid if key in r]
+        if points:
+            axes[1].plot(*zip(*points), marker="o", label=f"valid {key}")
+    axes[1].set_title("validation description length")
     for ax in axes:
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:

@@ -138,6 +138,7 @@ def _naive_pixelcnn_sampler(model, n, shape, labels, cond, generator, **filters)
         ((7, 7), None, None, {}),
         ((8, 6), (4, 3), 3, {"top_k": 6, "top_p": 0.9}),
         ((4, 4), (2, 2), None, {"temperature": 0.8}),
+        ((5, 4), None, 3, {}),  # class bias alone: (B, 2C, 1, 1), broadcast over every row and column
     ],
 )
 def test_pixelcnn_sampler_equals_full_forward_loop(shape, cond_shape, num_classes, filters):

@@ -16,6 +16,7 @@ COMMANDS = {
     "decode": "decode",
     "info": "info",
     "eval": "eval",
+    "sample": "sample",
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vqtok.cli.common import friendly_errors, setup_logging
-from vqtok.cli.options import device_option, open_tokenizer, tokenizer_option
+from vqtok.cli.options import device_option, open_tokenizer, threads_option, tokenizer_option
 
 
 @click.command("encode")
@@ -18,19 +18,21 @@ from vqtok.cli.options import device_option, open_tokenizer, tokenizer_option
               help="Output file (.npy/.npz, one input file) or folder (mirrors input folders, writes manifest.jsonl). "
                    "Default: beside each input file; FOLDER_codes/ for a folder.")
 @device_option
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Short clips (or images) encoded together.")
+@threads_option
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Short clips (or images) encoded together. The codes are the same for any size; on CPU "
+                   "with a large codebook batching rarely pays (near-tied frames are re-encoded alone).")
 @click.option("--chunk-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Audio read and encoded this much at a time (0: whole file); never changes the codes.")
 @click.option("--labels", default="auto", show_default=True,
-              type=click.Choice(["auto", "none", "fsdd", "hash", "folder"]),
+              type=click.Choice(["auto", "none", "fsdd", "folder"]),
               help="Manifest labels: auto = the rule of the recipe.yaml beside the tokenizer; fsdd = digit of "
                    "{digit}_{speaker}_{take}.wav; folder = first subfolder names the class.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (a folder run otherwise resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def command(inputs: tuple[Path, ...], model: Path, out: Path | None, device: str, batch_size: int,
-            chunk_seconds: float, labels: str, force: bool, quiet: bool) -> None:
+            chunk_seconds: float, labels: str, force: bool, quiet: bool, threads: int | None) -> None:
     """Encode INPUT files or folders (searched recursively) into codes.
 
     Audio is mixed to mono and resampled to the tokenizer's rate (the original rate, channels and
@@ -46,18 +48,18 @@ def command(inputs: tuple[Path, ...], model: Path, out: Path | None, device: str
     """
     from vqtok.data.audio import AUDIO_EXTENSIONS
     from vqtok.data.images import IMAGE_EXTENSIONS
-    from vqtok.pipeline import Encoder, label_function, plan_runs, prepare_output_dirs
+    from vqtok.pipeline import FileEncoder, label_function, plan_runs, prepare_output_dirs
     from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix
 
     setup_logging()
-    tok, tok_path = open_tokenizer(model, device)
+    tok, tok_path = open_tokenizer(model, device, threads)
     in_suffixes = AUDIO_EXTENSIONS if tok.dims == 1 else IMAGE_EXTENSIONS
     suffix = codes_suffix(tok.levels)
     if out is not None and out.suffix in CODE_SUFFIXES and out.suffix != suffix:
         raise click.UsageError(f"this {tok.levels}-level tokenizer writes {suffix} files, not {out.suffix}")
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
     prepare_output_dirs(plans)
-    runner = Encoder(tok, chunk_seconds=chunk_seconds or None, batch_size=batch_size, force=force,
+    runner = FileEncoder(tok, chunk_seconds=chunk_seconds or None, batch_size=batch_size, force=force,
                      label_fn=label_function(tok_path, labels), label_mode=labels, progress=not quiet,
                      echo=lambda line: click.echo(line, err=True))
     done = skipped = 0

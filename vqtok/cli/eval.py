@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vqtok.cli.common import friendly_errors, setup_logging
-from vqtok.cli.options import device_option, open_tokenizer, tokenizer_option
+from vqtok.cli.options import device_option, open_tokenizer, threads_option, tokenizer_option
 from vqtok.errors import VqtokError
 
 
@@ -17,13 +17,15 @@ from vqtok.errors import VqtokError
 @tokenizer_option
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the results here as JSON.")
 @click.option("--max-items", type=click.IntRange(min=1), help="Evaluate on the first N items only.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Items encoded together (the codes do not depend on it).")
 @click.option("--no-pesq", is_flag=True, help="Skip PESQ (slow on long sets).")
 @click.option("--no-stoi", is_flag=True, help="Skip STOI.")
 @device_option
+@threads_option
 @friendly_errors
 def command(data: Path, model: Path, json_path: Path | None, max_items: int | None, batch_size: int,
-            no_pesq: bool, no_stoi: bool, device: str) -> None:
+            no_pesq: bool, no_stoi: bool, device: str, threads: int | None) -> None:
     """Encode and decode DATA (a folder, or a recipe .yaml whose validation set is used) and score it.
 
     Images: MSE and PSNR. Audio: SI-SNR, log-mel distance, STOI and PESQ (the 'eval' extra:
@@ -38,7 +40,7 @@ def command(data: Path, model: Path, json_path: Path | None, max_items: int | No
     from vqtok.tokenizer.checkpoint import atomic_write
 
     setup_logging()
-    tok, _ = open_tokenizer(model, device)
+    tok, _ = open_tokenizer(model, device, threads)
     if not data.exists():
         raise VqtokError(f"{data}: no such folder or recipe file")
     if data.is_file() and data.suffix in (".yaml", ".yml"):

@@ -8,19 +8,25 @@ import click
 
 from vqtok.errors import VqtokError
 
-DEFAULT_TOKENIZER = Path("runs/speech/tokenizer.safetensors")
-
 tokenizer_option = click.option(
     "-m", "--model", "model", required=True, type=click.Path(path_type=Path),
     help="Tokenizer checkpoint (.safetensors written by vqtok train).")
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine).")
 
 
-def open_tokenizer(path: Path, device: str = "cpu"):
+def open_tokenizer(path: Path, device: str = "cpu", threads: int | None = None):
     """load_tokenizer with a device name; every failure is a one-line VqtokError."""
+    import torch
+
     from vqtok.device import pick_device
     from vqtok.tokenizer.checkpoint import load_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
 
     if path.is_dir():
         candidate = path / "tokenizer.safetensors"

@@ -93,10 +93,12 @@ class AudioStream:
                     data = f.read(frames_per_piece, dtype="float32", always_2d=True)  # (n, channels)
                     read += len(data)
                     last = len(data) < frames_per_piece or read >= info.orig_frames
-                    bad = int(np.count_nonzero(~np.isfinite(data)))
-                    if bad:
-                        raise VqtokError(f"{self.path}: {bad} samples near {read / info.orig_sample_rate:.2f} s "
-                                         "are NaN or Inf; re-export or remove the file")
+                    finite = np.isfinite(data)
+                    if not finite.all():
+                        bad = int(finite.size - np.count_nonzero(finite))
+                        at = (read - len(data) + int(np.argmin(finite.all(axis=1)))) / info.orig_sample_rate
+                        raise VqtokError(f"{self.path}: {bad} samples from {at:.2f} s on are NaN or Inf; "
+                                         "re-export or remove the file")
                     mono = data.mean(axis=1) if len(data) else np.zeros(0, np.float32)
                     if resampler is not None:
                         mono = resampler.resample_chunk(mono, last=last)

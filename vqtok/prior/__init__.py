@@ -1,5 +1,7 @@
 """Stage 2: autoregressive priors over tokenizer codes."""
 
+from vqtok.prior.checkpoint import load_prior, save_prior
+from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtok.prior.sampling import (
     draw,
@@ -13,14 +15,18 @@ from vqtok.prior.transformer import CausalTransformer, KVCache, TransformerConfi
 
 __all__ = [
     "CausalTransformer",
+    "CodePrior",
+    "PriorLayout",
     "GatedPixelCNN",
     "KVCache",
     "PixelCNNConfig",
     "TransformerConfig",
     "draw",
     "filter_logits",
+    "load_prior",
     "nll_bits",
     "nll_nats",
     "sample_pixelcnn",
     "sample_transformer",
+    "save_prior",
 ]

@@ -121,7 +121,11 @@ def _batches(n: int, batch_size: int | None) -> Iterator[slice]:
 
 def _crop(bias: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
     """A gate bias (B, 2C, H|1, W|1) restricted to rows / cols (size-1 axes broadcast, kept as they are)."""
-    return None if bias is None else bias[:, :, rows, cols]
+    if bias is None:
+        return None
+    rows = rows if bias.shape[2] > 1 else slice(None)  # a class bias (B, 2C, 1, 1) broadcasts everywhere
+    cols = cols if bias.shape[3] > 1 else slice(None)
+    return bias[:, :, rows, cols]
 
 
 def sample_pixelcnn(

@@ -54,11 +54,18 @@ def atomic_write(path: str | Path, write) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any] | None = None) -> str:
@@ -121,11 +128,15 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     fp = fingerprint(meta["config"], tensors)
     if meta.get("fingerprint") not in (None, fp):
         raise VqtokError(f"{path}: weights do not match the stored fingerprint (file corrupted or edited)")
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else "state dict mismatch"
-        raise VqtokError(f"{path}: weights do not fit the stored config ({first})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise VqtokError(f"{path}: weights do not fit the stored config ({'; '.join(parts)})")
+    model.load_state_dict(tensors, strict=True)
     model.fingerprint = fp
     model.train_info = json.loads(meta.get("train", "{}") or "{}")
     return model.to(device).eval()

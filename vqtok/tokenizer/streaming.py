@@ -25,9 +25,12 @@ equal to `Tokenizer.decode` of the whole sequence to float tolerance (about 1e-6
 
 `encode_batch` pads clips of different lengths into one batch and re-zeroes the padding in front of
 every convolution, which reproduces each clip's own border exactly; remaining float-level batch effects
-are caught by checking every frame's nearest-code margin, and the few windows holding a near-tie
-(distance gap below `MARGIN_RTOL` of the distance scale) are re-encoded alone. The codes are the ones
-each clip gets from `encode_long`.
+are caught by checking every frame's nearest-code margin, and windows holding a near-tie (distance gap
+below `MARGIN_RTOL` of the distance scale) are re-encoded alone. The codes are the ones each clip gets
+from `encode_long`. How much batching saves depends on the codebook: with the speech recipe's 1024
+codes in 64 dimensions about 2% of frames sit that close to a tie, so most one-second windows go back
+through a batch of one and batching costs more than it saves on CPU; with small codebooks (images) or
+on a GPU it pays.
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ BLOCK_SECONDS = 1.0
 # A block is also at least this many times the larger context, so context costs at most ~1/4 extra work.
 BLOCK_PER_CONTEXT = 8
 # Nearest-code distance gaps below this fraction of the distance scale are re-checked alone (encode_batch).
-# Float-level batch effects measured ~1e-7 relative; 1e-4 leaves a thousand-fold safety margin.
-MARGIN_RTOL = 1e-4
+# Batch-vs-alone distance differences measured at most 6.5e-7 of the scale (recipes/speech.yaml model,
+# 360 FSDD clips); a flip needs a gap below twice that, so 1e-5 leaves a margin of about 8.
+MARGIN_RTOL = 1e-5
 
 Interval = tuple[int, int]  # inclusive [lo, hi] of indices
 
@@ -308,7 +312,15 @@ def _recorded_margins(model: nn.Module, store: list[Tensor]):
         def encode(x: Tensor) -> Tensor:
             codes = original(x)
             flat, restore = q._flatten(x)
-            store.append(restore(_relative_gap(flat.detach().float(), q.codebook)))
+            # Exact duplicate codewords (k-means seeded on repeated vectors, e.g. digital silence) tie by
+            # construction; argmin then takes the lowest index on any path, so the margin is measured
+            # between distinct codewords, and a choice other than the lowest duplicate counts as unsafe.
+            unique, inverse = torch.unique(q.codebook, dim=0, return_inverse=True)
+            lowest = torch.full((unique.shape[0],), q.codebook_size, device=codes.device, dtype=torch.long)
+            lowest = lowest.scatter_reduce(0, inverse, torch.arange(q.codebook_size, device=codes.device), "amin")
+            gap = _relative_gap(flat.detach().float(), unique)
+            gap = torch.where(lowest[inverse][codes.reshape(-1)] == codes.reshape(-1), gap, torch.zeros_like(gap))
+            store.append(restore(gap))
             return codes
 
         return encode
@@ -322,18 +334,23 @@ def _recorded_margins(model: nn.Module, store: list[Tensor]):
             del q.encode
 
 
-def _relative_gap(x: Tensor, codebook: Tensor) -> Tensor:
+def _relative_gap(x: Tensor, codebook: Tensor, chunk_elements: int = 2**24) -> Tensor:
     """(N, D) -> (N,): (second-nearest - nearest distance) / distance scale, as nearest_codes computes it."""
-    center = codebook.mean(0)
-    e = codebook - center
-    e_sq = (e * e).sum(1)
-    xc = x - center
-    dist = torch.addmm(e_sq, xc, e.t(), alpha=-2.0)  # (N, K) = ||e||^2 - 2 x.e
-    if dist.shape[1] < 2:
+    if codebook.shape[0] < 2:
         return torch.full((x.shape[0],), float("inf"), device=x.device)
-    two = dist.topk(2, dim=1, largest=False).values  # (N, 2)
-    scale = 2 * xc.norm(dim=1) * e.norm(dim=1).max() + e_sq.max() + 1e-12
-    return (two[:, 1] - two[:, 0]) / scale
+    center = codebook.mean(0)
+    e = codebook - center  # (K, D)
+    e_sq = (e * e).sum(1)  # (K,)
+    e_norm_max = e.norm(dim=1).max()
+    out = torch.empty(x.shape[0], device=x.device)
+    rows = max(1, chunk_elements // codebook.shape[0])
+    for start in range(0, x.shape[0], rows):
+        xc = x[start : start + rows] - center
+        dist = torch.addmm(e_sq, xc, e.t(), alpha=-2.0)  # (rows, K) = ||e||^2 - 2 x.e
+        two = dist.topk(2, dim=1, largest=False).values  # (rows, 2)
+        scale = 2 * xc.norm(dim=1) * e_norm_max + e_sq.max() + 1e-12  # bounds |dist|
+        out[start : start + rows] = (two[:, 1] - two[:, 0]) / scale
+    return out
 
 
 @torch.no_grad()
@@ -353,6 +370,9 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
     gaps: list[Tensor] = []
     with _masked_convs(tok, sizes, full), _recorded_margins(tok, gaps):
         codes = tok._encode_padded(x)  # per level (B, *S')
+    if len(windows) == 1:  # a batch of one is the alone computation (the mask multiplies by 1)
+        return [[c[(0,) + tuple(slice(0, int(s) * c.shape[1 + a] // full[a]) for a, s in enumerate(sizes[0]))]
+                 for c in codes]]
     results = []
     for i in range(len(windows)):
         per_level = []

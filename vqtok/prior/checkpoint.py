@@ -1,0 +1,106 @@
+"""save_prior / load_prior: safetensors weights + network config, layout and the tokenizer's fingerprint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from vqtok.config import from_dict
+from vqtok.errors import VqtokError
+from vqtok.prior.model import NETWORKS, CodePrior, PriorLayout
+from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
+
+FORMAT = "vqtok.prior"
+FORMAT_VERSION = 1
+# Level name -> file name inside a prior run folder.
+PRIOR_FILES = {"codes": "prior.safetensors", "top": "prior_top.safetensors", "bottom": "prior_bottom.safetensors"}
+
+
+def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
+               train_info: dict[str, Any] | None = None) -> None:
+    """Write `prior` to `path` atomically. `tokenizer` is `tokenizer_summary(tok)` of the tokenizer it models."""
+    from vqtok import __version__
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "vqtok_version": __version__,
+        "kind": prior.layout.kind,
+        "config": json.dumps(prior.config, sort_keys=True),
+        "layout": json.dumps(asdict(prior.layout), sort_keys=True),
+        "tokenizer": json.dumps(tokenizer, sort_keys=True),
+        "tokenizer_fingerprint": str(tokenizer.get("fingerprint")),
+        "train": json.dumps(train_info or {}, sort_keys=True, default=str),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_prior_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header of a prior checkpoint, checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise VqtokError(f"{path}: no such prior file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise VqtokError(f"{path}: not a vqtok prior checkpoint (unreadable safetensors: {err})") from None
+    if meta.get("format") != FORMAT:
+        hint = "; that is a tokenizer, give the prior (vqtok train recipes/*_prior.yaml)" \
+            if meta.get("format") == "vqtok.tokenizer" else ""
+        raise VqtokError(f"{path}: not a vqtok prior checkpoint (format is {meta.get('format')!r}, "
+                         f"expected {FORMAT!r}){hint}")
+    version = meta.get("format_version", "?")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise VqtokError(f"{path}: prior format version {version} (written by vqtok {meta.get('vqtok_version', '?')}) "
+                         f"is newer than this vqtok supports ({FORMAT_VERSION}); upgrade vqtok")
+    return meta
+
+
+def check_tokenizer(prior: CodePrior, tok, path: str | Path, tok_path: str | Path | None = None) -> None:
+    """Refuse a tokenizer other than the one `prior` (read from `path`) was trained on, naming both."""
+    made_for = prior.tokenizer
+    if made_for.get("fingerprint") != tok.fingerprint:
+        where = f" ({tok_path})" if tok_path else ""
+        raise VqtokError(f"{path}: this prior models the codes of {describe_tokenizer(made_for)}, but the tokenizer"
+                         f"{where} is {describe_tokenizer(tokenizer_summary(tok))}; use the tokenizer it was "
+                         "trained on (the copy in its run folder) or train a prior for this one")
+
+
+def load_prior(path: str | Path, tokenizer=None, device: str | torch.device = "cpu") -> CodePrior:
+    """Rebuild a prior from its file alone, strictly; with `tokenizer`, refuse a different one. Eval mode."""
+    path = Path(path)
+    meta = read_prior_metadata(path)
+    try:
+        kind = meta["kind"]
+        _, config_cls = NETWORKS[kind]
+        config = json.loads(meta["config"])
+        from_dict(config_cls, config)  # strict check of the stored fields
+        layout = from_dict(PriorLayout, json.loads(meta["layout"]))
+        made_for = json.loads(meta["tokenizer"])
+    except (KeyError, json.JSONDecodeError, VqtokError) as err:
+        raise VqtokError(f"{path}: bad prior config in checkpoint ({err})") from None
+    for name in ("num_codes", "num_classes", "cond_codes", "cond_ratio"):  # rebuilt from the layout
+        config.pop(name, None)
+    prior = CodePrior(layout, config)
+    try:
+        tensors = load_file(str(path))
+        prior.load_state_dict(tensors, strict=True)
+    except (SafetensorError, OSError) as err:
+        raise VqtokError(f"{path}: corrupt prior weights ({err})") from None
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "state dict mismatch"
+        raise VqtokError(f"{path}: weights do not fit the stored config ({first})") from None
+    prior.tokenizer = made_for
+    prior.train_info = json.loads(meta.get("train", "{}") or "{}")
+    if tokenizer is not None:
+        check_tokenizer(prior, tokenizer, path)
+    return prior.to(device).eval()

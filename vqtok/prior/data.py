@@ -1,0 +1,183 @@
+"""A dataset encoded once by the frozen tokenizer (CodeSet), cached on disk and keyed by the tokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from vqtok.errors import VqtokError
+from vqtok.tokenizer.checkpoint import atomic_write
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CodeSet:
+    """Every item's codes, per level (top first), kept in memory as padded tensors.
+
+    levels[l]: (N, H, W) maps (images) or (N, T_max) sequences zero-padded past lengths[l] (audio).
+    lengths[l]: (N,) codes per item (audio; for maps every item has H * W).
+    labels: (N,) int64, -1 without a label. sizes: (N,) input samples at the tokenizer's rate (audio) or pixels.
+    """
+
+    levels: list[Tensor]
+    lengths: list[Tensor]
+    labels: Tensor
+    sizes: Tensor
+    dims: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: list[int] | Tensor) -> dict:
+        """Items `index` -> {"codes": per level, "lengths": per level, "labels", "sizes"}; sequences are
+        cropped to the longest item of the batch."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        codes, lengths = [], []
+        for level, length in zip(self.levels, self.lengths):
+            c, n = level[index], length[index]
+            if self.dims == 1:
+                c = c[:, : int(n.max())]
+            codes.append(c.long())
+            lengths.append(n)
+        return {"codes": codes, "lengths": lengths, "labels": self.labels[index], "sizes": self.sizes[index]}
+
+
+def _datasets(data, split: str, tok):
+    """The dataset of a prior recipe's data section for `split` ("train" or "test")."""
+    if data.kind == "mnist":
+        from vqtok.data.mnist import MNIST
+
+        dataset = MNIST(data.root, split, pad_to=data.pad_to, download=data.download)
+        labels = dataset.labels.tolist()
+    elif data.kind == "audio":
+        from vqtok.data.audio import AudioFolder
+
+        if tok.dims != 1:
+            raise VqtokError("data.kind 'audio' needs an audio tokenizer; this one codes images")
+        dataset = AudioFolder(data.root, tok.sample_rate, None, split, data.rule, random_crop=False)
+        labels = list(dataset.labels)
+    elif data.kind == "images":
+        from vqtok.data.images import ImageFolder
+
+        size = tuple(data.image_size) if data.image_size else None
+        dataset = ImageFolder(data.root, size=size, channels=data.channels, split=split)
+        labels = list(dataset.labels)
+    else:
+        raise VqtokError(f"unknown data.kind '{data.kind}'; choose one of mnist, audio, images")
+    if data.kind != "audio" and tok.dims != 2:
+        raise VqtokError(f"data.kind '{data.kind}' holds images, but the tokenizer codes audio (dims=1)")
+    limit = data.max_items if split == "train" else data.valid_items
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    return dataset, labels[:count], count
+
+
+def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
+    """(B, C, H, W) moved dy rows down and dx columns right, zeros coming in (nothing wraps around)."""
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))  # (left, right, top, bottom)
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
+def image_shifts(data, split: str) -> list[tuple[int, int]]:
+    """(dy, dx) offsets each image is encoded at: (0, 0) first, then, for training, every other offset of at
+    most data.shifts pixels on each axis."""
+    s = data.shifts if split == "train" and data.kind != "audio" else 0
+    return [(0, 0)] + [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if (dy, dx) != (0, 0)]
+
+
+@torch.no_grad()
+def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: int = 128) -> CodeSet:
+    """Encode the `split` of a prior recipe's data section with the frozen tokenizer `tok` (eval mode).
+
+    With data.shifts > 0 the training images are also encoded shifted by every (dy, dx) up to that many
+    pixels (more data for the prior: a digit moved by a pixel is still a digit), the copies after the originals.
+    """
+    dataset, labels, count = _datasets(data, split, tok)
+    tok.eval()
+    per_level: list[list[Tensor]] = [[] for _ in range(tok.levels)]
+    sizes: list[int] = []
+    shifts = image_shifts(data, split) if tok.dims == 2 else [(0, 0)]
+    labels = labels * len(shifts)
+    bar = tqdm(total=count * len(shifts), desc=f"encoding {split}", unit="item", disable=not progress, leave=False)
+    for dy, dx in shifts:
+        for start in range(0, count, batch_size):
+            stop = min(start + batch_size, count)
+            if tok.dims == 2:
+                x = torch.stack([dataset[i]["x"] for i in range(start, stop)])  # (B, C, H, W)
+                codes = tok.encode(shift_image(x, dy, dx).to(tok._device()))
+                codes = [codes] if tok.levels == 1 else codes  # per level (B, h, w)
+                for lv, c in enumerate(codes):
+                    per_level[lv] += list(c.cpu().to(torch.int32))
+                sizes += [x.shape[-2] * x.shape[-1]] * (stop - start)
+            else:
+                clips = [torch.from_numpy(dataset.clip(i)) for i in range(start, stop)]  # (T,) each
+                for item in tok.encode_batch(clips):
+                    item = [item] if tok.levels == 1 else item
+                    for lv, c in enumerate(item):
+                        per_level[lv].append(c.cpu().to(torch.int32))
+                sizes += [len(c) for c in clips]
+            bar.update(stop - start)
+    bar.close()
+    levels, lengths = [], []
+    for items in per_level:
+        if tok.dims == 2:
+            shapes = {tuple(c.shape) for c in items}
+            if len(shapes) > 1:
+                raise VqtokError(f"{data.root}: images give code maps of different shapes {sorted(shapes)}; "
+                                 "set data.image_size so every map has one shape")
+            levels.append(torch.stack(items))
+            lengths.append(torch.full((len(items),), items[0].numel()))
+        else:
+            n = torch.tensor([len(c) for c in items])
+            levels.append(torch.stack([F.pad(c, (0, int(n.max()) - len(c))) for c in items]))
+            lengths.append(n)
+    return CodeSet(levels, lengths, torch.tensor(labels, dtype=torch.long), torch.tensor(sizes), tok.dims)
+
+
+def cache_key(tok, data, split: str) -> str:
+    """What the cached codes depend on: the tokenizer (fingerprint), the data section and the split."""
+    fields = asdict(data)
+    fields.pop("cache")
+    fields.pop("max_items" if split != "train" else "valid_items")
+    fields["root"] = str(Path(fields["root"]).expanduser().resolve())
+    return json.dumps({"version": CACHE_VERSION, "tokenizer": tok.fingerprint, "split": split, "data": fields},
+                      sort_keys=True)
+
+
+def load_or_encode(tok, data, split: str, folder: str | Path, progress: bool = False) -> tuple[CodeSet, bool]:
+    """The CodeSet of `split`, read from `folder/{split}.pt` when its key matches, else encoded and written.
+
+    Returns (codes, reused). A cache made by another tokenizer (or for other data) is replaced.
+    """
+    if tok.fingerprint is None:
+        raise VqtokError("the tokenizer has no fingerprint: load it with load_tokenizer (or save it) first")
+    path = Path(folder) / f"{split}.pt"
+    key = cache_key(tok, data, split)
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if stored.get("key") == key:
+                codes = CodeSet(stored["levels"], stored["lengths"], stored["labels"], stored["sizes"],
+                                int(stored["dims"]))
+                logger.info("%s: reusing the codes of %d %s items", path, len(codes), split)
+                return codes, True
+            logger.info("%s: made by another tokenizer or for other data; encoding again", path)
+        except Exception as err:  # noqa: BLE001 - an unreadable cache is only re-made
+            logger.warning("%s: unreadable code cache (%s); encoding again", path, type(err).__name__)
+    codes = encode_dataset(tok, data, split, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = {"key": key, "levels": codes.levels, "lengths": codes.lengths, "labels": codes.labels,
+              "sizes": codes.sizes, "dims": codes.dims}
+    atomic_write(path, lambda tmp: torch.save(stored, tmp))
+    return codes, False

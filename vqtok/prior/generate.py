@@ -1,0 +1,146 @@
+"""Generation: a prior run's priors (top first) -> sampled codes -> images or waveforms through the tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vqtok.errors import VqtokError
+from vqtok.prior.checkpoint import PRIOR_FILES, check_tokenizer, load_prior, read_prior_metadata
+from vqtok.prior.model import CodePrior
+
+TOKENIZER_FILE = "tokenizer.safetensors"
+
+
+def find_prior_files(path: str | Path) -> list[Path]:
+    """A prior run folder or one prior file -> the prior files of every tokenizer level, top first."""
+    path = Path(path)
+    if path.is_dir():
+        folder = path
+        present = [name for name, file in PRIOR_FILES.items() if (folder / file).is_file()]
+        if not present:
+            raise VqtokError(f"{path}: no prior here ({', '.join(PRIOR_FILES.values())}); "
+                             "train one with vqtok train recipes/*_prior.yaml")
+        level = "codes" if "codes" in present else present[0]
+    else:
+        meta = read_prior_metadata(path)
+        level = json.loads(meta.get("layout", "{}")).get("level", "codes")
+        folder = path.parent
+        if level == "codes":
+            return [path]
+    if level == "codes":
+        return [folder / PRIOR_FILES["codes"]]
+    files = [folder / PRIOR_FILES["top"], folder / PRIOR_FILES["bottom"]]
+    if path.is_file():
+        files[0 if level == "top" else 1] = path
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise VqtokError(f"{path}: a two-level tokenizer needs a top and a bottom prior; {', '.join(missing)} "
+                         f"is missing from {folder} (train it with level=all, top or bottom)")
+    return files
+
+
+def load_prior_run(path: str | Path, tokenizer: str | Path | None = None, device: str | torch.device = "cpu"):
+    """(priors top first, tokenizer, tokenizer path). The tokenizer defaults to the copy in the run folder,
+    then to the path recorded at training; any tokenizer other than the one the priors model is refused."""
+    from vqtok.tokenizer.checkpoint import load_tokenizer
+
+    files = find_prior_files(path)
+    priors = [load_prior(f, device=device) for f in files]
+    if tokenizer is None:
+        candidates = [files[0].parent / TOKENIZER_FILE, Path(priors[0].train_info.get("tokenizer_path", ""))]
+        found = [c for c in candidates if c.name and c.is_file()]
+        if not found:
+            raise VqtokError(f"{path}: cannot find the tokenizer it models ({describe(priors[0])}); pass -m TOKENIZER")
+        tokenizer = found[0]
+    tok_path = Path(tokenizer)
+    if tok_path.is_dir():
+        tok_path = tok_path / TOKENIZER_FILE
+    tok = load_tokenizer(tok_path, device)
+    for f, prior in zip(files, priors):
+        check_tokenizer(prior, tok, f, tok_path)
+    levels = [p.layout.level for p in priors]
+    expected = ["codes"] if tok.levels == 1 else ["top", "bottom"]
+    if levels != expected:
+        raise VqtokError(f"{path}: priors for levels {levels}, but the tokenizer has levels {expected}")
+    return priors, tok, tok_path
+
+
+def describe(prior: CodePrior) -> str:
+    from vqtok.tokenizer.codes import describe_tokenizer
+
+    return describe_tokenizer(prior.tokenizer)
+
+
+def draw_labels(prior: CodePrior, n: int, label: int | None, generator: torch.Generator | None) -> Tensor | None:
+    """Labels for n samples: `label` for all, or for a class-conditional prior without one, draws from the
+    training label frequencies p(y), so the samples follow the model's marginal p(x) = sum_y p(y) p(x | y)."""
+    lay = prior.layout
+    if not lay.num_classes:
+        if label is not None:
+            raise VqtokError(f"this prior is not class-conditional; drop --label {label}")
+        return None
+    if label is not None:
+        if not 0 <= label < lay.num_classes:
+            raise VqtokError(f"--label {label} is outside the prior's classes 0..{lay.num_classes - 1}")
+        return torch.full((n,), label, dtype=torch.long)
+    counts = torch.tensor(lay.class_counts or [1] * lay.num_classes, dtype=torch.float)
+    return torch.multinomial(counts, n, replacement=True, generator=generator)
+
+
+def sample_codes(priors: list[CodePrior], n: int, labels: Tensor | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                 batch_size: int | None = 64) -> list:
+    """Codes per level, top first: (n, h, w) tensors for maps, lists of n (T_i,) tensors for sequences.
+
+    A bottom prior is sampled given the top codes just drawn (VQ-VAE-2 ancestral sampling).
+    """
+    levels: list = []
+    for prior in priors:
+        lab = labels if prior.layout.num_classes else None
+        cond = levels[0] if prior.layout.level == "bottom" else None
+        levels.append(prior.sample(n, lab, cond, temperature, top_k, top_p, generator, batch_size=batch_size))
+    return levels
+
+
+@torch.no_grad()
+def decode_codes(tok, levels: list) -> Tensor | list[Tensor]:
+    """Sampled codes per level -> images (n, C, H, W) in [0, 1], or a list of n waveforms (T_i,)."""
+    if tok.dims == 2:
+        codes = levels[0] if tok.levels == 1 else levels
+        return tok.decode(codes).clamp(0, 1).cpu()
+    waves = []
+    for i in range(len(levels[0])):
+        item = [lv[i] for lv in levels]
+        waves.append(tok.decode(item[0] if tok.levels == 1 else item)[0].clamp(-1, 1).cpu())
+    return waves
+
+
+def per_sample(levels: list, i: int) -> Tensor | list[Tensor]:
+    """Sample i's codes: a tensor for one level, [top, bottom] for two."""
+    item = [lv[i] for lv in levels]
+    return item[0] if len(item) == 1 else item
+
+
+def codes_source(tok, codes) -> dict:
+    """The `source` record of a sampled item for `write_codes` (what decoding trims to)."""
+    last = codes if not isinstance(codes, list) else codes[-1]
+    if tok.dims == 2:
+        size = [int(s) * tok.downsample[-1] for s in last.shape]
+        return {"kind": "image", "path": None, "size": size, "channels": tok.config.in_channels}
+    length = int(last.shape[0]) * tok.downsample[-1]
+    return {"kind": "audio", "path": None, "length": length, "sample_rate": tok.sample_rate,
+            "duration": length / tok.sample_rate}
+
+
+def write_wav(path: str | Path, wave: Tensor, sample_rate: int) -> None:
+    """Mono float waveform (T,) -> 16-bit PCM WAV, atomically."""
+    import soundfile as sf
+
+    from vqtok.tokenizer.checkpoint import atomic_write
+
+    data = wave.clamp(-1, 1).numpy()
+    atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, format="WAV", subtype="PCM_16"))

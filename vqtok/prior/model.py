@@ -1,0 +1,203 @@
+"""CodePrior: one prior network over one tokenizer level, with the layout that turns codes into targets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from vqtok.data.tokens import Vocab
+from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqtok.prior.sampling import _sampling_mode, draw, filter_logits, sample_pixelcnn, sample_transformer
+from vqtok.prior.transformer import CausalTransformer, TransformerConfig
+
+# kind -> (network class, its config dataclass); a recipe's model.kind picks one.
+NETWORKS: dict[str, tuple[type[nn.Module], type]] = {
+    "pixelcnn": (GatedPixelCNN, PixelCNNConfig),
+    "transformer": (CausalTransformer, TransformerConfig),
+}
+# Config fields that follow from the tokenizer and the data, never from a recipe.
+DERIVED_FIELDS = ("num_codes", "num_classes", "cond_codes", "cond_ratio")
+
+
+@dataclass
+class PriorLayout:
+    """How one level's codes become a sequence of targets (stored as JSON in a prior checkpoint).
+
+    * 2-D levels (images) keep their (H, W) map; a Transformer reads it in raster order.
+    * 1-D levels without an upper level have natural lengths: the sequence ends with EOS. Ids follow the
+      vocabulary of `vqtok.data.tokens.Vocab`: codes 0..K-1, PAD = K, BOS = K+1, EOS = K+2, so the
+      Transformer has K + 3 outputs; PAD (after the end) is never a target and BOS never appears (the
+      Transformer has its own start token), so neither is ever sampled.
+    * A bottom level is conditioned on the top codes (the whole upper map, known when it is sampled):
+      2-D through the PixelCNN's spatial conditioning, 1-D with exactly `cond_ratio` codes per top code.
+    """
+
+    kind: str  # pixelcnn | transformer
+    level: str  # codes | top | bottom (vqtok.tokenizer.codes.LEVEL_NAMES)
+    level_index: int  # 0 = top (or the only level)
+    codebook_size: int  # K of this level
+    dims: int  # 1 (audio) or 2 (images)
+    shape: list[int] | None = None  # (H, W) of every map (2-D); None for 1-D
+    eos: bool = False  # 1-D sequences end with Vocab(K).eos
+    cond_codebook_size: int | None = None  # K of the top level when this is a bottom prior
+    cond_ratio: int | None = None  # bottom codes per top code along each axis
+    num_classes: int | None = None  # class-conditional prior
+    class_counts: list[int] | None = None  # training labels per class: p(y) for unconditional sampling
+    max_length: int | None = None  # 1-D: longest training sequence (codes, without EOS)
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab(self.codebook_size)
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per position: K, or K + 3 with the PAD/BOS/EOS ids of a sequence with EOS."""
+        return self.vocab.size if self.eos else self.codebook_size
+
+
+def build_network(layout: PriorLayout, config: dict) -> nn.Module:
+    """The network of `layout.kind` from the recipe's `model.config` plus the fields the layout fixes."""
+    cls, config_cls = NETWORKS[layout.kind]
+    derived = {"num_codes": layout.num_outputs, "num_classes": layout.num_classes,
+               "cond_codes": layout.cond_codebook_size}
+    if layout.kind == "transformer":
+        derived["cond_ratio"] = layout.cond_ratio
+    return cls.from_config(config_cls(**{**config, **derived}))
+
+
+class CodePrior(nn.Module):
+    """An autoregressive prior over one tokenizer level: `nll` for training, `sample` for generation.
+
+    codes: (B, H, W) maps (2-D) or (B, T) sequences padded past their `lengths` (1-D), ids < K.
+    labels: (B,) when class-conditional; cond: the top level's codes (B, h, w) or (B, T_top) for a bottom prior.
+    """
+
+    def __init__(self, layout: PriorLayout, config: dict):
+        super().__init__()
+        self.layout = layout
+        self.net = build_network(layout, config)
+        self.tokenizer: dict = {}  # tokenizer_summary of the tokenizer whose codes this models (set when saved/loaded)
+        self.train_info: dict = {}
+
+    @property
+    def config(self) -> dict:
+        """The network's full config (what rebuilds it, num_codes and the rest included)."""
+        return asdict(self.net.config)
+
+    # ----------------------------------------------------------------- training
+    def targets(self, codes: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """1-D with EOS: (B, T) codes -> (B, T + 1) with EOS at each length and PAD after; plus the target mask.
+
+        2-D and conditioned 1-D levels are their own targets (mask: positions < length, or None for maps).
+        """
+        if self.layout.dims == 2:
+            return codes, None
+        steps = torch.arange(codes.shape[1] + int(self.layout.eos), device=codes.device)  # (T',)
+        if not self.layout.eos:
+            return codes, steps[None] < lengths[:, None]
+        vocab = self.layout.vocab
+        out = F.pad(codes, (0, 1), value=vocab.pad)  # (B, T + 1)
+        out = torch.where(steps[None] < lengths[:, None], out, torch.full_like(out, vocab.pad))
+        out[torch.arange(len(codes)), lengths] = vocab.eos
+        return out, steps[None] <= lengths[:, None]
+
+    def logits(self, tokens: Tensor, labels: Tensor | None, cond: Tensor | None) -> Tensor:
+        """Logits with the classes last: (B, H, W, K') for maps, (B, T, K') for sequences."""
+        if self.layout.kind == "pixelcnn":
+            return rearrange(self.net(tokens, labels, cond), "b k h w -> b h w k")
+        if self.layout.dims == 2:  # raster order, then back to the map
+            height, width = tokens.shape[-2:]
+            flat = self.net(rearrange(tokens, "b h w -> b (h w)"), labels, None)
+            return rearrange(flat, "b (h w) k -> b h w k", h=height, w=width)
+        if cond is not None:
+            cond = self._cond_1d(cond, tokens.shape[1])
+        return self.net(tokens, labels, cond)
+
+    def nll(self, codes: Tensor, labels: Tensor | None = None, cond: Tensor | None = None,
+            lengths: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Summed NLL in nats over the targets, their count, and the summed NLL of the EOS targets alone.
+
+        Divide the first two for the training loss; the EOS part lets reports give NLL per code apart.
+        """
+        tokens, mask = self.targets(codes, lengths)
+        logits = self.logits(tokens, labels, cond).float()
+        per_token = F.cross_entropy(rearrange(logits, "b ... k -> b k ..."), tokens, reduction="none")
+        if mask is None:
+            return per_token.sum(), torch.tensor(per_token.numel(), device=codes.device), per_token.new_zeros(())
+        per_token = per_token * mask
+        eos = per_token[tokens == self.layout.vocab.eos].sum() if self.layout.eos else per_token.new_zeros(())
+        return per_token.sum(), mask.sum(), eos
+
+    def _cond_1d(self, cond: Tensor, length: int) -> Tensor:
+        """Top codes for a 1-D bottom of `length` positions: padded by repeating the last top code if short."""
+        need = math.ceil(length / self.layout.cond_ratio)
+        if cond.shape[1] < need:
+            cond = torch.cat([cond, cond[:, -1:].expand(-1, need - cond.shape[1])], dim=1)
+        return cond
+
+    # ----------------------------------------------------------------- sampling
+    def sample(self, n: int, labels: Tensor | None = None, cond: Tensor | None = None,
+               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               generator: torch.Generator | None = None, max_length: int | None = None,
+               batch_size: int | None = None) -> list[Tensor] | Tensor:
+        """n samples: (n, H, W) maps, or a list of n (T_i,) sequences (1-D, natural lengths).
+
+        A bottom prior takes the top codes as `cond` ((n, h, w), or a list of n (T_top,) for 1-D).
+        """
+        lay = self.layout
+        if lay.dims == 2:
+            if lay.kind == "pixelcnn":
+                return sample_pixelcnn(self.net, n, tuple(lay.shape), labels, cond, temperature, top_k, top_p,
+                                       generator, batch_size)
+            flat = sample_transformer(self.net, n, lay.shape[0] * lay.shape[1], labels, None, temperature,
+                                      top_k, top_p, generator, batch_size=batch_size)
+            return rearrange(flat, "b (h w) -> b h w", h=lay.shape[0])
+        if cond is not None:  # 1-D bottom: cond_ratio codes per top code
+            out = []
+            for i, top in enumerate(cond):
+                top = torch.as_tensor(top).long()[None]
+                lab = None if labels is None else labels[i : i + 1]
+                out.append(sample_transformer(self.net, 1, top.shape[1] * lay.cond_ratio, lab, top, temperature,
+                                              top_k, top_p, generator)[0])
+            return out
+        return self._sample_until_eos(n, labels, temperature, top_k, top_p, generator, max_length, batch_size)
+
+    def _sample_until_eos(self, n, labels, temperature, top_k, top_p, generator, max_length, batch_size):
+        """KV-cached sampling of 1-D sequences that stop at EOS (or at max_length codes)."""
+        net, vocab = self.net, self.layout.vocab
+        limit = net.config.max_len - 1  # one position left for EOS
+        max_length = min(limit, max_length or self.layout.max_length or limit)
+        device = net.tok_emb.weight.device
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long, device=device).expand(n)
+        out: list[Tensor] = []
+        step = batch_size or n
+        with _sampling_mode(net):
+            for start in range(0, n, step):
+                b = min(step, n - start)
+                lab = None if labels is None else labels[start : start + b]
+                cache = net.new_cache(b, max_length, lab, None)
+                codes = torch.zeros(b, max_length, dtype=torch.long, device=device)
+                lengths = torch.full((b,), max_length, dtype=torch.long, device=device)  # no EOS: cut here
+                done = torch.zeros(b, dtype=torch.bool, device=device)
+                for t in range(max_length):
+                    logits = net.step(codes[:, t - 1] if t > 0 else None, cache).float()  # (b, K + 3)
+                    logits[:, vocab.pad] = -math.inf  # never a target, never sampled
+                    logits[:, vocab.bos] = -math.inf
+                    if t == 0:
+                        logits[:, vocab.eos] = -math.inf  # at least one code
+                    token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
+                    ended = (token == vocab.eos) & ~done
+                    lengths[ended] = t
+                    done |= ended
+                    codes[:, t] = torch.where(done, torch.zeros_like(token), token)
+                    if bool(done.all()):
+                        break
+                out += [codes[i, : int(lengths[i])].clone() for i in range(b)]
+        return out

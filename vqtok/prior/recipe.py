@@ -1,0 +1,82 @@
+"""Prior recipe schema: dataclasses that a `task: prior` recipe YAML maps onto one to one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqtok.config import apply_overrides, from_dict, load_yaml
+from vqtok.errors import VqtokError
+from vqtok.prior.model import DERIVED_FIELDS, NETWORKS
+from vqtok.recipe import TrainConfig
+
+LEVELS = ("all", "codes", "top", "bottom")
+
+
+@dataclass
+class PriorModelConfig:
+    """Which network models each level, and its size. `config` holds that network's config fields
+    (`PixelCNNConfig` or `TransformerConfig`) except the ones the tokenizer and data fix:
+    num_codes, num_classes, cond_codes, cond_ratio."""
+
+    kind: str = "pixelcnn"  # pixelcnn | transformer
+    class_conditional: bool = False  # condition on the data's labels (MNIST digits, FSDD spoken digits)
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class PriorDataConfig:
+    """The data the frozen tokenizer encodes: training split for training, test split for validation."""
+
+    kind: str = "mnist"  # mnist | audio | images
+    root: str = "data"  # relative paths are resolved against the current directory
+    download: bool = False  # mnist: fetch the files (MD5-checked) when missing
+    pad_to: int | None = None  # mnist: zero-pad 28x28 to this size (as the tokenizer was trained)
+    rule: str | None = "hash"  # audio: label/split rule from file names ("fsdd": digit labels, takes 0-4 test)
+    image_size: list[int] | None = None  # images: [H, W] after resize + centre crop
+    channels: int = 1  # images: 1 (grey) or 3 (RGB)
+    max_items: int | None = None  # keep the first items of the training split (tests, quick runs)
+    shifts: int = 0  # images: also train on every training image shifted by up to this many pixels in x and y
+    valid_items: int | None = None  # first items of the test split to validate on (None: all of it)
+    cache: str | None = None  # folder for the encoded codes (default: RUN/codes)
+
+
+@dataclass
+class PriorRecipe:
+    """A prior recipe: the tokenizer whose codes are modelled, the network, the data and the loop."""
+
+    name: str = "prior"
+    task: str = "prior"
+    tokenizer: str = ""  # tokenizer .safetensors, or a run folder holding tokenizer.safetensors
+    level: str = "all"  # all: every level of the tokenizer (VQ-VAE-2: top and bottom, trained together)
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    samples: int = 16  # samples drawn and decoded at each validation (PNG grid / WAVs under RUN/samples)
+
+
+def check_model(model: PriorModelConfig, where: str = "model") -> None:
+    """The kind exists and `config` holds only that network's own fields, with the right types."""
+    if model.kind not in NETWORKS:
+        raise VqtokError(f"unknown {where}.kind '{model.kind}'; choose one of {', '.join(NETWORKS)}")
+    derived = sorted(set(model.config) & set(DERIVED_FIELDS))
+    if derived:
+        raise VqtokError(f"{where}.config.{derived[0]} is set by the tokenizer and the data, not the recipe; "
+                         f"remove it (use {where}.class_conditional for classes)")
+    _, config_cls = NETWORKS[model.kind]
+    from_dict(config_cls, {"num_codes": 2, **model.config}, f"{where}.config")  # strict keys and types
+
+
+def load_prior_recipe(path: str | Path, overrides: list[str] | None = None) -> PriorRecipe:
+    """Strictly load a prior recipe; errors name the file and the offending key."""
+    data = apply_overrides(load_yaml(path), list(overrides or []))
+    try:
+        recipe = from_dict(PriorRecipe, data)
+        if recipe.task != "prior":
+            raise VqtokError(f"task is '{recipe.task}', expected 'prior'")
+        if recipe.level not in LEVELS:
+            raise VqtokError(f"unknown level '{recipe.level}'; choose one of {', '.join(LEVELS)}")
+        check_model(recipe.model)
+    except VqtokError as err:
+        raise VqtokError(f"{path}: {err}") from None
+    return recipe
