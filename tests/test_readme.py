@@ -17,15 +17,6 @@ FSDD = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
 README = (REPO / "README.md").read_text()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make small convs ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def section_block(title: str, lang: str) -> str:
     section = README.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     return re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1)

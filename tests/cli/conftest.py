@@ -3,20 +3,10 @@
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 from clihelpers import make_tokenizer
 
 from vqtok.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make small convs ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

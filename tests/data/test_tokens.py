@@ -16,15 +16,6 @@ from vqtok.cli import main  # noqa: E402
 from vqtok.data import TokenDataset, Vocab  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make small convs ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def encode(args):
     from click.testing import CliRunner
 

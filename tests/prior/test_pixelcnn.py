@@ -8,15 +8,6 @@ import torch
 from vqtok.prior import GatedPixelCNN, nll_bits, nll_nats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dependencies(model: GatedPixelCNN, codes, labels=None, cond=None) -> torch.Tensor:
     """(HW, HW) bool: entry [i, j] is True when logits at raster position i have a nonzero gradient
     with respect to the embedding of the code at raster position j."""

@@ -27,15 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae") -> Path:
     """An untrained tokenizer with an initialised codebook, saved (so it has a fingerprint)."""
     torch.manual_seed(seed)

@@ -9,15 +9,6 @@ from einops import rearrange
 from vqtok.prior import CausalTransformer, nll_bits, nll_nats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _dependencies(model: CausalTransformer, codes, labels=None, cond=None) -> torch.Tensor:
     """(T, T) bool: [i, j] is True when logits[:, i] have a nonzero gradient w.r.t. the embedding
     of codes[:, j]."""

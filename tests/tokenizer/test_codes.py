@@ -11,15 +11,6 @@ from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 from vqtok.tokenizer.codes import code_dtype, is_complete, sidecar_path
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make small convs ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def saved(tmp_path, arch="vqvae", dims=1, codebook_size=32, seed=0, name="tok.safetensors"):
     torch.manual_seed(seed)
     cfg = TokenizerConfig(

@@ -7,15 +7,6 @@ import torch
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, streaming
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads make small convs ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def audio_model(arch="vqvae", seed=0):
     torch.manual_seed(seed)
     cfg = TokenizerConfig(
