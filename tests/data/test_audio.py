@@ -142,7 +142,17 @@ def test_text_named_wav(tmp_path):
 def test_truncated_wav_header(tmp_path):
     path = write(tmp_path / "cut.wav", ramp(1000), 8000, "PCM_16")
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(VqtokError, match="not readable as audio") as err:
+    with pytest.raises(VqtokError, match=r"truncated WAV \(no complete data chunk\)") as err:
+        load_audio(path, 8000)
+    assert "cut.wav" in one_line(err)
+
+
+def test_truncated_wav_data(tmp_path):
+    # libsndfile alone would return the 800 samples that are left without a word.
+    path = write(tmp_path / "cut.wav", ramp(1000), 8000, "PCM_16")
+    path.write_bytes(path.read_bytes()[:-400])
+    declared = r"truncated WAV \(the header declares 2000 bytes of audio, the file holds 1600\)"
+    with pytest.raises(VqtokError, match=declared) as err:
         load_audio(path, 8000)
     assert "cut.wav" in one_line(err)
 

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,34 @@ class AudioInfo:
     duration_seconds: float
 
 
+def check_wav_complete(path: Path) -> None:
+    """Raise if a RIFF/WAVE file's data chunk declares more bytes than the file holds (a cut download).
+
+    libsndfile silently reads whatever part is there; a truncated file would then encode without
+    complaint. Other formats, and streamed WAVs whose data size is left at 0 or 0xFFFFFFFF, pass.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack(endian + "4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return
+                available = size - (pos + 8)
+                if chunk_size > available:
+                    raise VqtokError(f"{path}: truncated WAV (the header declares {chunk_size} bytes of audio, "
+                                     f"the file holds {available}); re-export or re-download it")
+                return
+            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+        raise VqtokError(f"{path}: truncated WAV (no complete data chunk); re-export or re-download it")
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, AudioInfo]:
     """Read an audio file as mono float32 (T,) at ``sample_rate``.
 
@@ -97,6 +126,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, A
         raise VqtokError(f"{path}: audio file not found; check the path")
     if path.stat().st_size == 0:
         raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
+    check_wav_complete(path)
     try:
         data, orig_sr = sf.read(path, dtype="float32", always_2d=True)  # (frames, channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,36 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqtok.data.audio import AudioInfo
+from vqtok.data.audio import AudioInfo, check_wav_complete
 from vqtok.errors import VqtokError
-
-
-def check_wav_complete(path: Path) -> None:
-    """Raise if a RIFF/WAVE file's data chunk declares more bytes than the file holds (a cut download).
-
-    libsndfile silently reads whatever part is there; a truncated file would then encode without
-    complaint. Other formats, and streamed WAVs whose data size is left at 0 or 0xFFFFFFFF, pass.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return
-        endian = "<" if head[:4] == b"RIFF" else ">"
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk_id, chunk_size = struct.unpack(endian + "4sI", f.read(8))
-            if chunk_id == b"data":
-                if chunk_size in (0, 0xFFFFFFFF):
-                    return
-                available = size - (pos + 8)
-                if chunk_size > available:
-                    raise VqtokError(f"{path}: truncated WAV (the header declares {chunk_size} bytes of audio, "
-                                     f"the file holds {available}); re-export or re-download it")
-                return
-            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
-        raise VqtokError(f"{path}: truncated WAV (no complete data chunk); re-export or re-download it")
 
 
 class AudioStream:
