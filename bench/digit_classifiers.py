@@ -6,6 +6,7 @@ Used by bench/mnist_samples.py and bench/speech_samples.py; never part of the te
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -199,6 +200,31 @@ def classifier_score(probs: Tensor) -> float:
     marginal = probs.mean(0, keepdim=True)
     kl = (probs * (torch.log(probs + 1e-12) - torch.log(marginal + 1e-12))).sum(1)
     return float(torch.exp(kl.mean()))
+
+
+# ------------------------------------------------------------------------ report
+def prior_nll_rows(run: Path) -> list[tuple[str, str]]:
+    """The NLL figures (nll*, bits*) of a prior run's last validation in metrics.jsonl, as table rows."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    valid = [r for r in rows if r.get("split") == "valid"]
+    if not valid:
+        return []
+    last = valid[-1]
+    return [(f"prior test {key} (step {last['step']})", f"{value:.4f}")
+            for key, value in last.items() if key.startswith(("nll", "bits"))]
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    """A title line, then a two-column markdown table of (measure, value) rows."""
+    print(title)
+    print()
+    width = max(len(r[0]) for r in rows)
+    value_width = max(10, *(len(r[1]) for r in rows))
+    print(f"| {'measure':<{width}} | {'value':>{value_width}} |")
+    print(f"|{'-' * (width + 2)}|{'-' * (value_width + 1)}:|")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value:>{value_width}} |")
 
 
 def as_numpy(x: Tensor) -> np.ndarray:

@@ -16,7 +16,6 @@ bench/.cache/. Then, for the prior run given (single-level or VQ-VAE-2):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,18 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from digit_classifiers import accuracy, classifier_score, mnist_classifier, mnist_split, probabilities  # noqa: E402
+from digit_classifiers import (  # noqa: E402
+    accuracy,
+    classifier_score,
+    mnist_classifier,
+    mnist_split,
+    print_table,
+    prior_nll_rows,
+    probabilities,
+)
 
 from vqtok.prior.generate import decode_codes, draw_labels, load_prior_run, sample_codes  # noqa: E402
-
-
-def last_validation(run: Path) -> dict:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    valid = [r for r in rows if r.get("split") == "valid"]
-    return valid[-1] if valid else {}
 
 
 def to_28(images: torch.Tensor) -> torch.Tensor:
@@ -68,10 +66,7 @@ def main() -> None:
 
     priors, tok, _ = load_prior_run(args.prior)
     run = args.prior if args.prior.is_dir() else args.prior.parent
-    valid = last_validation(run)
-    for key, value in valid.items():
-        if key.startswith(("nll", "bits")):
-            rows.append((f"prior test {key} (step {valid['step']})", f"{value:.4f}"))
+    rows += prior_nll_rows(run)
     gen = torch.Generator().manual_seed(args.seed)
     classify = lambda x, i, train: to_28(x[i])  # noqa: E731
 
@@ -100,14 +95,8 @@ def main() -> None:
                  f"{classifier_score(probs):.2f}"))
     rows.append(("  sampling + decoding time (s)", f"{seconds:.1f}"))
 
-    print(f"MNIST samples of {args.prior} (levels {', '.join(p.layout.level for p in priors)}, "
-          f"temperature {args.temperature}, seed {args.seed}, {args.threads} thread(s))")
-    print()
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':<{width}} | {'value':>10} |")
-    print(f"|{'-' * (width + 2)}|{'-' * 11}:|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value:>10} |")
+    print_table(f"MNIST samples of {args.prior} (levels {', '.join(p.layout.level for p in priors)}, "
+                f"temperature {args.temperature}, seed {args.seed}, {args.threads} thread(s))", rows)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ fraction of class-conditional samples it labels as requested, the samples' lengt
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,20 +26,13 @@ from digit_classifiers import (  # noqa: E402
     accuracy,
     clip_batch,
     fsdd_split,
+    print_table,
+    prior_nll_rows,
     probabilities,
     speech_classifier,
 )
 
 from vqtok.prior.generate import decode_codes, load_prior_run, sample_codes, write_wav  # noqa: E402
-
-
-def last_validation(run: Path) -> dict:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    valid = [r for r in rows if r.get("split") == "valid"]
-    return valid[-1] if valid else {}
 
 
 def main() -> None:
@@ -68,10 +60,7 @@ def main() -> None:
     rows.append((f"  same clips through the tokenizer ({tok.fingerprint})",
                  f"{accuracy(probabilities(classifier, round_trip, clip_batch, 32), test_y):.3f}"))
     run = args.prior if args.prior.is_dir() else args.prior.parent
-    valid = last_validation(run)
-    for key, value in valid.items():
-        if key.startswith(("nll", "bits")):
-            rows.append((f"prior test {key} (step {valid['step']})", f"{value:.4f}"))
+    rows += prior_nll_rows(run)
 
     if not priors[0].layout.num_classes:
         raise SystemExit(f"{args.prior}: not a class-conditional prior; nothing to score against")
@@ -98,14 +87,8 @@ def main() -> None:
         guess = int(probs[i].argmax())
         write_wav(args.out / f"digit{int(label)}_{i % args.per_class:02d}_heard{guess}.wav", wave, tok.sample_rate)
 
-    print(f"speech samples of {args.prior} (tokenizer {tok_path}, temperature {args.temperature}, "
-          f"top-p {args.top_p}, seed {args.seed}, {args.threads} thread(s)); WAVs in {args.out}")
-    print()
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':<{width}} | {'value':>18} |")
-    print(f"|{'-' * (width + 2)}|{'-' * 19}:|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value:>18} |")
+    print_table(f"speech samples of {args.prior} (tokenizer {tok_path}, temperature {args.temperature}, "
+                f"top-p {args.top_p}, seed {args.seed}, {args.threads} thread(s)); WAVs in {args.out}", rows)
 
 
 if __name__ == "__main__":

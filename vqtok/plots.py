@@ -78,16 +78,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         axes[2].plot([r["step"] for r in valid], [r[key] for r in valid], marker="o", label=f"valid {key}")
     axes[2].set_ylim(0, 1.05)
     axes[2].set_title("fraction of codes used")
-    for ax in axes:
-        ax.set_xlabel("step")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-    return out
+    return save_curves(fig, axes, Path(out) if out else run_dir / "curves.png")
 
 
 def plot_prior_run(run_dir: str | Path, rows: list[dict], out: str | Path | None = None) -> Path:
@@ -112,13 +103,19 @@ def plot_prior_run(run_dir: str | Path, rows: list[dict], out: str | Path | None
         if points:
             axes[1].plot(*zip(*points), marker="o", label=f"valid {key}")
     axes[1].set_title("validation description length")
+    return save_curves(fig, axes, Path(out) if out else run_dir / "curves.png")
+
+
+def save_curves(fig, axes, out: Path) -> Path:
+    """Label, legend and grid every panel of a curves figure, then write it as a PNG (atomically)."""
+    import matplotlib.pyplot as plt
+
     for ax in axes:
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "curves.png"
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return out

@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,11 +355,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
 
     metrics_path = run / METRICS_FILE
     interrupted = False
-
-    def on_sigterm(signum, frame):  # a cluster's pre-emption: stop like Ctrl-C
-        raise KeyboardInterrupt
-
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm) if ddp.main else None
+    restore_sigterm = sigterm_stops_like_ctrl_c() if ddp.main else None
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not (progress and ddp.main), unit="step",
                dynamic_ncols=True, desc=recipe.name)
     step = start
@@ -420,20 +417,36 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
             save_run(run, model, opt, sched, step, recipe, best)
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        if restore_sigterm is not None:
+            restore_sigterm()
         if ddp.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     if ddp.main and not interrupted:
-        try:
-            from vqtok.plots import plot_run
-
-            plot_run(run)
-        except Exception as err:  # noqa: BLE001 - a plot must never lose a finished run
-            tqdm.write(f"could not draw curves: {err}")
+        draw_curves(run)
     if interrupted:
         raise KeyboardInterrupt
     return model.eval()
+
+
+def sigterm_stops_like_ctrl_c() -> Callable[[], None]:
+    """Make SIGTERM (a cluster's pre-emption) raise KeyboardInterrupt, so a training loop saves and stops as
+    on Ctrl-C. Returns the function that puts the previous handler back."""
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, old_handler)
+
+
+def draw_curves(run: Path) -> None:
+    """curves.png for a finished run; a failure is reported, never raised (a plot must not lose a run)."""
+    try:
+        from vqtok.plots import plot_run
+
+        plot_run(run)
+    except Exception as err:  # noqa: BLE001
+        tqdm.write(f"could not draw curves: {err}")
 
 
 def _append_jsonl(path: Path, row: dict) -> None:

@@ -6,7 +6,8 @@ import soundfile as sf
 
 from vqtok import VqtokError
 from vqtok.data.audio import load_audio
-from vqtok.data.stream import AudioStream, check_wav_complete
+from vqtok.data.audio import check_wav_complete
+from vqtok.data.stream import AudioStream
 
 
 def write(path, n, sr, channels=1, subtype="PCM_16"):

@@ -85,6 +85,17 @@ class AudioInfo:
     duration_seconds: float
 
 
+def check_audio_file(path: Path) -> None:
+    """The checks before any audio is read: the file exists, is a file, is not empty, is not a cut WAV."""
+    if not path.exists():
+        raise VqtokError(f"{path}: audio file not found; check the path")
+    if not path.is_file():
+        raise VqtokError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
+    check_wav_complete(path)
+
+
 def check_wav_complete(path: Path) -> None:
     """Raise if a RIFF/WAVE file's data chunk declares more bytes than the file holds (a cut download).
 
@@ -122,11 +133,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, A
     path = Path(path)
     if sample_rate <= 0:
         raise VqtokError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
-    if not path.is_file():
-        raise VqtokError(f"{path}: audio file not found; check the path")
-    if path.stat().st_size == 0:
-        raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
-    check_wav_complete(path)
+    check_audio_file(path)
     try:
         data, orig_sr = sf.read(path, dtype="float32", always_2d=True)  # (frames, channels)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqtok.data.audio import AudioInfo, check_wav_complete
+from vqtok.data.audio import AudioInfo, check_audio_file
 from vqtok.errors import VqtokError
 
 
@@ -32,13 +32,7 @@ class AudioStream:
         path = Path(path)
         self.path = path
         self.sample_rate = int(sample_rate)
-        if not path.exists():
-            raise VqtokError(f"{path}: audio file not found; check the path")
-        if not path.is_file():
-            raise VqtokError(f"{path}: not a file")
-        if path.stat().st_size == 0:
-            raise VqtokError(f"{path}: the file is empty (0 bytes); delete or re-export it")
-        check_wav_complete(path)
+        check_audio_file(path)
         try:
             info = sf.info(str(path))
         except (sf.SoundFileError, RuntimeError, OSError, ValueError) as err:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
 from vqtok.tokenizer.checkpoint import atomic_write, load_tokenizer
 from vqtok.tokenizer.codes import LEVEL_NAMES, describe_tokenizer, tokenizer_summary
 from vqtok.train import METRICS_FILE, RECIPE_FILE, STATE_FILE, StepBatches, _append_jsonl, format_line, lr_lambda
-from vqtok.train import load_state, rng_state, set_rng_state
+from vqtok.train import draw_curves, load_state, rng_state, set_rng_state, sigterm_stops_like_ctrl_c
 
 __all__ = ["load_prior_recipe", "train_prior", "resolve_tokenizer", "build_priors", "evaluate_priors"]
 
@@ -266,11 +265,7 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
 
     metrics_path = run / METRICS_FILE
     interrupted = False
-
-    def on_sigterm(signum, frame):  # a cluster's pre-emption: stop like Ctrl-C
-        raise KeyboardInterrupt
-
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    restore_sigterm = sigterm_stops_like_ctrl_c()
     bar = tqdm(total=cfg.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
                desc=recipe.name)
     bar.write(f"{recipe.name}: {', '.join(priors)} prior(s), {sum(p.numel() for p in params) / 1e6:.2f}M "
@@ -327,14 +322,9 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
         save_run(run, priors, tok_summary, tok_path, opt, sched, step, recipe, best)
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, old_handler)
+        restore_sigterm()
     if plot and not interrupted:
-        try:
-            from vqtok.plots import plot_run
-
-            plot_run(run)
-        except Exception as err:  # noqa: BLE001 - a plot must never lose a finished run
-            tqdm.write(f"could not draw curves: {err}")
+        draw_curves(run)
     if interrupted:
         raise KeyboardInterrupt
     return {name: prior.eval() for name, prior in priors.items()}
