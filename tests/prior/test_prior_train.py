@@ -111,6 +111,19 @@ def test_prior_checkpoint_round_trip_and_refusal_of_another_tokenizer(tmp_path):
         load_prior(tmp_path / "a.safetensors")
 
 
+def test_transformer_prior_with_class_bias_round_trips(tmp_path):
+    tok = load_tokenizer(tiny_tokenizer(tmp_path / "a.safetensors", dims=1))
+    layout = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=16, dims=1, eos=True,
+                         num_classes=3, class_counts=[1, 1, 1], max_length=20)
+    prior = CodePrior(layout, {"dim": 16, "layers": 1, "heads": 2, "max_len": 24, "class_bias": True})
+    save_prior(prior, tmp_path / "prior.safetensors", tokenizer_summary(tok), {})
+    loaded = load_prior(tmp_path / "prior.safetensors", tokenizer=tok)
+    assert loaded.net.config.class_bias and "net.class_bias.weight" in loaded.state_dict()
+    codes, labels = torch.randint(0, 16, (2, 20)), torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(codes, labels, None), prior.eval().logits(codes, labels, None))
+
+
 def test_sequence_targets_end_with_eos_and_uniform_logits_give_log2_k(tmp_path):
     layout = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=5, dims=1, eos=True)
     prior = CodePrior(layout, {"dim": 8, "layers": 1, "heads": 2, "max_len": 8})
@@ -290,3 +303,30 @@ def test_shifted_copies_extend_the_training_codes_only(tmp_path):
     assert len(train) == 9 * 8 and torch.equal(train.levels[0][:8], plain.levels[0])
     assert train.labels.tolist() == plain.labels.tolist() * 9
     assert len(encode_dataset(tok, recipe.data, "test")) == 16  # validation stays the real test images
+
+
+def test_delayed_copies_of_training_clips(tmp_path):
+    from vqtok.data.audio import AudioFolder
+    from vqtok.prior.data import audio_delays, encode_dataset
+
+    root = spoken_digits(tmp_path / "fsdd")
+    tok = load_tokenizer(tiny_tokenizer(tmp_path / "tok.safetensors", dims=1))  # hop 20 samples
+    recipe = prior_recipe(tmp_path / "tok.safetensors", "data.shifts=3", audio_root=root)
+    assert audio_delays(recipe.data, "train", tok.hop) == [0, 5, 10, 15]
+    assert audio_delays(recipe.data, "test", tok.hop) == [0]
+    plain = encode_dataset(tok, prior_recipe(tmp_path / "tok.safetensors", audio_root=root).data, "train")
+    train = encode_dataset(tok, recipe.data, "train")
+    n = len(plain)
+    assert len(train) == 4 * n and train.labels.tolist() == plain.labels.tolist() * 4
+    width = plain.levels[0].shape[1]  # the delayed copies can be a code longer: more padding after
+    assert torch.equal(train.levels[0][:n, :width], plain.levels[0]) and not train.levels[0][:n, width:].any()
+    assert torch.equal(train.lengths[0][:n], plain.lengths[0])
+    clips = AudioFolder(root, 8000, None, "train", "fsdd", random_crop=False)
+    for k, delay in enumerate([5, 10, 15], start=1):  # copy k: the clip with `delay` zeros in front
+        for i in range(n):
+            clip = np.concatenate([np.zeros(delay, np.float32), clips.clip(i)])
+            got = train.levels[0][k * n + i, : train.lengths[0][k * n + i]]
+            assert torch.equal(got.long(), tok.encode_long(clip).long())
+            assert train.sizes[k * n + i] == len(clip)
+    assert len(encode_dataset(tok, recipe.data, "test")) == len(
+        encode_dataset(tok, prior_recipe(tmp_path / "tok.safetensors", audio_root=root).data, "test"))

@@ -82,6 +82,7 @@ def test_nll_helpers_against_hand_computation():
         {"cond": True, "top_k": 5},
         {"labels": True, "cond": True, "top_p": 0.8, "temperature": 0.7},
         {"labels": True, "top_k": 8, "top_p": 0.9, "batch_size": 2},
+        {"labels": True, "cond": True, "class_bias": True},
     ],
 )
 def test_kv_cache_sampling_equals_full_recompute(settings):
@@ -91,8 +92,9 @@ def test_kv_cache_sampling_equals_full_recompute(settings):
     model = CausalTransformer(
         23, dim=32, layers=2, heads=4, max_len=24, num_classes=4 if labels else None,
         cond_codes=6 if cond else None, cond_ratio=4 if cond else None,
+        class_bias=settings.get("class_bias", False),
     )
-    kwargs = {k: v for k, v in settings.items() if k not in ("labels", "cond")}
+    kwargs = {k: v for k, v in settings.items() if k not in ("labels", "cond", "class_bias")}
     kwargs["labels"] = torch.tensor([0, 1, 2, 3, 1]) if labels else None
     kwargs["cond"] = torch.randint(0, 6, (5, 6)) if cond else None
     cached = sample_transformer(model, 5, 24, generator=_seeded(7), use_cache=True, **kwargs)

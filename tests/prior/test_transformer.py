@@ -32,22 +32,23 @@ def _dependencies(model: CausalTransformer, codes, labels=None, cond=None) -> to
 
 
 @pytest.mark.parametrize(
-    "shape, positions, num_classes, cond_len",
+    "shape, positions, num_classes, cond_len, class_bias",
     [
-        ((64,), "rotary", None, None),  # audio-like 1D sequence
-        ((64,), "learned", 3, 16),  # bottom level conditioned on 16 top codes (ratio 4)
-        ((7, 7), "rotary", 10, None),  # MNIST-size map in raster order
-        ((8, 8), "learned", None, None),
-        ((14, 14), "rotary", None, None),
+        ((64,), "rotary", None, None, False),  # audio-like 1D sequence
+        ((64,), "learned", 3, 16, True),  # bottom level conditioned on 16 top codes (ratio 4)
+        ((448,), "rotary", 10, None, True),  # speech_prior.yaml's max_len, class vector at every position
+        ((7, 7), "rotary", 10, None, False),  # MNIST-size map in raster order
+        ((8, 8), "learned", None, None, False),
+        ((14, 14), "rotary", None, None, False),
     ],
 )
-def test_causal_through_gradients(shape, positions, num_classes, cond_len):
+def test_causal_through_gradients(shape, positions, num_classes, cond_len, class_bias):
     torch.manual_seed(0)
     length = math.prod(shape)
     model = CausalTransformer(
         13, dim=16, layers=2, heads=2, max_len=length, num_classes=num_classes,
         cond_codes=7 if cond_len else None, cond_ratio=length // cond_len if cond_len else None,
-        positions=positions,
+        positions=positions, class_bias=class_bias,
     ).double()
     codes = torch.randint(0, 13, (1, *shape)).reshape(1, -1)  # 2D maps: "b h w -> b (h w)", raster order
     labels = torch.tensor([2]) if num_classes else None
@@ -58,12 +59,12 @@ def test_causal_through_gradients(shape, positions, num_classes, cond_len):
     assert torch.equal(expected & ~deps, torch.zeros_like(deps)), "logits ignore some earlier code"
 
 
-@pytest.mark.parametrize("positions", ["rotary", "learned"])
-def test_kv_cache_steps_match_full_pass(positions):
+@pytest.mark.parametrize("positions, class_bias", [("rotary", False), ("learned", False), ("rotary", True)])
+def test_kv_cache_steps_match_full_pass(positions, class_bias):
     torch.manual_seed(0)
     model = CausalTransformer(
         17, dim=32, layers=2, heads=4, max_len=40, num_classes=5, cond_codes=9, cond_ratio=4,
-        positions=positions,
+        positions=positions, class_bias=class_bias,
     ).eval()
     codes = torch.randint(0, 17, (3, 40))
     labels = torch.tensor([0, 3, 4])
@@ -89,6 +90,22 @@ def test_start_token_is_per_class():
     assert (logits[0, 0] - logits[1, 0]).abs().amax() > 1e-4
     same = model(codes, torch.tensor([2, 2]))
     torch.testing.assert_close(same[0], same[1])
+
+
+def test_class_bias_reaches_every_position_directly():
+    torch.manual_seed(0)
+    model = CausalTransformer(17, dim=16, layers=1, heads=2, max_len=8, num_classes=4, class_bias=True)
+    with torch.no_grad():
+        model.class_start.weight.zero_()  # the start token no longer tells the classes apart
+    codes = torch.randint(0, 17, (1, 8)).expand(2, 8)
+    logits = model(codes, torch.tensor([0, 1]))
+    assert (logits[0] - logits[1]).abs().amax(dim=-1).min() > 1e-4  # every position differs by class
+    with torch.no_grad():
+        model.class_bias.weight.zero_()
+    logits = model(codes, torch.tensor([0, 1]))
+    torch.testing.assert_close(logits[0], logits[1])  # and that difference came from the class vector
+    with pytest.raises(ValueError, match="class_bias needs num_classes"):
+        CausalTransformer(17, dim=16, layers=1, heads=2, class_bias=True)
 
 
 def test_cond_is_aligned_with_the_predicted_code():

@@ -96,32 +96,42 @@ def image_shifts(data, split: str) -> list[tuple[int, int]]:
     return [(0, 0)] + [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if (dy, dx) != (0, 0)]
 
 
+def audio_delays(data, split: str, hop: int) -> list[int]:
+    """Samples of silence put before each clip: 0 first, then, for training, data.shifts delays spread evenly
+    over one code's hop (k * hop // (shifts + 1)). A clip on a shifted frame grid gives another, equally
+    valid code sequence of the same words: more data for the prior, as shifted images are for MNIST."""
+    s = data.shifts if split == "train" and data.kind == "audio" else 0
+    return sorted({k * hop // (s + 1) for k in range(s + 1)})
+
+
 @torch.no_grad()
 def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: int = 128) -> CodeSet:
     """Encode the `split` of a prior recipe's data section with the frozen tokenizer `tok` (eval mode).
 
     With data.shifts > 0 the training images are also encoded shifted by every (dy, dx) up to that many
-    pixels (more data for the prior: a digit moved by a pixel is still a digit), the copies after the originals.
+    pixels (more data for the prior: a digit moved by a pixel is still a digit), and training clips are also
+    encoded delayed by data.shifts fractions of a code's hop; the copies come after the originals.
     """
     dataset, labels, count = _datasets(data, split, tok)
     tok.eval()
     per_level: list[list[Tensor]] = [[] for _ in range(tok.levels)]
     sizes: list[int] = []
-    shifts = image_shifts(data, split) if tok.dims == 2 else [(0, 0)]
+    # one pass over the data per offset: (dy, dx) for images, a delay in samples for audio
+    shifts = image_shifts(data, split) if tok.dims == 2 else audio_delays(data, split, tok.hop)
     labels = labels * len(shifts)
     bar = tqdm(total=count * len(shifts), desc=f"encoding {split}", unit="item", disable=not progress, leave=False)
-    for dy, dx in shifts:
+    for shift in shifts:
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
             if tok.dims == 2:
                 x = torch.stack([dataset[i]["x"] for i in range(start, stop)])  # (B, C, H, W)
-                codes = tok.encode(shift_image(x, dy, dx).to(tok._device()))
+                codes = tok.encode(shift_image(x, *shift).to(tok._device()))
                 codes = [codes] if tok.levels == 1 else codes  # per level (B, h, w)
                 for lv, c in enumerate(codes):
                     per_level[lv] += list(c.cpu().to(torch.int32))
                 sizes += [x.shape[-2] * x.shape[-1]] * (stop - start)
             else:
-                clips = [torch.from_numpy(dataset.clip(i)) for i in range(start, stop)]  # (T,) each
+                clips = [F.pad(torch.from_numpy(dataset.clip(i)), (shift, 0)) for i in range(start, stop)]  # (T,)
                 for item in tok.encode_batch(clips):
                     item = [item] if tok.levels == 1 else item
                     for lv, c in enumerate(item):

@@ -36,7 +36,8 @@ class PriorDataConfig:
     image_size: list[int] | None = None  # images: [H, W] after resize + centre crop
     channels: int = 1  # images: 1 (grey) or 3 (RGB)
     max_items: int | None = None  # keep the first items of the training split (tests, quick runs)
-    shifts: int = 0  # images: also train on every training image shifted by up to this many pixels in x and y
+    shifts: int = 0  # images: also train on every training image shifted by up to this many pixels in x and y;
+    # audio: also train on every training clip delayed by 1..shifts of (shifts + 1) equal parts of a code's hop
     valid_items: int | None = None  # first items of the test split to validate on (None: all of it)
     cache: str | None = None  # folder for the encoded codes (default: RUN/codes)
 

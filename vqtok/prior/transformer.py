@@ -23,6 +23,8 @@ from torch import Tensor
 #   t // cond_ratio, i.e. the frame of the code *being predicted* at t (not of the code fed in at t,
 #   which is codes[:, t - 1]). A learned phase embedding (t % cond_ratio) tells where inside the frame t is.
 #   The conditioning path never sees bottom codes, so it cannot leak future ones.
+# * class_bias=True also adds a learned class vector at every input position (on top of the class start
+#   token), so every layer sees the class directly instead of only through attention to position 0.
 # * 2D code maps are modelled in raster order: (B, H, W) -> (B, H * W) with rearrange "b h w -> b (h w)".
 
 
@@ -41,6 +43,7 @@ class TransformerConfig:
     cond_layers: int = 2
     positions: str = "rotary"
     dropout: float = 0.0
+    class_bias: bool = False  # also add a learned class vector at every position (needs num_classes)
 
 
 POSITIONS = ("rotary", "learned")
@@ -52,7 +55,8 @@ class KVCache:
     """Keys and values of the positions decoded so far, for `CausalTransformer.step`.
 
     ``keys[l]`` / ``values[l]``: (B, heads, capacity, head_dim) per layer, filled up to ``pos``.
-    ``start``: (B, 1, D) start-token embedding; ``cond``: (B, capacity, D) conditioning features or None.
+    ``start``: (B, 1, D) start-token embedding; ``cond``: (B, capacity, D) per-position features (upper
+    level and/or class vector, see `_features`) or None.
     ``pos`` is the absolute position of the next input token; `step` advances it.
     """
 
@@ -159,6 +163,7 @@ class CausalTransformer(nn.Module):
         cond_layers: int = 2,
         positions: str = "rotary",
         dropout: float = 0.0,
+        class_bias: bool = False,
     ):
         super().__init__()
         if positions not in POSITIONS:
@@ -172,13 +177,17 @@ class CausalTransformer(nn.Module):
                 f"cond_codes and cond_ratio go together (got cond_codes={cond_codes}, "
                 f"cond_ratio={cond_ratio}): cond_ratio is how many bottom codes one top code covers"
             )
+        if class_bias and not num_classes:
+            raise ValueError("class_bias needs num_classes: it adds a learned vector per class")
         self.config = TransformerConfig(
             num_codes, dim, layers, heads, max_len, num_classes,
-            cond_codes, cond_ratio, cond_layers, positions, dropout,
+            cond_codes, cond_ratio, cond_layers, positions, dropout, class_bias,
         )
         self.tok_emb = nn.Embedding(num_codes, dim)
         if num_classes:
             self.class_start = nn.Embedding(num_classes, dim)  # one learned start token per class
+            if class_bias:  # the class also added to every input position, as the PixelCNN's gate bias
+                self.class_bias = nn.Embedding(num_classes, dim)
         else:
             self.bos = nn.Parameter(torch.zeros(dim))
         self.pos_emb = nn.Embedding(max_len, dim) if positions == "learned" else None
@@ -252,15 +261,24 @@ class CausalTransformer(nn.Module):
         phase = self.cond_phase(torch.arange(length, device=cond.device) % ratio)  # (length, D)
         return self.cond_proj(x) + phase
 
+    def _features(self, labels: Tensor | None, cond: Tensor | None, length: int) -> Tensor | None:
+        """What is added at every input position (B, length, D): the upper-level features and, with
+        class_bias, the class vector; None when there is neither."""
+        features = self.encode_cond(cond, length) if cond is not None else None
+        if self.config.class_bias:
+            vec = rearrange(self.class_bias(labels), "b d -> b 1 d")
+            features = vec.expand(-1, length, -1) if features is None else features + vec
+        return features
+
     # --- core ---
 
-    def _run(self, x: Tensor, start: int, cond_features: Tensor | None, cache: KVCache | None) -> Tensor:
+    def _run(self, x: Tensor, start: int, features: Tensor | None, cache: KVCache | None) -> Tensor:
         """Input embeddings (B, L, D) at positions start..start+L-1 -> logits (B, L, K)."""
         length = x.shape[1]
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(start, start + length, device=x.device))
-        if cond_features is not None:
-            x = x + cond_features[:, start : start + length]
+        if features is not None:
+            x = x + features[:, start : start + length]
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
@@ -272,8 +290,7 @@ class CausalTransformer(nn.Module):
         self.check_conditioning(labels, cond, length)
         tokens = self.tok_emb(codes)  # (B, T, D); every code embedded so gradient checks see all of them
         x = torch.cat([self._start(labels, codes.shape[0]), tokens], dim=1)[:, :length]  # input t = code t-1
-        features = self.encode_cond(cond, length) if cond is not None else None
-        return self._run(x, 0, features, None)
+        return self._run(x, 0, self._features(labels, cond, length), None)
 
     def forward(self, codes: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         """codes (B, T) int64, labels (B,) | None, cond (B, T_top) | None -> logits (B, T, K).
@@ -298,8 +315,7 @@ class CausalTransformer(nn.Module):
         shape = (batch, cfg.heads, length, cfg.dim // cfg.heads)
         keys = [param.new_zeros(shape) for _ in self.blocks]
         values = [param.new_zeros(shape) for _ in self.blocks]
-        features = self.encode_cond(cond, length) if cond is not None else None
-        return KVCache(keys, values, self._start(labels, batch), features)
+        return KVCache(keys, values, self._start(labels, batch), self._features(labels, cond, length))
 
     def step(self, tokens: Tensor | None, cache: KVCache) -> Tensor:
         """Feed one input position and return logits (B, K) for the code at position cache.pos.
