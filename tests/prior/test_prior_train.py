@@ -66,7 +66,8 @@ def prior_recipe(tokenizer: Path, *items: str, audio_root: Path | None = None):
                 "model.config={channels: 8, layers: 2, kernel_size: 3}"]
         path = REPO / "recipes" / "mnist_prior.yaml"
     else:
-        base = ["data.root=" + str(audio_root), "model.config={dim: 16, layers: 1, heads: 2, max_len: 128}"]
+        base = ["data.root=" + str(audio_root), "model.config={dim: 16, layers: 1, heads: 2, max_len: 128}",
+                "data.shifts=0"]
         path = REPO / "recipes" / "speech_prior.yaml"
     base += [f"tokenizer={tokenizer}", "train.max_steps=4", "train.batch_size=8", "train.warmup_steps=1",
              "train.log_every=2", "train.valid_every=4", "train.save_every=4", "samples=4"]
