@@ -122,6 +122,8 @@ def test_audio_training_path_with_masks(tmp_path):
     valid = [r for r in rows if r["split"] == "valid"][-1]
     assert {"l1", "stft", "si_snr", "mel_distance", "usage"} <= set(valid)
     assert len(list((tmp_path / "run" / "valid").glob("*.wav"))) == 3
+    pictures = list((tmp_path / "run" / "valid").glob("*.png"))  # spectrograms of input | reconstruction
+    assert len(pictures) == 1 and pictures[0].stat().st_size > 1000
 
 
 # ------------------------------------------------------------------------ DDP

@@ -277,11 +277,18 @@ def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) 
         return
     import soundfile as sf
 
+    from vqtok.plots import save_spectrograms
+
+    clips, titles = [], []
     for i in range(min(4, x.shape[0])):
         t = int(mask[i].sum()) if mask is not None else x.shape[-1]
         pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]]).clamp(-1, 1)
         atomic_write(folder / f"step{step:07d}_{i}.wav",
                      lambda tmp: sf.write(tmp, pair.numpy(), model.sample_rate, format="WAV", subtype="PCM_16"))
+        clips += [x[i, 0, :t], recon[i, 0, :t]]
+        titles += [f"clip {i}: input", f"clip {i}: reconstruction"]
+    # Each input beside its reconstruction (two pairs per row).
+    save_spectrograms(clips, model.sample_rate, titles, folder / f"step{step:07d}.png")
 
 
 # ------------------------------------------------------------------------- the loop

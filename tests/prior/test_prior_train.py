@@ -46,6 +46,14 @@ def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae"
     return path
 
 
+def assert_png(path: Path) -> None:
+    """A real, non-empty PNG image."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        assert img.format == "PNG" and min(img.size) > 50
+
+
 def spoken_digits(root: Path, digits: int = 3, takes=(0, 6, 7, 8)) -> Path:
     """FSDD-named clips of 0.1-0.3 s: takes 0-4 form the test split, the rest the training split."""
     root.mkdir(parents=True, exist_ok=True)
@@ -215,6 +223,8 @@ def test_vqtok_sample_writes_wavs_of_natural_lengths_and_codes(tmp_path):
     assert result.exit_code == 0, result.output
     wavs = sorted((tmp_path / "wavs").glob("*.wav"))
     assert [w.name for w in wavs] == ["sample_000.wav", "sample_001.wav", "sample_002.wav"]
+    assert_png(tmp_path / "wavs" / "spectrograms.png")
+    assert_png(tmp_path / "run" / "samples" / "step0000004.png")  # validation samples, pictured
     tok = load_tokenizer(tok_path)
     for wav in wavs:
         audio, rate = sf.read(wav)

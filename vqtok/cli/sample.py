@@ -18,7 +18,7 @@ from vqtok.errors import VqtokError
                                         "from the training frequencies, i.e. unconditional samples.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Images: a .png grid (default samples.png) or a folder (DIR/samples.png). Audio: a folder of "
-                   "WAV files (default samples/).")
+                   "WAV files and spectrograms.png (default samples/).")
 @click.option("--codes", "codes_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write each sample's codes here (NAME.npy/.npz + sidecar, readable by vqtok decode).")
 @click.option("-m", "--model", "tokenizer", type=click.Path(path_type=Path),
@@ -67,7 +67,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     else:
         if out.suffix:
             raise VqtokError(f"{out}: audio samples are written as WAV files into a folder; give -o DIR")
-        targets = [out / f"sample_{i:03d}.wav" for i in range(n)]
+        targets = [out / f"sample_{i:03d}.wav" for i in range(n)] + [out / "spectrograms.png"]
     names = [f"sample_{i:03d}" for i in range(n)]
     if codes_dir is not None:
         targets += [codes_dir / (name + codes_suffix(tok.levels)) for name in names]
@@ -90,7 +90,12 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
         for path, wave in zip(targets, decoded):
             write_wav(path, wave, tok.sample_rate)
         seconds = sum(len(w) for w in decoded) / tok.sample_rate
-        click.echo(f"wrote {n} WAV files ({seconds:.1f} s) to {out}", err=True)
+        from vqtok.plots import save_spectrograms
+
+        shown = min(n, 16)  # a picture of the first 16, to look at before listening
+        titles = [names[i] + ("" if labels is None else f" (label {int(labels[i])})") for i in range(shown)]
+        save_spectrograms(list(decoded[:shown]), tok.sample_rate, titles, out / "spectrograms.png")
+        click.echo(f"wrote {n} WAV files ({seconds:.1f} s) and spectrograms.png to {out}", err=True)
     if codes_dir is not None:
         codes_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(names):

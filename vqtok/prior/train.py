@@ -161,9 +161,14 @@ def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n:
 
         save_png(image_grid(out, nrow=first.layout.num_classes or 8), folder / f"step{step:07d}.png")
     else:
+        from vqtok.plots import save_spectrograms
+
+        titles = []
         for i, wave in enumerate(out[:8]):
             tag = f"_label{int(labels[i])}" if labels is not None else ""
             write_wav(folder / f"step{step:07d}_{i}{tag}.wav", wave, tok.sample_rate)
+            titles.append(f"sample {i}" + (f", label {int(labels[i])}" if labels is not None else ""))
+        save_spectrograms(list(out[:8]), tok.sample_rate, titles, folder / f"step{step:07d}.png")
     for prior in ordered:
         prior.train()
 
