@@ -32,7 +32,8 @@ from digit_classifiers import (  # noqa: E402
     speech_classifier,
 )
 
-from vqtok.prior.generate import decode_codes, load_prior_run, sample_codes, write_wav  # noqa: E402
+from vqtok.data.audio import write_wav  # noqa: E402
+from vqtok.prior.generate import decode_codes, load_prior_run, sample_codes  # noqa: E402
 
 
 def main() -> None:

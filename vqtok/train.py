@@ -25,9 +25,8 @@ from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.recipe import DataConfig, Recipe
 from vqtok.tokenizer.base import Tokenizer
-from vqtok.tokenizer.checkpoint import atomic_write, build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, atomic_write, build_tokenizer, load_tokenizer, save_tokenizer
 
-TOKENIZER_FILE = "tokenizer.safetensors"
 STATE_FILE = "state.pt"
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -275,16 +274,14 @@ def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) 
         # Row pairs: originals above their reconstructions.
         save_png(image_grid(torch.cat([x, recon]), nrow=x.shape[0]), folder / f"step{step:07d}.png")
         return
-    import soundfile as sf
-
+    from vqtok.data.audio import write_wav
     from vqtok.plots import save_spectrograms
 
     clips, titles = [], []
     for i in range(min(4, x.shape[0])):
         t = int(mask[i].sum()) if mask is not None else x.shape[-1]
-        pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]]).clamp(-1, 1)
-        atomic_write(folder / f"step{step:07d}_{i}.wav",
-                     lambda tmp: sf.write(tmp, pair.numpy(), model.sample_rate, format="WAV", subtype="PCM_16"))
+        pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]])
+        write_wav(folder / f"step{step:07d}_{i}.wav", pair, model.sample_rate)
         clips += [x[i, 0, :t], recon[i, 0, :t]]
         titles += [f"clip {i}: input", f"clip {i}: reconstruction"]
     # Each input beside its reconstruction (two pairs per row).

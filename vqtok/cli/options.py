@@ -23,14 +23,10 @@ def open_tokenizer(path: Path, device: str = "cpu", threads: int | None = None):
     import torch
 
     from vqtok.device import pick_device
-    from vqtok.tokenizer.checkpoint import load_tokenizer
+    from vqtok.tokenizer.checkpoint import load_tokenizer, tokenizer_file
 
     if threads:
         torch.set_num_threads(threads)
 
-    if path.is_dir():
-        candidate = path / "tokenizer.safetensors"
-        if not candidate.is_file():
-            raise VqtokError(f"{path}: a folder without tokenizer.safetensors; pass the tokenizer file")
-        path = candidate
+    path = tokenizer_file(path)
     return load_tokenizer(path, pick_device(device)), path

@@ -50,8 +50,9 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     import torch
 
     from vqtok.device import pick_device
+    from vqtok.data.audio import write_wav
     from vqtok.prior.generate import (codes_source, decode_codes, draw_labels, load_prior_run, per_sample,
-                                      sample_codes, write_wav)
+                                      sample_codes)
     from vqtok.tokenizer.codes import codes_suffix, write_codes
 
     setup_logging()

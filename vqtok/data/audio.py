@@ -154,6 +154,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, A
     return np.ascontiguousarray(wav, dtype=np.float32), info
 
 
+def write_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Mono float waveform (T,) -> 16-bit PCM WAV (clipped to [-1, 1]), written atomically."""
+    from vqtok.tokenizer.checkpoint import atomic_write
+
+    data = np.clip(np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave), -1.0, 1.0)
+    atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, format="WAV", subtype="PCM_16"))
+
+
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample mono (T,) to (ceil(T * target_sr / orig_sr),), exactly as ``librosa.resample(res_type="soxr_hq")``.
 

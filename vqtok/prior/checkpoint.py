@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, save_file
 
 from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.prior.model import NETWORKS, CodePrior, PriorLayout
-from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.tokenizer.checkpoint import atomic_write, read_header
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
 FORMAT = "vqtok.prior"
@@ -45,24 +45,8 @@ def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
 
 def read_prior_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors header of a prior checkpoint, checked for format and version."""
-    path = Path(path)
-    if not path.is_file():
-        raise VqtokError(f"{path}: no such prior file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise VqtokError(f"{path}: not a vqtok prior checkpoint (unreadable safetensors: {err})") from None
-    if meta.get("format") != FORMAT:
-        hint = "; that is a tokenizer, give the prior (vqtok train recipes/*_prior.yaml)" \
-            if meta.get("format") == "vqtok.tokenizer" else ""
-        raise VqtokError(f"{path}: not a vqtok prior checkpoint (format is {meta.get('format')!r}, "
-                         f"expected {FORMAT!r}){hint}")
-    version = meta.get("format_version", "?")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
-        raise VqtokError(f"{path}: prior format version {version} (written by vqtok {meta.get('vqtok_version', '?')}) "
-                         f"is newer than this vqtok supports ({FORMAT_VERSION}); upgrade vqtok")
-    return meta
+    hint = "; that is a tokenizer, give the prior (vqtok train recipes/*_prior.yaml)"
+    return read_header(path, FORMAT, FORMAT_VERSION, "prior", {"vqtok.tokenizer": hint})
 
 
 def check_tokenizer(prior: CodePrior, tok, path: str | Path, tok_path: str | Path | None = None) -> None:

@@ -11,9 +11,7 @@ from torch import Tensor
 from vqtok.errors import VqtokError
 from vqtok.prior.checkpoint import PRIOR_FILES, check_tokenizer, load_prior, read_prior_metadata
 from vqtok.prior.model import CodePrior
-
-TOKENIZER_FILE = "tokenizer.safetensors"
-
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 
 def find_prior_files(path: str | Path) -> list[Path]:
     """A prior run folder or one prior file -> the prior files of every tokenizer level, top first."""
@@ -46,8 +44,6 @@ def find_prior_files(path: str | Path) -> list[Path]:
 def load_prior_run(path: str | Path, tokenizer: str | Path | None = None, device: str | torch.device = "cpu"):
     """(priors top first, tokenizer, tokenizer path). The tokenizer defaults to the copy in the run folder,
     then to the path recorded at training; any tokenizer other than the one the priors model is refused."""
-    from vqtok.tokenizer.checkpoint import load_tokenizer
-
     files = find_prior_files(path)
     priors = [load_prior(f, device=device) for f in files]
     if tokenizer is None:
@@ -56,9 +52,7 @@ def load_prior_run(path: str | Path, tokenizer: str | Path | None = None, device
         if not found:
             raise VqtokError(f"{path}: cannot find the tokenizer it models ({describe(priors[0])}); pass -m TOKENIZER")
         tokenizer = found[0]
-    tok_path = Path(tokenizer)
-    if tok_path.is_dir():
-        tok_path = tok_path / TOKENIZER_FILE
+    tok_path = tokenizer_file(tokenizer)
     tok = load_tokenizer(tok_path, device)
     for f, prior in zip(files, priors):
         check_tokenizer(prior, tok, f, tok_path)
@@ -134,13 +128,3 @@ def codes_source(tok, codes) -> dict:
     length = int(last.shape[0]) * tok.downsample[-1]
     return {"kind": "audio", "path": None, "length": length, "sample_rate": tok.sample_rate,
             "duration": length / tok.sample_rate}
-
-
-def write_wav(path: str | Path, wave: Tensor, sample_rate: int) -> None:
-    """Mono float waveform (T,) -> 16-bit PCM WAV, atomically."""
-    import soundfile as sf
-
-    from vqtok.tokenizer.checkpoint import atomic_write
-
-    data = wave.clamp(-1, 1).numpy()
-    atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, format="WAV", subtype="PCM_16"))

@@ -18,10 +18,11 @@ from vqtok.device import autocast, pick_device
 from vqtok.errors import VqtokError
 from vqtok.prior.checkpoint import PRIOR_FILES, load_prior, save_prior
 from vqtok.prior.data import CodeSet, load_or_encode
-from vqtok.prior.generate import TOKENIZER_FILE, decode_codes, sample_codes, write_wav
+from vqtok.data.audio import write_wav
+from vqtok.prior.generate import decode_codes, sample_codes
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
-from vqtok.tokenizer.checkpoint import atomic_write, load_tokenizer
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, atomic_write, load_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import LEVEL_NAMES, describe_tokenizer, tokenizer_summary
 from vqtok.train import METRICS_FILE, RECIPE_FILE, STATE_FILE, StepBatches, _append_jsonl, format_line, lr_lambda
 from vqtok.train import draw_curves, load_state, rng_state, set_rng_state, sigterm_stops_like_ctrl_c
@@ -36,12 +37,7 @@ def resolve_tokenizer(path: str | Path) -> Path:
     """A tokenizer file, or a run folder holding tokenizer.safetensors -> the file."""
     if not str(path):
         raise VqtokError("the recipe names no tokenizer; add tokenizer=RUN_OR_CHECKPOINT")
-    path = Path(path).expanduser()
-    if path.is_dir():
-        candidate = path / TOKENIZER_FILE
-        if not candidate.is_file():
-            raise VqtokError(f"{path}: a folder without {TOKENIZER_FILE}; pass tokenizer=RUN_FOLDER or the file")
-        return candidate
+    path = tokenizer_file(path)
     if not path.is_file():
         raise VqtokError(f"{path}: no such tokenizer; pass tokenizer=RUN_FOLDER (or a .safetensors file)")
     return path

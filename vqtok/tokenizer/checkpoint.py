@@ -20,6 +20,7 @@ from vqtok.tokenizer.vqvae import VQVAE
 from vqtok.tokenizer.vqvae2 import VQVAE2
 
 FORMAT = "vqtok.tokenizer"
+TOKENIZER_FILE = "tokenizer.safetensors"  # the tokenizer inside a training run's folder
 FORMAT_VERSION = 1
 ARCHITECTURES: dict[str, type[Tokenizer]] = {"vqvae": VQVAE, "vqvae2": VQVAE2}
 
@@ -91,25 +92,46 @@ def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any
     return fp
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The safetensors header metadata of a vqtok checkpoint, checked for format and version."""
+def read_header(path: str | Path, fmt: str, max_version: int, what: str, hints: dict[str, str] | None = None
+                ) -> dict[str, str]:
+    """The safetensors header metadata of a vqtok `what` file ("tokenizer", "prior"), checked for format `fmt`
+    and a format version this vqtok reads. hints: extra words for a file of another format."""
     path = Path(path)
     if not path.is_file():
-        raise VqtokError(f"{path}: no such tokenizer file")
+        raise VqtokError(f"{path}: no such {what} file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise VqtokError(f"{path}: not a vqtok tokenizer checkpoint (unreadable safetensors: {err})") from None
-    if meta.get("format") != FORMAT:
-        raise VqtokError(f"{path}: not a vqtok tokenizer checkpoint (format is {meta.get('format')!r}, expected {FORMAT!r})")
+        raise VqtokError(f"{path}: not a vqtok {what} checkpoint (unreadable safetensors: {err})") from None
+    if meta.get("format") != fmt:
+        hint = (hints or {}).get(meta.get("format"), "")
+        raise VqtokError(f"{path}: not a vqtok {what} checkpoint (format is {meta.get('format')!r}, "
+                         f"expected {fmt!r}){hint}")
     version = meta.get("format_version", "?")
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    if not version.isdigit() or int(version) > max_version:
         raise VqtokError(
-            f"{path}: checkpoint format version {version} (written by vqtok {meta.get('vqtok_version', '?')}) "
-            f"is newer than this vqtok supports ({FORMAT_VERSION}); upgrade vqtok"
+            f"{path}: {what} format version {version} (written by vqtok {meta.get('vqtok_version', '?')}) "
+            f"is newer than this vqtok supports ({max_version}); upgrade vqtok"
         )
     return meta
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The safetensors header metadata of a tokenizer checkpoint, checked for format and version."""
+    return read_header(path, FORMAT, FORMAT_VERSION, "tokenizer")
+
+
+def tokenizer_file(path: str | Path) -> Path:
+    """A tokenizer file, or a run folder holding tokenizer.safetensors -> the file. A path that does not exist
+    is returned as it is (load_tokenizer names it)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / TOKENIZER_FILE
+        if not candidate.is_file():
+            raise VqtokError(f"{path}: a folder without {TOKENIZER_FILE}; pass a run folder or the tokenizer file")
+        return candidate
+    return path
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
