@@ -19,7 +19,7 @@ class DataConfig:
     download: bool = False  # mnist: fetch the files (MD5-checked) when missing
     pad_to: int | None = None  # mnist: zero-pad 28x28 to this size
     segment_seconds: float = 0.5  # audio: random training crops of this length
-    rule: str | None = "hash"  # audio: label/split rule from file names ("fsdd", "hash")
+    rule: str | None = "hash"  # audio: label/split rule from file names ("fsdd", "fsdd_speaker", "folders", "hash")
     concat: bool = False  # audio: fill crops with several clips and random silences (no padding)
     max_gap_seconds: float = 0.2  # audio with concat: longest silence between clips
     gain_db: float = 0.0  # audio: random gain in [-gain_db, +gain_db] dB per training crop

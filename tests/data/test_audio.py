@@ -193,7 +193,7 @@ def test_hash_rule_is_stable_and_about_five_percent():
 
 def test_unknown_rule_lists_choices():
     assert get_rule(None) is RULES["hash"]
-    with pytest.raises(VqtokError, match="fsdd, hash"):
+    with pytest.raises(VqtokError, match="fsdd, fsdd_speaker, folders, hash"):
         get_rule("librispeech")
 
 
@@ -304,7 +304,7 @@ def test_folder_bad_arguments(clips):
         AudioFolder(clips, 8000, 1e-5)
     with pytest.raises(VqtokError, match="sample_rate"):
         AudioFolder(clips, 0, 0.5)
-    with pytest.raises(VqtokError, match="fsdd, hash"):
+    with pytest.raises(VqtokError, match="fsdd, fsdd_speaker, folders, hash"):
         AudioFolder(clips, 8000, 0.5, rule="nope")
 
 
@@ -339,3 +339,22 @@ def test_fsdd_test_split():
 def test_fsdd_train_subset():
     ds = AudioFolder(FSDD_DIR, 8000, 0.25, split="train", rule="fsdd", max_files=20)
     assert len(ds) == 20 and all(int(p.stem.split("_")[2]) >= 5 for p in ds.files)
+
+
+def test_fsdd_speaker_rule_holds_one_speaker_out():
+    from vqtok.data.audio import FSDD_HELDOUT_SPEAKER, fsdd_speaker_rule
+
+    assert fsdd_speaker_rule(f"3_{FSDD_HELDOUT_SPEAKER}_0.wav") == (3, "test")
+    assert fsdd_speaker_rule(f"3_{FSDD_HELDOUT_SPEAKER}_40.wav") == (3, "test")
+    assert fsdd_speaker_rule("3_george_40.wav") == (3, "train")
+    assert fsdd_speaker_rule("3_george_2.wav") == (3, "unused")  # FSDD test takes: never trained on
+
+
+def test_folders_rule():
+    from vqtok.data.audio import folders_rule
+
+    assert folders_rule("train/librispeech/1-2-3.flac") == (-1, "train")
+    assert folders_rule("test/x/a.flac") == (-1, "test")
+    for bad in ("valid/a.flac", "a.flac", "training/a.flac"):
+        with pytest.raises(ValueError):
+            folders_rule(bad)

@@ -194,13 +194,40 @@ def fsdd_rule(key: str) -> tuple[int, str]:
     return int(digit), "test" if int(take) < 5 else "train"
 
 
+# The FSDD speaker that the digit tokenizer never hears (rule ``fsdd_speaker``): its takes are the test split.
+FSDD_HELDOUT_SPEAKER = "nicolas"
+
+
+def fsdd_speaker_rule(key: str) -> tuple[int, str]:
+    """FSDD names, split by speaker: every take of ``FSDD_HELDOUT_SPEAKER`` is test; the other speakers'
+    training takes (5-49) are train, and their test takes (0-4) are in neither split ("unused").
+
+    Validation then measures a voice the tokenizer has not heard, as a user's own audio would be, and the
+    FSDD test takes that the priors are scored on stay unheard by the tokenizer too.
+    """
+    digit, split = fsdd_rule(key)
+    speaker = _FSDD_NAME.match(Path(key).stem).group(2)
+    if speaker == FSDD_HELDOUT_SPEAKER:
+        return digit, "test"
+    return digit, "unused" if split == "test" else "train"
+
+
+def folders_rule(key: str) -> tuple[int, str]:
+    """No labels; the first folder of the path names the split: ``train/...`` or ``test/...``."""
+    top = key.split("/", 1)[0]
+    if "/" not in key or top not in ("train", "test"):
+        raise ValueError("path does not start with a train/ or test/ folder")
+    return -1, top
+
+
 def hash_rule(key: str) -> tuple[int, str]:
     """No labels; about 5% of files go to the test split, chosen by a stable hash of the relative path."""
     return -1, hash_split(key)
 
 
-RULES: dict[str, Rule] = {"fsdd": fsdd_rule, "hash": hash_rule}
-RULE_NUM_CLASSES: dict[str, int | None] = {"fsdd": 10, "hash": None}
+RULES: dict[str, Rule] = {"fsdd": fsdd_rule, "fsdd_speaker": fsdd_speaker_rule, "folders": folders_rule,
+                          "hash": hash_rule}
+RULE_NUM_CLASSES: dict[str, int | None] = {"fsdd": 10, "fsdd_speaker": 10, "folders": None, "hash": None}
 
 
 def get_rule(name: str | None) -> Rule:
