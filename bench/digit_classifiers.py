@@ -160,7 +160,7 @@ def clip_batch(clips: list[Tensor], index: Tensor, train: bool) -> Tensor:
 
 def cached_classifier(name: str, build: Callable[[], nn.Module], train: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """bench/.cache/NAME.pt when present (a state dict, loaded with weights_only=True), else trained and saved."""
-    from vqtok.tokenizer.checkpoint import atomic_write
+    from vqtok.files import atomic_write
 
     path = CACHE / f"{name}.pt"
     model = build()

@@ -1,9 +1,7 @@
 """vqtok: VQ-VAE tokenizers for audio and images, and priors over their codes."""
 
-__version__ = "0.1.0"
-
-from vqtok.errors import VqtokError  # noqa: E402
-from vqtok.tokenizer import (  # noqa: E402
+from vqtok.errors import VqtokError
+from vqtok.tokenizer import (
     VQVAE,
     VQVAE2,
     LevelConfig,
@@ -14,7 +12,8 @@ from vqtok.tokenizer import (  # noqa: E402
     load_tokenizer,
     save_tokenizer,
 )
-from vqtok.tokenizer.codes import TokenFile, read_codes, write_codes  # noqa: E402
+from vqtok.tokenizer.codes import TokenFile, read_codes, write_codes
+from vqtok.version import __version__
 
 __all__ = [
     "__version__", "VQVAE", "VQVAE2", "LevelConfig", "QuantizerConfig", "TokenizerConfig", "VectorQuantizer",

@@ -163,7 +163,7 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
         result["nominal_bitrate"] = tok.bitrate
     else:
         result["bits_per_image"] = bits / count
-    names = ["top", "bottom"] if tok.levels == 2 else ["codes"]
+    names = tok.level_names
     result["levels"] = []
     for name, arrays, k in zip(names, codes_per_level, tok.codebook_size):
         stats = metrics.codebook_stats(np.concatenate(arrays), k)

@@ -32,7 +32,7 @@ from vqtok.data.audio import AUDIO_EXTENSIONS, RULE_NUM_CLASSES, RULES, list_fil
 from vqtok.data.images import IMAGE_EXTENSIONS, load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
-from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.files import atomic_write
 from vqtok.tokenizer.codes import (
     is_complete,
     read_codes,

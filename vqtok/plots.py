@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.files import atomic_write
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:

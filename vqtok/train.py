@@ -25,7 +25,8 @@ from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.recipe import DataConfig, Recipe
 from vqtok.tokenizer.base import Tokenizer
-from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, atomic_write, build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.files import atomic_write
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 
 STATE_FILE = "state.pt"
 RECIPE_FILE = "recipe.yaml"

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from vqtok import __version__
+from vqtok.version import __version__
 
 # command name -> module in vqtok.cli holding a click command called `command`
 COMMANDS = {

@@ -37,7 +37,7 @@ def command(data: Path, model: Path, json_path: Path | None, max_items: int | No
       vqtok eval -m runs/mnist/tokenizer.safetensors recipes/mnist.yaml --json mnist_eval.json
     """
     from vqtok.evaluate import evaluate, format_result, iter_folder, iter_recipe
-    from vqtok.tokenizer.checkpoint import atomic_write
+    from vqtok.files import atomic_write
 
     setup_logging()
     tok, _ = open_tokenizer(model, device, threads)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from vqtok.errors import VqtokError
+from vqtok.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +157,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, A
 
 def write_wav(path: str | os.PathLike, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
     """Mono float waveform (T,) -> 16-bit PCM WAV (clipped to [-1, 1]), written atomically."""
-    from vqtok.tokenizer.checkpoint import atomic_write
-
     data = np.clip(np.asarray(wave.detach().cpu() if isinstance(wave, torch.Tensor) else wave), -1.0, 1.0)
     atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, format="WAV", subtype="PCM_16"))
 

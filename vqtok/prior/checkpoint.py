@@ -14,7 +14,9 @@ from safetensors.torch import load_file, save_file
 from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.prior.model import NETWORKS, CodePrior, PriorLayout
-from vqtok.tokenizer.checkpoint import atomic_write, read_header
+from vqtok.files import atomic_write
+from vqtok.tokenizer.checkpoint import read_header
+from vqtok.version import __version__
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
 FORMAT = "vqtok.prior"
@@ -26,8 +28,6 @@ PRIOR_FILES = {"codes": "prior.safetensors", "top": "prior_top.safetensors", "bo
 def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
                train_info: dict[str, Any] | None = None) -> None:
     """Write `prior` to `path` atomically. `tokenizer` is `tokenizer_summary(tok)` of the tokenizer it models."""
-    from vqtok import __version__
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
     metadata = {
         "format": FORMAT,

@@ -13,7 +13,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vqtok.errors import VqtokError
-from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.files import atomic_write
 
 logger = logging.getLogger(__name__)
 

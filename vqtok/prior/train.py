@@ -22,7 +22,8 @@ from vqtok.data.audio import write_wav
 from vqtok.prior.generate import decode_codes, sample_codes
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
-from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, atomic_write, load_tokenizer, tokenizer_file
+from vqtok.files import atomic_write
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import LEVEL_NAMES, describe_tokenizer, tokenizer_summary
 from vqtok.train import METRICS_FILE, RECIPE_FILE, STATE_FILE, StepBatches, _append_jsonl, format_line, lr_lambda
 from vqtok.train import draw_curves, load_state, rng_state, set_rng_state, sigterm_stops_like_ctrl_c

@@ -14,6 +14,13 @@ from torch import Tensor, nn
 
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
+# Level names by level count, top (coarse) first: token files, metrics, priors and the model card use them.
+LEVEL_NAMES = {1: ["codes"], 2: ["top", "bottom"]}
+
+
+def level_names(levels: int) -> list[str]:
+    return list(LEVEL_NAMES[levels])
+
 
 @dataclass
 class LevelConfig:
@@ -69,6 +76,11 @@ class Tokenizer(nn.Module):
     @property
     def levels(self) -> int:
         return len(self.level_strides)
+
+    @property
+    def level_names(self) -> list[str]:
+        """Top first: ["codes"] for one level, ["top", "bottom"] for a VQ-VAE-2."""
+        return level_names(self.levels)
 
     @property
     def level_configs(self) -> list[LevelConfig]:

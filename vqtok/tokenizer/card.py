@@ -14,7 +14,7 @@ from vqtok.config import to_dict
 def model_card(tok, path: Path) -> dict[str, Any]:
     """Architecture, size, rates per level, bitrate and training provenance of a loaded tokenizer."""
     levels = []
-    names = ["top", "bottom"] if tok.levels == 2 else ["codes"]
+    names = tok.level_names
     for name, cfg, down, k in zip(names, tok.level_configs, tok.downsample, tok.codebook_size):
         level: dict[str, Any] = {"name": name, "codebook_size": k, "bits_per_code": round(math.log2(k), 3),
                                  "downsample": down, "code_dim": cfg.code_dim, "channels": list(cfg.channels),

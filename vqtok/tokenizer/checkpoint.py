@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,11 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from vqtok.config import from_dict, to_dict
 from vqtok.errors import VqtokError
+from vqtok.files import atomic_write
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
 from vqtok.tokenizer.vqvae import VQVAE
 from vqtok.tokenizer.vqvae2 import VQVAE2
+from vqtok.version import __version__
 
 FORMAT = "vqtok.tokenizer"
 TOKENIZER_FILE = "tokenizer.safetensors"  # the tokenizer inside a training run's folder
@@ -48,34 +48,11 @@ def _state_tensors(model: Tokenizer) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path) on a temporary file in the target folder, then rename it into place."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any] | None = None) -> str:
     """Write `model` to `path` (.safetensors) atomically; returns its fingerprint.
 
     `train_info` (recipe, step, ...) is stored as JSON metadata for `vqtok info`.
     """
-    from vqtok import __version__
-
     config_json = json.dumps(to_dict(model.config), sort_keys=True)
     tensors = _state_tensors(model)
     fp = fingerprint(config_json, tensors)

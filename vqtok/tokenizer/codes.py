@@ -41,12 +41,13 @@ from typing import Any
 import numpy as np
 
 from vqtok.errors import VqtokError
-from vqtok.tokenizer.checkpoint import atomic_write
+from vqtok.files import atomic_write
+from vqtok.tokenizer.base import LEVEL_NAMES
+from vqtok.version import __version__
 
 FORMAT = "vqtok.codes"
 FORMAT_VERSION = 1
 CODE_SUFFIXES = (".npy", ".npz")
-LEVEL_NAMES = {1: ["codes"], 2: ["top", "bottom"]}
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -125,8 +126,6 @@ def write_codes(path: str | os.PathLike, codes, tok, source: dict[str, Any],
     `source` describes the input (see the module doc): for audio at least ``kind="audio"`` and
     ``length``; for images ``kind="image"`` and ``size``.
     """
-    from vqtok import __version__
-
     path = Path(path)
     levels = [codes] if not isinstance(codes, (list, tuple)) else list(codes)
     if len(levels) != tok.levels:
