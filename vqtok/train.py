@@ -240,7 +240,7 @@ def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, 
             if mask is None:
                 codes_per_level[level].append(codes.cpu().numpy().ravel())
             else:  # only frames holding real samples
-                frame_mask = model._code_mask(model._pad(mask), model.downsample[level])[:, 0]
+                frame_mask = model.code_mask(model.pad(mask), model.downsample[level])[:, 0]
                 codes_per_level[level].append(codes[frame_mask].cpu().numpy())
         if model.dims == 1:
             for i in range(n):

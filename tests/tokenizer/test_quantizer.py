@@ -226,3 +226,15 @@ def test_perplexity_and_usage_of_uniform_codes():
     out = vq(centres.repeat(3, 1))
     torch.testing.assert_close(out.perplexity, torch.tensor(4.0))
     assert out.usage.item() == 1.0
+
+
+def test_encode_return_gap_measures_the_margin_between_distinct_codewords():
+    q = VectorQuantizer(4, 2)
+    q.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 0.0]]))  # codes 1 and 2 coincide
+    x = torch.tensor([[0.4, 0.0], [1.1, 0.0]])  # (N, D)
+    codes, gap = q.encode(x, return_gap=True)
+    assert codes.tolist() == [0, 1] and torch.equal(q.encode(x), codes)
+    # centre (1.25, 0): |e| max 1.75, ||e||^2 max 3.0625; squared distances 0.16 / 0.36 and 0.01 / 1.21, and
+    # the duplicate of code 1 does not count as a tie
+    scale = 2 * torch.tensor([0.85, 0.15]) * 1.75 + 3.0625
+    assert torch.allclose(gap, torch.tensor([0.2, 1.2]) / scale, rtol=1e-5)

@@ -57,7 +57,7 @@ def gradient_support(fn, x, index):
 def test_receptive_field_matches_the_gradient_support(arch):
     model = audio_model(arch).double()
     x = torch.randn(1, 1, 2400, dtype=torch.float64)  # (B, C, T)
-    paths = streaming._encode_paths(model)
+    paths = [(p.downsample, p.interval) for p in model.encode_paths()]
     with torch.enable_grad():
         if arch == "vqvae":
             fns = [model.encoder]
@@ -78,11 +78,11 @@ def test_receptive_field_matches_the_gradient_support(arch):
     with torch.enable_grad():
         if arch == "vqvae":
             q = torch.randn(1, d, 120, dtype=torch.float64)
-            assert gradient_support(model.decoder, q, (0, 0, o)) == streaming._decode_paths(model)[0][1]((o, o))
+            assert gradient_support(model.decoder, q, (0, 0, o)) == model.decode_paths()[0].interval((o, o))
         else:
             q_t = torch.randn(1, model.config.top.code_dim, 60, dtype=torch.float64)
             q_b = torch.randn(1, d, 120, dtype=torch.float64)
-            top_path, bottom_path = [p for _, p in streaming._decode_paths(model)]
+            top_path, bottom_path = [p.interval for p in model.decode_paths()]
             assert gradient_support(lambda t: model._decode_latents(t, q_b), q_t, (0, 0, o)) == top_path((o, o))
             assert gradient_support(lambda b: model._decode_latents(q_t, b), q_b, (0, 0, o)) == bottom_path((o, o))
 
@@ -165,8 +165,8 @@ def test_encode_batch_near_ties_fall_back_to_alone(monkeypatch):
     clips = [signal(n, seed=n) for n in [300, 900, 1600]]
     monkeypatch.setattr(streaming, "MARGIN_RTOL", 10.0)  # every frame is "near a tie": all recomputed alone
     calls = []
-    original = model._encode_padded
-    monkeypatch.setattr(model, "_encode_padded", lambda x: calls.append(x.shape[0]) or original(x))
+    original = model.encode_padded
+    monkeypatch.setattr(model, "encode_padded", lambda x, **kw: calls.append(x.shape[0]) or original(x, **kw))
     batched = model.encode_batch(clips)
     assert calls == [3, 1, 1, 1]
     assert all(same(b, model.encode_long(c)) for b, c in zip(batched, clips))

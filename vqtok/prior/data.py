@@ -125,7 +125,7 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
             stop = min(start + batch_size, count)
             if tok.dims == 2:
                 x = torch.stack([dataset[i]["x"] for i in range(start, stop)])  # (B, C, H, W)
-                codes = tok.encode(shift_image(x, *shift).to(tok._device()))
+                codes = tok.encode(shift_image(x, *shift).to(tok.device))
                 codes = [codes] if tok.levels == 1 else codes  # per level (B, h, w)
                 for lv, c in enumerate(codes):
                     per_level[lv] += list(c.cpu().to(torch.int32))

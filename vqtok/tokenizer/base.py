@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqtok.tokenizer import streaming
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
 # Level names by level count, top (coarse) first: token files, metrics, priors and the model card use them.
@@ -61,8 +62,9 @@ class TokenizerOutput:
 class Tokenizer(nn.Module):
     """Shared behaviour: properties a consumer needs, input layout, padding to the total stride.
 
-    Subclasses define `level_strides` (total stride per level, top first) and `_encode_padded`,
-    `_decode_padded`, `_forward_padded` on inputs whose size is a multiple of `hop`.
+    Subclasses define `level_strides` (total stride per level, top first) and `encode_padded`,
+    `decode_padded`, `_forward_padded` on inputs whose size is a multiple of `hop`, and describe their data
+    flow for the block-wise code in streaming.py: `encode_paths` and `decode_paths`.
     """
 
     config: TokenizerConfig
@@ -137,8 +139,8 @@ class Tokenizer(nn.Module):
 
         Single-level tokenizers return a tensor, VQ-VAE-2 a list [top, bottom].
         """
-        x, batched = self._as_batch(x)
-        codes = self._encode_padded(self._pad(x))  # per level, top first
+        x, batched = self.as_batch(x)
+        codes = self.encode_padded(self.pad(x))  # per level, top first
         codes = codes if batched else [c[0] for c in codes]
         return codes[0] if self.levels == 1 else codes
 
@@ -147,12 +149,12 @@ class Tokenizer(nn.Module):
         levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
         if len(levels) != self.levels:
             raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
-        device = self._device()
+        device = self.device
         levels = [torch.as_tensor(c, device=device).long() for c in levels]
         batched = levels[-1].dim() == self.dims + 1
         if not batched:
             levels = [c[None] for c in levels]
-        out = self._decode_padded(levels)
+        out = self.decode_padded(levels)
         if size is not None:
             out = self._trim(out, (size,) if isinstance(size, int) else tuple(size))
         return out if batched else out[0]
@@ -160,8 +162,8 @@ class Tokenizer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> TokenizerOutput:
         """x: (B, C, *S); mask (audio): (B, 1, T), 1 on real samples, keeps padding out of the codebook."""
         size = tuple(x.shape[2:])
-        xp = self._pad(x)
-        mp = None if mask is None else self._pad(mask.float())
+        xp = self.pad(x)
+        mp = None if mask is None else self.pad(mask.float())
         out = self._forward_padded(xp, mp)
         out.recon = self._trim(out.recon, size)
         return out
@@ -170,15 +172,11 @@ class Tokenizer(nn.Module):
     @functools.cached_property
     def context(self):
         """Receptive fields in whole hops: `encode_left/right` (samples), `decode_left/right` (hops); audio only."""
-        from vqtok.tokenizer import streaming
-
         return streaming.compute_context(self)
 
     @functools.cached_property
     def block_frames(self) -> int:
         """Hops per canonical block of `encode_long` / `decode_long` (about one second of audio)."""
-        from vqtok.tokenizer import streaming
-
         return streaming.block_frames(self)
 
     def encode_long(self, x: Tensor | np.ndarray, chunk_seconds: float | None = None) -> Tensor | list[Tensor]:
@@ -187,12 +185,10 @@ class Tokenizer(nn.Module):
         Codes are computed block by block (streaming.py) and are bit-identical for every `chunk_seconds`
         (how much audio is handed over at a time); a clip of at most one block gives exactly `encode`'s.
         """
-        from vqtok.tokenizer import streaming
-
         wav = self._mono(x)
         size = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000)))
         parts = list(streaming.stream_encode(self, streaming.split_pieces(wav.numpy(), size)))
-        levels = [torch.from_numpy(c).to(self._device()) for c in streaming.join_levels(parts, self.levels)]
+        levels = [torch.from_numpy(c).to(self.device) for c in streaming.join_levels(parts, self.levels)]
         return levels[0] if self.levels == 1 else levels
 
     def decode_long(self, codes: Tensor | np.ndarray | Sequence, size: int | None = None,
@@ -201,8 +197,6 @@ class Tokenizer(nn.Module):
 
         Equal to `decode` to float tolerance, and bit-identical for every `chunk_seconds`.
         """
-        from vqtok.tokenizer import streaming
-
         levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
         if len(levels) != self.levels:
             raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
@@ -210,15 +204,13 @@ class Tokenizer(nn.Module):
         hops = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000) / self.hop))
         pieces = list(streaming.stream_decode(self, levels, size, hops))
         wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        return torch.from_numpy(wav)[None].to(self._device())
+        return torch.from_numpy(wav)[None].to(self.device)
 
     def encode_batch(self, items: Sequence[Tensor | np.ndarray], batch_size: int | None = None) -> list:
         """Encode clips (T,) or images (C, H, W) of different sizes together, `batch_size` windows at a time.
 
         Returns one entry per item, exactly what `encode_long` (audio) or `encode` (images) gives it alone.
         """
-        from vqtok.tokenizer import streaming
-
         if self.dims == 1:
             items = [self._mono(x) for x in items]
         with torch.no_grad():
@@ -250,11 +242,14 @@ class Tokenizer(nn.Module):
         return t.float()
 
     # -------------------------------------------------------------- helpers
-    def _device(self) -> torch.device:
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (inputs are moved there)."""
         return next(self.parameters()).device
 
-    def _as_batch(self, x: Tensor | np.ndarray) -> tuple[Tensor, bool]:
-        x = torch.as_tensor(x, device=self._device())
+    def as_batch(self, x: Tensor | np.ndarray) -> tuple[Tensor, bool]:
+        """Any input layout -> ((B, C, *S) float on this device, whether the input had a batch axis)."""
+        x = torch.as_tensor(x, device=self.device)
         if not x.is_floating_point():
             x = x.float()
         if x.dim() == self.dims + 2:
@@ -265,7 +260,7 @@ class Tokenizer(nn.Module):
             return x[None, None], False
         raise ValueError(f"expected input (B, C, *S) with {self.dims} spatial axes, got shape {tuple(x.shape)}")
 
-    def _pad(self, x: Tensor) -> Tensor:
+    def pad(self, x: Tensor) -> Tensor:
         """Zero-pad the end of every spatial axis up to a multiple of `hop`."""
         pads: list[int] = []
         for s in reversed(x.shape[2:]):  # F.pad takes the last axis first
@@ -277,7 +272,7 @@ class Tokenizer(nn.Module):
         index = (slice(None), slice(None)) + tuple(slice(0, s) for s in size)
         return x[index]
 
-    def _code_mask(self, mask: Tensor | None, stride: int) -> Tensor | None:
+    def code_mask(self, mask: Tensor | None, stride: int) -> Tensor | None:
         """Sample mask (B, 1, *S) -> code mask (B, 1, *S/stride): a frame counts if any of its samples does."""
         if mask is None:
             return None

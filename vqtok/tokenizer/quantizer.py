@@ -47,12 +47,17 @@ def _dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def nearest_codes(x: Tensor, codebook: Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Tensor:
+def nearest_codes(x: Tensor, codebook: Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                  gap_among: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """Index of the nearest codebook row for every row of x, exact in fp32.
 
     x: (N, D), codebook: (K, D) -> (N,) int64. argmin ||x - e||^2 = argmin ||e||^2 - 2 x.e; both sides are
     centred on the codebook mean first so a large common offset does not cancel catastrophically. The
     N x K block never exceeds `chunk_elements`; ties go to the lowest index (torch.argmin's rule).
+
+    With `gap_among` (indices of the codewords to compare, e.g. one per distinct vector), also returns each
+    row's margin: (second-nearest - nearest distance among them) / a bound on |distance|, (N,) float; a
+    margin near float noise marks a near-tie that another summation order could flip.
     """
     n, k = x.shape[0], codebook.shape[0]
     center = codebook.mean(0)
@@ -61,11 +66,17 @@ def nearest_codes(x: Tensor, codebook: Tensor, chunk_elements: int = DEFAULT_CHU
     e_t = e.t().contiguous()  # (D, K)
     rows = max(1, chunk_elements // k)
     out = torch.empty(n, dtype=torch.long, device=x.device)
+    gap = None if gap_among is None else torch.full((n,), float("inf"), device=x.device)
+    e_norm_max = e.norm(dim=1).max()
     for start in range(0, n, rows):
         xc = x[start : start + rows] - center
         dist_block = torch.addmm(e_sq, xc, e_t, alpha=-2.0)  # (rows, K) = ||e||^2 - 2 x.e
         out[start : start + rows] = dist_block.argmin(1)
-    return out
+        if gap is not None and len(gap_among) >= 2:
+            two = dist_block[:, gap_among].topk(2, dim=1, largest=False).values  # (rows, 2)
+            scale = 2 * xc.norm(dim=1) * e_norm_max + e_sq.max() + 1e-12  # bounds |dist|
+            gap[start : start + rows] = (two[:, 1] - two[:, 0]) / scale
+    return out if gap is None else (out, gap)
 
 
 class VectorQuantizer(nn.Module):
@@ -96,12 +107,24 @@ class VectorQuantizer(nn.Module):
         self._initted = False  # host mirror of `initted`, so the hot path never reads the buffer
 
     # ------------------------------------------------------------------ verbs
-    def encode(self, x: Tensor) -> Tensor:
-        """(N, D) or (B, D, ...) -> codes (N,) or (B, ...)."""
-        flat, restore = self._flatten(x)
+    def encode(self, x: Tensor, return_gap: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(N, D) or (B, D, ...) -> codes (N,) or (B, ...).
+
+        With return_gap, also each code's margin (same shape, see nearest_codes): how far the choice is
+        from a tie, measured between distinct codewords. Exact duplicates (k-means seeded on repeated
+        vectors, e.g. digital silence) tie by construction and argmin takes the lowest index on any
+        summation order, so a duplicate other than the lowest gets margin 0 (unsafe).
+        """
+        flat, restore = self.flatten(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            codes = nearest_codes(flat.detach().float(), self.codebook, self.chunk_elements)
-        return restore(codes)
+            if not return_gap:
+                return restore(nearest_codes(flat.detach().float(), self.codebook, self.chunk_elements))
+            _, group = torch.unique(self.codebook, dim=0, return_inverse=True)  # (K,) distinct-vector index
+            first = torch.full((int(group.max()) + 1,), self.codebook_size, device=group.device, dtype=torch.long)
+            first = first.scatter_reduce(0, group, torch.arange(self.codebook_size, device=group.device), "amin")
+            codes, gap = nearest_codes(flat.detach().float(), self.codebook, self.chunk_elements, gap_among=first)
+            gap = torch.where(first[group[codes]] == codes, gap, torch.zeros_like(gap))
+        return restore(codes), restore(gap)
 
     def decode(self, codes: Tensor) -> Tensor:
         """codes (N,) or (B, ...) -> vectors (N, D) or channel-first (B, D, ...)."""
@@ -111,7 +134,7 @@ class VectorQuantizer(nn.Module):
         return vectors.movedim(-1, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> QuantizerOutput:
-        flat_in, restore = self._flatten(x)
+        flat_in, restore = self.flatten(x)
         valid = None if mask is None else self._flat_mask(mask, x).to(flat_in.device)
         with torch.autocast(device_type=x.device.type, enabled=False):
             flat = flat_in.float()  # distances and statistics stay fp32 whatever the autocast state
@@ -144,7 +167,7 @@ class VectorQuantizer(nn.Module):
         )
 
     # --------------------------------------------------------------- internals
-    def _flatten(self, x: Tensor):
+    def flatten(self, x: Tensor):
         """x -> (N, D) and a function mapping (N,) or (N, D) results back to x's layout."""
         if x.dim() == 2:
             if x.shape[1] != self.dim:

@@ -45,7 +45,6 @@ import torch
 from torch import Tensor, nn
 
 from vqtok.tokenizer.nets import Decoder, Encoder, ResBlock
-from vqtok.tokenizer.quantizer import VectorQuantizer
 
 # Canonical block length: about this many seconds of audio (8000 samples when no sample rate is set).
 BLOCK_SECONDS = 1.0
@@ -91,6 +90,15 @@ def input_interval(module: nn.Module, out: Interval) -> Interval:
 
 
 @dataclass(frozen=True)
+class LevelPath:
+    """One level's data flow for receptive fields: its downsampling and an interval map, either code frames ->
+    input samples (encode) or output samples -> code frames (decode). Tokenizers describe their own."""
+
+    downsample: int
+    interval: Callable[[Interval], Interval]
+
+
+@dataclass(frozen=True)
 class Context:
     """Samples of context a block needs on each side, whole hops, for encoding and for decoding."""
 
@@ -100,50 +108,19 @@ class Context:
     decode_right: int
 
 
-def _encode_paths(tok) -> list[tuple[int, Callable[[Interval], Interval]]]:
-    """Per level (top first): (downsample, frames -> input samples interval)."""
-    from vqtok.tokenizer.vqvae2 import VQVAE2
-
-    if isinstance(tok, VQVAE2):
-        def top(iv: Interval) -> Interval:
-            return input_interval(tok.enc_b, input_interval(tok.enc_t, iv))
-
-        def bottom(iv: Interval) -> Interval:
-            # codes_b = quant(proj_b([h_b, dec_t(quant(enc_t(h_b)))])), proj_b is 1x1
-            t_lo, t_hi = input_interval(tok.dec_t, iv)
-            h_lo, h_hi = input_interval(tok.enc_t, (t_lo, t_hi))
-            return input_interval(tok.enc_b, (min(iv[0], h_lo), max(iv[1], h_hi)))
-
-        return [(tok.downsample[0], top), (tok.downsample[1], bottom)]
-    return [(tok.downsample[0], lambda iv: input_interval(tok.encoder, iv))]
-
-
-def _decode_paths(tok) -> list[tuple[int, Callable[[Interval], Interval]]]:
-    """Per level (top first): (downsample, output samples -> that level's code frames interval)."""
-    from vqtok.tokenizer.vqvae2 import VQVAE2
-
-    if isinstance(tok, VQVAE2):
-        # decoder([up_t(q_t), q_b]) at bottom resolution
-        return [
-            (tok.downsample[0], lambda iv: input_interval(tok.up_t, input_interval(tok.decoder, iv))),
-            (tok.downsample[1], lambda iv: input_interval(tok.decoder, iv)),
-        ]
-    return [(tok.downsample[0], lambda iv: input_interval(tok.decoder, iv))]
-
-
 def compute_context(tok) -> Context:
     """Receptive fields of `tok`'s encoder (samples) and decoder (hops), rounded up to whole hops."""
     hop = tok.hop
     base = 1000  # an interior position, far from any border, a multiple of every stride
     enc_left = enc_right = 0
-    for down, path in _encode_paths(tok):
+    for down, path in ((p.downsample, p.interval) for p in tok.encode_paths()):
         for phase in range(hop // down):  # every frame position within one hop
             j = base * (hop // down) + phase
             lo, hi = path((j, j))
             enc_left = max(enc_left, j * down - lo)
             enc_right = max(enc_right, hi - (j * down + down - 1))
     dec_left = dec_right = 0
-    for down, path in _decode_paths(tok):
+    for down, path in ((p.downsample, p.interval) for p in tok.decode_paths()):
         for phase in range(hop):  # every output sample position within one hop
             o = base * hop + phase
             lo, hi = path((o, o))  # frames of this level
@@ -175,8 +152,8 @@ def _level_ratio(tok) -> list[int]:
 @torch.no_grad()
 def encode_window(tok, window: np.ndarray | Tensor) -> list[Tensor]:
     """One window (T,) (T a multiple of hop) encoded alone -> per-level codes (frames,) int64, top first."""
-    x = torch.as_tensor(window, dtype=torch.float32, device=tok._device()).reshape(1, 1, -1)  # (1, 1, T)
-    return [c[0] for c in tok._encode_padded(x)]
+    x = torch.as_tensor(window, dtype=torch.float32, device=tok.device).reshape(1, 1, -1)  # (1, 1, T)
+    return [c[0] for c in tok.encode_padded(x)]
 
 
 def stream_encode(tok, pieces: Iterable[np.ndarray]) -> Iterator[list[np.ndarray]]:
@@ -258,8 +235,8 @@ def stream_decode(tok, levels: list[np.ndarray | Tensor], length: int | None = N
     for k, start in enumerate(range(0, n_hops, B)):
         stop = min(start + B, n_hops)
         a, b = max(0, start - ctx.decode_left), min(n_hops, stop + ctx.decode_right)
-        window = [c[a * r : b * r].to(tok._device())[None] for c, r in zip(levels, ratio)]
-        y = tok._decode_padded(window)[0, 0]  # (samples,) mono
+        window = [c[a * r : b * r].to(tok.device)[None] for c, r in zip(levels, ratio)]
+        y = tok.decode_padded(window)[0, 0]  # (samples,) mono
         piece = y[(start - a) * hop : (stop - a) * hop].float().cpu().numpy()
         piece = piece[: max(0, length - produced)]
         produced += len(piece)
@@ -301,75 +278,22 @@ def _masked_convs(model: nn.Module, sizes: Tensor, full: tuple[int, ...]):
             h.remove()
 
 
-@contextlib.contextmanager
-def _recorded_margins(model: nn.Module, store: list[Tensor]):
-    """While active, every VectorQuantizer.encode also appends its nearest-code distance gap (like codes)."""
-    quantizers = [m for m in model.modules() if isinstance(m, VectorQuantizer)]
-
-    def wrap(q: VectorQuantizer):
-        original = VectorQuantizer.encode.__get__(q)
-
-        def encode(x: Tensor) -> Tensor:
-            codes = original(x)
-            flat, restore = q._flatten(x)
-            # Exact duplicate codewords (k-means seeded on repeated vectors, e.g. digital silence) tie by
-            # construction; argmin then takes the lowest index on any path, so the margin is measured
-            # between distinct codewords, and a choice other than the lowest duplicate counts as unsafe.
-            unique, inverse = torch.unique(q.codebook, dim=0, return_inverse=True)
-            lowest = torch.full((unique.shape[0],), q.codebook_size, device=codes.device, dtype=torch.long)
-            lowest = lowest.scatter_reduce(0, inverse, torch.arange(q.codebook_size, device=codes.device), "amin")
-            gap = _relative_gap(flat.detach().float(), unique)
-            gap = torch.where(lowest[inverse][codes.reshape(-1)] == codes.reshape(-1), gap, torch.zeros_like(gap))
-            store.append(restore(gap))
-            return codes
-
-        return encode
-
-    for q in quantizers:
-        q.encode = wrap(q)  # instance attribute shadows the method for the duration
-    try:
-        yield
-    finally:
-        for q in quantizers:
-            del q.encode
-
-
-def _relative_gap(x: Tensor, codebook: Tensor, chunk_elements: int = 2**24) -> Tensor:
-    """(N, D) -> (N,): (second-nearest - nearest distance) / distance scale, as nearest_codes computes it."""
-    if codebook.shape[0] < 2:
-        return torch.full((x.shape[0],), float("inf"), device=x.device)
-    center = codebook.mean(0)
-    e = codebook - center  # (K, D)
-    e_sq = (e * e).sum(1)  # (K,)
-    e_norm_max = e.norm(dim=1).max()
-    out = torch.empty(x.shape[0], device=x.device)
-    rows = max(1, chunk_elements // codebook.shape[0])
-    for start in range(0, x.shape[0], rows):
-        xc = x[start : start + rows] - center
-        dist = torch.addmm(e_sq, xc, e.t(), alpha=-2.0)  # (rows, K) = ||e||^2 - 2 x.e
-        two = dist.topk(2, dim=1, largest=False).values  # (rows, 2)
-        scale = 2 * xc.norm(dim=1) * e_norm_max + e_sq.max() + 1e-12  # bounds |dist|
-        out[start : start + rows] = (two[:, 1] - two[:, 0]) / scale
-    return out
-
-
 @torch.no_grad()
 def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
     """Encode windows (C, *S) of different sizes (each a multiple of hop) in one batch.
 
-    Returns per window its per-level codes, exactly those of `tok._encode_padded(window[None])`.
+    Returns per window its per-level codes, exactly those of `tok.encode_padded(window[None])`.
     """
     if not windows:
         return []
-    device = tok._device()
+    device = tok.device
     sizes = torch.tensor([list(w.shape[1:]) for w in windows])  # (B, dims)
     full = tuple(int(s) for s in sizes.max(0).values)
     x = torch.zeros(len(windows), windows[0].shape[0], *full, device=device)
     for i, w in enumerate(windows):
         x[(i, slice(None)) + tuple(slice(0, s) for s in w.shape[1:])] = w.to(device)
-    gaps: list[Tensor] = []
-    with _masked_convs(tok, sizes, full), _recorded_margins(tok, gaps):
-        codes = tok._encode_padded(x)  # per level (B, *S')
+    with _masked_convs(tok, sizes, full):
+        codes, gaps = tok.encode_padded(x, return_gap=True)  # per level (B, *S') each
     if len(windows) == 1:  # a batch of one is the alone computation (the mask multiplies by 1)
         return [[c[(0,) + tuple(slice(0, int(s) * c.shape[1 + a] // full[a]) for a, s in enumerate(sizes[0]))]
                  for c in codes]]
@@ -383,7 +307,7 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
             per_level.append(c[index])
             safe = safe and bool((g[index] > MARGIN_RTOL).all())
         if not safe:  # a near-tie: the batch's float noise could flip it, so take the alone result
-            per_level = [c[0] for c in tok._encode_padded(windows[i][None].to(device))]
+            per_level = [c[0] for c in tok.encode_padded(windows[i][None].to(device))]
         results.append(per_level)
     return results
 
@@ -404,12 +328,12 @@ def encode_batch(tok, items: list, batch_size: int | None = None) -> list:
     """Encode clips (or images) of different sizes; returns per item what `encode_long` (audio) or
     `encode` (images) gives it alone: a tensor per item, or [top, bottom] for a VQ-VAE-2.
     """
-    device = tok._device()
+    device = tok.device
     windows: list[Tensor] = []
     owners: list[tuple[int, int, int]] = []  # (item, first hop kept within window, hops kept)
     for i, item in enumerate(items):
-        x, _ = tok._as_batch(item)  # (1, C, *S)
-        x = tok._pad(x)[0].cpu()  # (C, *S) padded to hop
+        x, _ = tok.as_batch(item)  # (1, C, *S)
+        x = tok.pad(x)[0].cpu()  # (C, *S) padded to hop
         if tok.dims == 1:
             for a, b, start, stop in canonical_windows(tok, x.shape[-1]):
                 windows.append(x[:, a:b])

@@ -9,6 +9,7 @@ from torch import Tensor
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
 from vqtok.tokenizer.nets import Decoder, Encoder
 from vqtok.tokenizer.quantizer import VectorQuantizer
+from vqtok.tokenizer.streaming import LevelPath, input_interval
 
 
 class VQVAE(Tokenizer):
@@ -27,12 +28,22 @@ class VQVAE(Tokenizer):
         )
         self.level_strides = [math.prod(net.strides)]
 
-    def _encode_padded(self, x: Tensor) -> list[Tensor]:
-        return [self.quantizer.encode(self.encoder(x))]
+    def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """(B, C, *S) -> [codes (B, *S')]; with return_gap also [nearest-code margins (B, *S')]."""
+        out = self.quantizer.encode(self.encoder(x), return_gap=return_gap)
+        return ([out[0]], [out[1]]) if return_gap else [out]
 
-    def _decode_padded(self, codes: list[Tensor]) -> Tensor:
+    def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self.decoder(self.quantizer.decode(codes[0]))
 
     def _forward_padded(self, x: Tensor, mask: Tensor | None) -> TokenizerOutput:
-        q = self.quantizer(self.encoder(x), mask=self._code_mask(mask, self.level_strides[0]))
+        q = self.quantizer(self.encoder(x), mask=self.code_mask(mask, self.level_strides[0]))
         return TokenizerOutput(recon=self.decoder(q.quantized), codes=[q.codes], commit_loss=q.commit_loss, quant=[q])
+
+    def encode_paths(self) -> list[LevelPath]:
+        """Code frames -> the input samples they depend on: x -> encoder -> quantizer."""
+        return [LevelPath(self.downsample[0], lambda iv: input_interval(self.encoder, iv))]
+
+    def decode_paths(self) -> list[LevelPath]:
+        """Output samples -> the code frames they depend on: codes -> decoder."""
+        return [LevelPath(self.downsample[0], lambda iv: input_interval(self.decoder, iv))]

@@ -10,6 +10,7 @@ from torch import Tensor
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
 from vqtok.tokenizer.nets import Decoder, Encoder, conv, upsample
 from vqtok.tokenizer.quantizer import VectorQuantizer
+from vqtok.tokenizer.streaming import Interval, LevelPath, input_interval
 
 
 class VQVAE2(Tokenizer):
@@ -43,24 +44,49 @@ class VQVAE2(Tokenizer):
     def _decode_latents(self, q_t: Tensor, q_b: Tensor) -> Tensor:
         return self.decoder(torch.cat([self.up_t(q_t), q_b], 1))
 
-    def _encode_padded(self, x: Tensor) -> list[Tensor]:
+    def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """(B, C, *S) -> [top, bottom] codes; with return_gap also their nearest-code margins."""
         h_b = self.enc_b(x)
-        codes_t = self.quant_t.encode(self.enc_t(h_b))
+        top = self.quant_t.encode(self.enc_t(h_b), return_gap=return_gap)
+        codes_t = top[0] if return_gap else top
         q_t = self.quant_t.decode(codes_t)
-        codes_b = self.quant_b.encode(self.proj_b(torch.cat([h_b, self.dec_t(q_t)], 1)))
-        return [codes_t, codes_b]
+        bottom = self.quant_b.encode(self.proj_b(torch.cat([h_b, self.dec_t(q_t)], 1)), return_gap=return_gap)
+        if return_gap:
+            return [codes_t, bottom[0]], [top[1], bottom[1]]
+        return [codes_t, bottom]
 
-    def _decode_padded(self, codes: list[Tensor]) -> Tensor:
+    def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self._decode_latents(self.quant_t.decode(codes[0]), self.quant_b.decode(codes[1]))
 
     def _forward_padded(self, x: Tensor, mask: Tensor | None) -> TokenizerOutput:
         h_b = self.enc_b(x)
-        qt = self.quant_t(self.enc_t(h_b), mask=self._code_mask(mask, self.level_strides[0]))
+        qt = self.quant_t(self.enc_t(h_b), mask=self.code_mask(mask, self.level_strides[0]))
         z_b = self.proj_b(torch.cat([h_b, self.dec_t(qt.quantized)], 1))
-        qb = self.quant_b(z_b, mask=self._code_mask(mask, self.level_strides[1]))
+        qb = self.quant_b(z_b, mask=self.code_mask(mask, self.level_strides[1]))
         return TokenizerOutput(
             recon=self._decode_latents(qt.quantized, qb.quantized),
             codes=[qt.codes, qb.codes],
             commit_loss=qt.commit_loss + qb.commit_loss,
             quant=[qt, qb],
         )
+
+    def encode_paths(self) -> list[LevelPath]:
+        """Code frames -> the input samples they depend on, per level (top first), as encode_padded computes."""
+
+        def top(iv: Interval) -> Interval:
+            return input_interval(self.enc_b, input_interval(self.enc_t, iv))
+
+        def bottom(iv: Interval) -> Interval:
+            # codes_b = quant(proj_b([h_b, dec_t(quant(enc_t(h_b)))])), proj_b is 1x1
+            t_lo, t_hi = input_interval(self.dec_t, iv)
+            h_lo, h_hi = input_interval(self.enc_t, (t_lo, t_hi))
+            return input_interval(self.enc_b, (min(iv[0], h_lo), max(iv[1], h_hi)))
+
+        return [LevelPath(self.downsample[0], top), LevelPath(self.downsample[1], bottom)]
+
+    def decode_paths(self) -> list[LevelPath]:
+        """Output samples -> each level's code frames: decoder([up_t(q_t), q_b]) at bottom resolution."""
+        return [
+            LevelPath(self.downsample[0], lambda iv: input_interval(self.up_t, input_interval(self.decoder, iv))),
+            LevelPath(self.downsample[1], lambda iv: input_interval(self.decoder, iv)),
+        ]
