@@ -56,7 +56,7 @@ def build_speech_sized(path: Path, fsdd: Path) -> None:
     import soundfile as sf
     import torch
 
-    from vqtok.recipe import load_recipe
+    from vqtok.tokenizer.recipe import load_recipe
     from vqtok.tokenizer import build_tokenizer, save_tokenizer
 
     torch.manual_seed(0)

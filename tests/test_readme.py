@@ -49,7 +49,7 @@ def fake_training_run(run: Path) -> None:
     """What `vqtok train` leaves behind, without the training: tokenizer + recipe.yaml."""
     from vqtok import build_tokenizer, save_tokenizer
     from vqtok.config import to_dict
-    from vqtok.recipe import load_recipe
+    from vqtok.tokenizer.recipe import load_recipe
 
     recipe = load_recipe("recipes/speech.yaml")
     torch.manual_seed(0)

@@ -12,9 +12,11 @@ import soundfile as sf
 import torch
 
 from vqtok import VqtokError, load_tokenizer
-from vqtok.recipe import load_recipe, load_recipe_dict
+from vqtok.run import load_recipe_dict
+from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer
-from vqtok.train import StepBatches, lr_lambda, train_tokenizer
+from vqtok.run import StepBatches, lr_lambda
+from vqtok.tokenizer.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -74,15 +76,19 @@ def test_step_batches_are_a_function_of_the_step():
 
 
 def test_debug_recipe_trains_end_to_end(tmp_path):
-    recipe = debug_recipe()
+    recipe = debug_recipe(**{"train.valid_every": 10})
     model = train_tokenizer(recipe, tmp_path / "run", progress=False)
     run = tmp_path / "run"
     tok = load_tokenizer(run / "tokenizer.safetensors")
-    assert tok.train_info == {"recipe": "debug", "step": 20}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["split"] == "train"]
     valid_rows = [r for r in rows if r["split"] == "valid"]
-    assert [r["step"] for r in train_rows] == [10, 20]
+    assert [r["step"] for r in train_rows] == [10, 20] and [r["step"] for r in valid_rows] == [10, 20]
+    # the best validation MSE and its step, in the tokenizer's train info and in the training state
+    top = min(valid_rows, key=lambda r: r["mse"])
+    best = {"best_mse": top["mse"], "best_step": top["step"]}
+    assert tok.train_info == {"recipe": "debug", "step": 20, **best}
+    assert torch.load(run / "state.pt", weights_only=True)["best"] == best
     assert train_rows[-1]["mse"] < train_rows[0]["mse"]
     assert valid_rows and 0 < valid_rows[-1]["usage"] <= 1
     assert (run / "curves.png").stat().st_size > 0 and (run / "valid" / "step0000020.png").is_file()

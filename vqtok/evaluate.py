@@ -16,9 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vqtok import metrics
+from vqtok.data.audio import AUDIO_EXTENSIONS, AudioFolder, list_files
+from vqtok.data.build import build_dataset, check_dims
+from vqtok.data.images import IMAGE_EXTENSIONS, load_image
+from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
+from vqtok.tokenizer.recipe import load_recipe
 
 STRING_SECONDS = 3.0
 GAP_SECONDS = 0.1
@@ -26,10 +32,6 @@ GAP_SECONDS = 0.1
 
 def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, signal (T,) at the tokenizer's rate | image (C, H, W)) for the files of a folder; bad files raise."""
-    from vqtok.data.audio import AUDIO_EXTENSIONS, list_files
-    from vqtok.data.images import IMAGE_EXTENSIONS, load_image
-    from vqtok.data.stream import AudioStream
-
     files = list_files(folder, AUDIO_EXTENSIONS if tok.dims == 1 else IMAGE_EXTENSIONS)
     if not files:
         raise VqtokError(f"{folder}: no {'audio' if tok.dims == 1 else 'image'} files to evaluate on")
@@ -42,34 +44,18 @@ def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str,
 
 def iter_recipe(tok, recipe_path: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:
     """The validation set of a recipe (the first `data.valid_items` of its test split), as `vqtok train` builds it."""
-    from vqtok.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    data = recipe.data
-    n = min(data.valid_items, max_items or data.valid_items)
-    if data.kind == "mnist":
-        from vqtok.data.mnist import MNIST
-
-        dataset = MNIST(data.root, "test", pad_to=data.pad_to, download=data.download)
-        for i in range(min(n, len(dataset))):
-            yield f"mnist test #{i}", dataset[i]["x"].numpy()
-    elif data.kind == "audio":
-        from vqtok.data.audio import AudioFolder
-
-        if tok.sample_rate is None:
-            raise VqtokError(f"{recipe_path}: an audio recipe, but the tokenizer is not an audio tokenizer")
-        folder = AudioFolder(data.root, tok.sample_rate, None, "test", data.rule, random_crop=False)
-        for i in range(min(n, len(folder))):
-            yield str(folder.files[i]), folder.clip(i)
-    elif data.kind == "images":
-        from vqtok.data.images import ImageFolder
-
-        size = tuple(data.image_size) if data.image_size else None
-        folder = ImageFolder(data.root, size=size, channels=data.channels, split="test")
-        for i in range(min(n, len(folder))):
-            yield str(folder.files[i]), folder[i]["x"].numpy()
-    else:
-        raise VqtokError(f"{recipe_path}: unknown data.kind '{data.kind}'; choose one of mnist, audio, images")
+    data = load_recipe(recipe_path).data
+    try:
+        check_dims(data, tok.dims)
+    except VqtokError as err:
+        raise VqtokError(f"{recipe_path}: {err}") from None
+    dataset = build_dataset(data, "test", tok.sample_rate)
+    for i in range(min(data.valid_items, max_items or data.valid_items, len(dataset))):
+        if isinstance(dataset, AudioFolder):
+            yield str(dataset.files[i]), dataset.clip(i)
+        else:
+            name = str(dataset.files[i]) if hasattr(dataset, "files") else f"{data.kind} test #{i}"
+            yield name, dataset[i]["x"].numpy()
 
 
 def _strings(pairs: list[tuple[np.ndarray, np.ndarray]], rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,8 +80,6 @@ def _strings(pairs: list[tuple[np.ndarray, np.ndarray]], rate: int) -> list[tupl
 def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = True, with_stoi: bool = True,
              batch_size: int = 1, progress: bool = False) -> dict[str, Any]:
     """Encode, decode and score every item; returns metric means, per-level code statistics and bitrate."""
-    from tqdm import tqdm
-
     per_item: dict[str, list[float]] = {}
     codes_per_level: list[list[np.ndarray]] = [[] for _ in range(tok.levels)]
     pairs: list[tuple[np.ndarray, np.ndarray]] = []

@@ -18,10 +18,10 @@ from vqtok.prior.data import load_or_encode
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.recipe import load_prior_recipe
 from vqtok.prior.train import evaluate_priors, train_prior
-from vqtok.recipe import load_recipe
+from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 from vqtok.tokenizer.codes import tokenizer_summary
-from vqtok.train import train_tokenizer
+from vqtok.tokenizer.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST = REPO.parent / "shared" / "data" / "mnist"

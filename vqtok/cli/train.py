@@ -39,8 +39,7 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
       vqtok train --resume runs/my-speech train.max_steps=4000
       torchrun --nproc_per_node=2 -m vqtok train recipes/speech.yaml
     """
-    from vqtok.recipe import load_recipe_dict
-    from vqtok.train import RECIPE_FILE
+    from vqtok.run import RECIPE_FILE, load_recipe_dict
 
     setup_logging()
     overrides = [a for a in args if "=" in a]
@@ -61,12 +60,15 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
     if task == "prior":
         from vqtok.prior.train import load_prior_recipe, train_prior
 
+        if init_from:
+            raise VqtokError("--init-from starts a tokenizer from another's weights; a prior recipe cannot take it "
+                             "(name the tokenizer with tokenizer=RUN, or continue a prior run with --resume)")
         recipe = load_prior_recipe(recipe_path, overrides)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_prior(recipe, run, resume=bool(resume), progress=not quiet)
     else:
-        from vqtok.recipe import load_recipe
-        from vqtok.train import train_tokenizer
+        from vqtok.tokenizer.recipe import load_recipe
+        from vqtok.tokenizer.train import train_tokenizer
 
         recipe = load_recipe(recipe_path, overrides)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)

@@ -18,6 +18,7 @@ and adds a boolean ``mask`` (True on real tokens, BOS/EOS included).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vqtok.data.audio import get_rule
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.codes import describe_tokenizer, read_codes
+
+logger = logging.getLogger(__name__)
 
 RESERVED = ("pad", "bos", "eos")
 
@@ -60,10 +64,13 @@ class TokenDataset(Dataset):
 
     Every codes file is read and checked once at construction (sidecar, dtype, id range, shapes) and
     all must come from one tokenizer. `add_bos` / `add_eos` wrap each audio sequence (1-D codes only).
+    `split` ("train" or "test") keeps the files that the audio label/split `rule` (data/audio.py RULES)
+    places there by their codes path; a rule's label fills in for a manifest line without one.
+    `sizes` holds each item's input size: samples at the tokenizer's rate (audio) or pixels (images).
     """
 
     def __init__(self, manifest: str | os.PathLike, add_bos: bool = False, add_eos: bool = False,
-                 max_items: int | None = None) -> None:
+                 max_items: int | None = None, split: str | None = None, rule: str | None = "hash") -> None:
         path = Path(manifest)
         if path.is_dir():
             path = path / "manifest.jsonl"
@@ -81,15 +88,19 @@ class TokenDataset(Dataset):
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise VqtokError(f"{path}:{n}: not a manifest line (expected JSON with a 'codes' path)") from None
             entries.append(entry)
+        rule_labels = [None] * len(entries)
+        if split is not None:
+            entries, rule_labels = _in_split(entries, split, rule)
         if max_items is not None:
             entries = entries[:max_items]
         if not entries:
-            raise VqtokError(f"{path}: the manifest lists no files")
+            raise VqtokError(f"{path}: the manifest lists no files" + (f" in the {split} split (rule {rule})" if split else ""))
         self.entries: list[dict[str, Any]] = entries
         self.codes: list[list[torch.Tensor]] = []
         self.labels: list[int] = []
+        self.sizes: list[int] = []
         self.tokenizer: dict[str, Any] | None = None
-        for entry in entries:
+        for entry, rule_label in zip(entries, rule_labels):
             file = read_codes(path.parent / entry["codes"])
             made_by = file.meta["tokenizer"]
             if self.tokenizer is None:
@@ -99,7 +110,10 @@ class TokenDataset(Dataset):
                                  f"{path} by {describe_tokenizer(self.tokenizer)}; one dataset, one tokenizer")
             self.codes.append([torch.from_numpy(a) for a in file.levels])
             label = entry.get("label", file.label)
+            label = rule_label if label is None and rule_label not in (None, -1) else label
             self.labels.append(-1 if label is None else int(label))
+            size = file.size
+            self.sizes.append(size if isinstance(size, int) else int(size[0]) * int(size[1]))
         self.vocab = [Vocab(k) for k in self.tokenizer["codebook_size"]]
         self.levels = len(self.vocab)
         self.dims = int(self.tokenizer.get("dims", 1))
@@ -147,3 +161,19 @@ class TokenDataset(Dataset):
     def __repr__(self) -> str:
         return (f"TokenDataset({str(self.manifest)!r}, {len(self)} items, levels={self.levels}, "
                 f"vocab sizes {[v.size for v in self.vocab]}, tokenizer {self.tokenizer.get('fingerprint')})")
+
+
+def _in_split(entries: list[dict[str, Any]], split: str, rule: str | None) -> tuple[list[dict[str, Any]], list[int]]:
+    """The manifest lines that `rule` places in `split` by their codes path, and the rule's labels."""
+    rule_fn = get_rule(rule)
+    kept, labels = [], []
+    for entry in entries:
+        try:
+            label, where = rule_fn(str(entry["codes"]))
+        except ValueError as err:
+            logger.warning("skipping %s: rule %r cannot place it (%s)", entry["codes"], rule, err)
+            continue
+        if where == split:
+            kept.append(entry)
+            labels.append(label)
+    return kept, labels

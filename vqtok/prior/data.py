@@ -12,8 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from vqtok.data.build import build_dataset, check_dims
+from vqtok.data.tokens import TokenDataset
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
 logger = logging.getLogger(__name__)
 
@@ -52,33 +55,28 @@ class CodeSet:
         return {"codes": codes, "lengths": lengths, "labels": self.labels[index], "sizes": self.sizes[index]}
 
 
-def _datasets(data, split: str, tok):
-    """The dataset of a prior recipe's data section for `split` ("train" or "test")."""
-    if data.kind == "mnist":
-        from vqtok.data.mnist import MNIST
-
-        dataset = MNIST(data.root, split, pad_to=data.pad_to, download=data.download)
-        labels = dataset.labels.tolist()
-    elif data.kind == "audio":
-        from vqtok.data.audio import AudioFolder
-
-        if tok.dims != 1:
-            raise VqtokError("data.kind 'audio' needs an audio tokenizer; this one codes images")
-        dataset = AudioFolder(data.root, tok.sample_rate, None, split, data.rule, random_crop=False)
-        labels = list(dataset.labels)
-    elif data.kind == "images":
-        from vqtok.data.images import ImageFolder
-
-        size = tuple(data.image_size) if data.image_size else None
-        dataset = ImageFolder(data.root, size=size, channels=data.channels, split=split)
-        labels = list(dataset.labels)
-    else:
-        raise VqtokError(f"unknown data.kind '{data.kind}'; choose one of mnist, audio, images")
-    if data.kind != "audio" and tok.dims != 2:
-        raise VqtokError(f"data.kind '{data.kind}' holds images, but the tokenizer codes audio (dims=1)")
+def _dataset(data, split: str, tok):
+    """(dataset, labels, count) of a prior recipe's data section for `split` ("train" or "test")."""
+    check_dims(data, tok.dims)
+    dataset = build_dataset(data, split, tok.sample_rate)
     limit = data.max_items if split == "train" else data.valid_items
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    return dataset, labels[:count], count
+    return dataset, [int(label) for label in dataset.labels[:count]], count
+
+
+def codes_from_manifest(tok, data, split: str) -> CodeSet:
+    """A CodeSet of the files `vqtok encode` listed in data.root (a manifest.jsonl), read as they are: the
+    tokenizer must be the one that encoded them."""
+    if data.shifts:
+        raise VqtokError("data.shifts needs the data itself; with data.kind 'codes' the codes are fixed (set 0)")
+    limit = data.max_items if split == "train" else data.valid_items
+    tokens = TokenDataset(data.root, split=split, rule=data.rule, max_items=limit)
+    made_by = tokens.tokenizer.get("fingerprint")
+    if made_by != tok.fingerprint:
+        raise VqtokError(f"{tokens.manifest}: encoded by {describe_tokenizer(tokens.tokenizer)}, but this prior "
+                         f"models {describe_tokenizer(tokenizer_summary(tok))}; encode with that tokenizer")
+    return _stack([[c.to(torch.int32) for c in levels] for levels in tokens.codes], tok.dims, tokens.labels,
+                   tokens.sizes, tokens.manifest)
 
 
 def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
@@ -112,7 +110,7 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
     pixels (more data for the prior: a digit moved by a pixel is still a digit), and training clips are also
     encoded delayed by data.shifts fractions of a code's hop; the copies come after the originals.
     """
-    dataset, labels, count = _datasets(data, split, tok)
+    dataset, labels, count = _dataset(data, split, tok)
     tok.eval()
     per_level: list[list[Tensor]] = [[] for _ in range(tok.levels)]
     sizes: list[int] = []
@@ -139,20 +137,26 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
                 sizes += [len(c) for c in clips]
             bar.update(stop - start)
     bar.close()
+    return _stack(list(zip(*per_level)), tok.dims, labels, sizes, data.root)
+
+
+def _stack(items: list[list[Tensor]], dims: int, labels: list[int], sizes: list[int], where) -> CodeSet:
+    """Per item, per level codes (top first) -> a CodeSet: maps stacked, sequences zero-padded."""
     levels, lengths = [], []
-    for items in per_level:
-        if tok.dims == 2:
-            shapes = {tuple(c.shape) for c in items}
+    for lv in range(len(items[0])):
+        codes = [item[lv] for item in items]
+        if dims == 2:
+            shapes = {tuple(c.shape) for c in codes}
             if len(shapes) > 1:
-                raise VqtokError(f"{data.root}: images give code maps of different shapes {sorted(shapes)}; "
+                raise VqtokError(f"{where}: images give code maps of different shapes {sorted(shapes)}; "
                                  "set data.image_size so every map has one shape")
-            levels.append(torch.stack(items))
-            lengths.append(torch.full((len(items),), items[0].numel()))
+            levels.append(torch.stack(codes))
+            lengths.append(torch.full((len(codes),), codes[0].numel()))
         else:
-            n = torch.tensor([len(c) for c in items])
-            levels.append(torch.stack([F.pad(c, (0, int(n.max()) - len(c))) for c in items]))
+            n = torch.tensor([len(c) for c in codes])
+            levels.append(torch.stack([F.pad(c, (0, int(n.max()) - len(c))) for c in codes]))
             lengths.append(n)
-    return CodeSet(levels, lengths, torch.tensor(labels, dtype=torch.long), torch.tensor(sizes), tok.dims)
+    return CodeSet(levels, lengths, torch.tensor(labels, dtype=torch.long), torch.tensor(sizes), dims)
 
 
 def cache_key(tok, data, split: str) -> str:
@@ -172,6 +176,8 @@ def load_or_encode(tok, data, split: str, folder: str | Path, progress: bool = F
     """
     if tok.fingerprint is None:
         raise VqtokError("the tokenizer has no fingerprint: load it with load_tokenizer (or save it) first")
+    if data.kind == "codes":  # already encoded: read, nothing to cache
+        return codes_from_manifest(tok, data, split), False
     path = Path(folder) / f"{split}.pt"
     key = cache_key(tok, data, split)
     if path.is_file():

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vqtok.config import apply_overrides, from_dict, load_yaml
+from vqtok.data.build import DataSource
 from vqtok.errors import VqtokError
 from vqtok.prior.model import DERIVED_FIELDS, NETWORKS
-from vqtok.recipe import TrainConfig
+from vqtok.run import TrainConfig
 
 LEVELS = ("all", "codes", "top", "bottom")
 
@@ -25,16 +26,10 @@ class PriorModelConfig:
 
 
 @dataclass
-class PriorDataConfig:
-    """The data the frozen tokenizer encodes: training split for training, test split for validation."""
+class PriorDataConfig(DataSource):
+    """The data the frozen tokenizer encodes (training split for training, test split for validation), or with
+    kind `codes` the manifest.jsonl of a folder `vqtok encode` wrote (root), split by `rule` on its file names."""
 
-    kind: str = "mnist"  # mnist | audio | images
-    root: str = "data"  # relative paths are resolved against the current directory
-    download: bool = False  # mnist: fetch the files (MD5-checked) when missing
-    pad_to: int | None = None  # mnist: zero-pad 28x28 to this size (as the tokenizer was trained)
-    rule: str | None = "hash"  # audio: label/split rule from file names ("fsdd": digit labels, takes 0-4 test)
-    image_size: list[int] | None = None  # images: [H, W] after resize + centre crop
-    channels: int = 1  # images: 1 (grey) or 3 (RGB)
     max_items: int | None = None  # keep the first items of the training split (tests, quick runs)
     shifts: int = 0  # images: also train on every training image shifted by up to this many pixels in x and y;
     # audio: also train on every training clip delayed by 1..shifts of (shifts + 1) equal parts of a code's hop

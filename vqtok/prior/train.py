@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import math
-import random
 import shutil
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
 
-from vqtok.config import to_dict
-from vqtok.device import autocast, pick_device
+from vqtok.data.audio import write_wav
+from vqtok.device import autocast
 from vqtok.errors import VqtokError
+from vqtok.files import atomic_write
+from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.prior.checkpoint import PRIOR_FILES, load_prior, save_prior
 from vqtok.prior.data import CodeSet, load_or_encode
-from vqtok.data.audio import write_wav
 from vqtok.prior.generate import decode_codes, sample_codes
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
-from vqtok.files import atomic_write
+from vqtok.run import (RECIPE_FILE, STATE_FILE, Progress, StepBatches, Trainables, draw_curves, improved, load_state,
+                       save_state, set_rng_state, start_run, write_recipe)
+from vqtok.tokenizer.base import level_names
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, tokenizer_file
-from vqtok.tokenizer.codes import LEVEL_NAMES, describe_tokenizer, tokenizer_summary
-from vqtok.train import METRICS_FILE, RECIPE_FILE, STATE_FILE, StepBatches, _append_jsonl, format_line, lr_lambda
-from vqtok.train import draw_curves, load_state, rng_state, set_rng_state, sigterm_stops_like_ctrl_c
+from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
 __all__ = ["load_prior_recipe", "train_prior", "resolve_tokenizer", "build_priors", "evaluate_priors"]
 
@@ -46,7 +43,7 @@ def resolve_tokenizer(path: str | Path) -> Path:
 
 def level_indices(level: str, tok) -> list[int]:
     """Recipe `level` -> tokenizer level indices (top first)."""
-    names = LEVEL_NAMES[tok.levels]
+    names = level_names(tok.levels)
     if level == "all":
         return list(range(tok.levels))
     if level not in names:
@@ -57,7 +54,7 @@ def level_indices(level: str, tok) -> list[int]:
 
 def build_priors(recipe: PriorRecipe, tok, train: CodeSet) -> dict[str, CodePrior]:
     """One CodePrior per trained level (top first), its layout read off the tokenizer and the codes."""
-    names = LEVEL_NAMES[tok.levels]
+    names = level_names(tok.levels)
     model = recipe.model
     num_classes, counts = None, None
     if model.class_conditional:
@@ -144,7 +141,7 @@ def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n:
     """Draw n samples (fixed seed: comparable across steps) and decode them: a PNG grid or WAV files."""
     if n <= 0 or len(priors) != tok.levels:  # one level of a VQ-VAE-2 alone cannot be decoded
         return
-    ordered = [priors[name] for name in LEVEL_NAMES[tok.levels]]
+    ordered = [priors[name] for name in level_names(tok.levels)]
     gen = torch.Generator().manual_seed(seed)
     first = ordered[0]
     labels = None
@@ -154,12 +151,8 @@ def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n:
     out = decode_codes(tok, levels)
     folder.mkdir(parents=True, exist_ok=True)
     if tok.dims == 2:
-        from vqtok.plots import image_grid, save_png
-
         save_png(image_grid(out, nrow=first.layout.num_classes or 8), folder / f"step{step:07d}.png")
     else:
-        from vqtok.plots import save_spectrograms
-
         titles = []
         for i, wave in enumerate(out[:8]):
             tag = f"_label{int(labels[i])}" if labels is not None else ""
@@ -171,15 +164,12 @@ def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n:
 
 
 # -------------------------------------------------------------------- checkpoints
-def save_run(run: Path, priors: dict[str, CodePrior], tok_summary: dict, tok_path: Path, opt, sched, step: int,
-             recipe: PriorRecipe, best: dict) -> None:
-    """Each level's prior (safetensors, loadable alone) + the training state of all of them (torch.save)."""
+def save_priors(run: Path, priors: dict[str, CodePrior], tok_summary: dict, tok_path: Path, step: int,
+                recipe: PriorRecipe, best: dict) -> None:
+    """Each level's prior (safetensors, loadable alone), with the run's step and best validation NLL."""
     info = {"recipe": recipe.name, "step": step, "tokenizer_path": str(tok_path.resolve()), **best}
     for name, prior in priors.items():
         save_prior(prior, run / PRIOR_FILES[name], tok_summary, info)
-    state = {"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(),
-             "best": best}
-    atomic_write(run / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def tokenizer_for(recipe: PriorRecipe, run: Path, resume: bool) -> Path:
@@ -222,12 +212,7 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
     """
     run = Path(run)
     cfg = recipe.train
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    device = start_run(cfg)
     run.mkdir(parents=True, exist_ok=True)
 
     # The frozen tokenizer and its codes (encoded once, cached under data.cache or RUN/codes)
@@ -236,97 +221,65 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
     for p in tok.parameters():
         p.requires_grad_(False)
     snapshot_tokenizer(tok_path, tok, run, resume)
-    atomic_write(run / RECIPE_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False)))
+    write_recipe(run, recipe)
     tok_summary = tokenizer_summary(tok)
     cache = Path(recipe.data.cache) if recipe.data.cache else run / "codes"
     train_set, _ = load_or_encode(tok, recipe.data, "train", cache, progress)
     valid_set, _ = load_or_encode(tok, recipe.data, "test", cache, progress)
 
-    # Priors, optimizer, schedule
+    # Priors (one per level, one optimizer over all of them), schedule
     priors = build_priors(recipe, tok, train_set)
     for prior in priors.values():
         prior.tokenizer = tok_summary
         prior.to(device).train()
-    params = [p for prior in priors.values() for p in prior.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, cfg.warmup_steps, cfg.max_steps,
-                                                                       cfg.min_lr_ratio))
+    trainables = Trainables()
+    main = trainables.add("main", [p for prior in priors.values() for p in prior.parameters()], cfg)
     start, best, state = 0, {}, None
     if resume:
         state = load_state(run)
         for name, prior in priors.items():
-            saved = load_prior(run / PRIOR_FILES[name], tokenizer=tok)
-            prior.load_state_dict(saved.state_dict())
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+            prior.load_state_dict(load_prior(run / PRIOR_FILES[name], tokenizer=tok).state_dict())
+        trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
     stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
     batches = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop)
     if state is not None:
         set_rng_state(state["rng"])
 
-    metrics_path = run / METRICS_FILE
-    interrupted = False
-    restore_sigterm = sigterm_stops_like_ctrl_c()
-    bar = tqdm(total=cfg.max_steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=recipe.name)
-    bar.write(f"{recipe.name}: {', '.join(priors)} prior(s), {sum(p.numel() for p in params) / 1e6:.2f}M "
-              f"parameters, over {describe_tokenizer(tok_summary)}; {len(train_set)} training and "
-              f"{len(valid_set)} validation items")
-    step = start
-    acc: dict[str, torch.Tensor] = {}
-    acc_n, t_last = 0, time.perf_counter()
-    try:
-        for index in batches:
-            batch = train_set.batch(index)
-            loss = 0.0
-            row = {}
-            for name, prior in priors.items():
-                with autocast(device, cfg.precision):
-                    nll, count, _ = level_loss(prior, batch, device)
-                level_nll = nll / count  # mean nats per target
-                loss = loss + level_nll
-                row["nll" if name == "codes" else f"nll_{name}"] = level_nll.detach()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            bar.update(1)
+    def save(step: int) -> None:
+        save_priors(run, priors, tok_summary, tok_path, step, recipe, best)
+        save_state(run, step, trainables, best)
 
-            row = {"loss": loss.detach(), **row, "grad_norm": grad_norm.detach()}
-            for key, value in row.items():
-                acc[key] = acc.get(key, 0) + value
-            acc_n += 1
-            if step % cfg.log_every == 0 or step == stop:
-                now = time.perf_counter()
-                line = {"step": step, "split": "train", **{k: float(v) / acc_n for k, v in acc.items()}}
-                line["lr"] = sched.get_last_lr()[0]
-                line["steps_per_s"] = acc_n / max(now - t_last, 1e-9)
-                acc, acc_n, t_last = {}, 0, now
-                bar.write(format_line(step, cfg.max_steps, {k: v for k, v in line.items() if k != "grad_norm"}))
-                _append_jsonl(metrics_path, line)
-            if step % cfg.valid_every == 0 or step == cfg.max_steps:
-                vm = evaluate_priors(priors, valid_set, tok, device)  # fp32: exact figures whatever trains
-                first = next(k for k in vm if k.startswith("nll"))
-                if not best or vm[first] < best.get(f"best_{first}", math.inf):
-                    best = {f"best_{first}": vm[first], "best_step": step}
-                bar.write(format_line(step, cfg.max_steps, {"valid": "", **vm}))
-                _append_jsonl(metrics_path, {"step": step, "split": "valid", **vm})
-                write_samples(run / "samples", step, priors, tok, recipe.samples, cfg.seed)
-                t_last = time.perf_counter()  # validation time is not training speed
-            if step % cfg.save_every == 0 or step == stop:
-                save_run(run, priors, tok_summary, tok_path, opt, sched, step, recipe, best)
-    except KeyboardInterrupt:
-        interrupted = True
-        bar.write(f"interrupted at step {step}: saving the prior(s) and {STATE_FILE} in {run}")
-        save_run(run, priors, tok_summary, tok_path, opt, sched, step, recipe, best)
-    finally:
-        bar.close()
-        restore_sigterm()
-    if plot and not interrupted:
+    step = start
+    with Progress(run, cfg, recipe.name, start, stop, progress) as log:
+        log.write(f"{recipe.name}: {', '.join(priors)} prior(s), {sum(p.numel() for p in main.params) / 1e6:.2f}M "
+                  f"parameters, over {describe_tokenizer(tok_summary)}; {len(train_set)} training and "
+                  f"{len(valid_set)} validation items")
+        try:
+            for index in batches:
+                batch = train_set.batch(index)
+                loss, row = 0.0, {}
+                for name, prior in priors.items():
+                    with autocast(device, cfg.precision):
+                        nll, count, _ = level_loss(prior, batch, device)
+                    level_nll = nll / count  # mean nats per target
+                    loss = loss + level_nll
+                    row["nll" if name == "codes" else f"nll_{name}"] = level_nll.detach()
+                grad_norm = main.step(loss)
+                step += 1
+
+                log.train(step, {"loss": loss.detach(), **row, "grad_norm": grad_norm.detach()}, main.lr)
+                if step % cfg.valid_every == 0 or step == cfg.max_steps:
+                    metrics = evaluate_priors(priors, valid_set, tok, device)  # fp32: exact whatever trains
+                    best = improved(best, metrics, next(k for k in metrics if k.startswith("nll")), step)
+                    log.valid(step, metrics)
+                    write_samples(run / "samples", step, priors, tok, recipe.samples, cfg.seed)
+                if log.due(step, cfg.save_every):
+                    save(step)
+        except KeyboardInterrupt:
+            log.write(f"interrupted at step {step}: saving the prior(s) and {STATE_FILE} in {run}")
+            save(step)
+            raise
+    if plot:
         draw_curves(run)
-    if interrupted:
-        raise KeyboardInterrupt
     return {name: prior.eval() for name, prior in priors.items()}

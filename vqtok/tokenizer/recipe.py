@@ -1,0 +1,55 @@
+"""Tokenizer recipe schema: dataclasses that a tokenizer recipe YAML maps onto one to one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqtok.config import from_dict
+from vqtok.data.build import DataSource
+from vqtok.errors import VqtokError
+from vqtok.run import TrainConfig, load_recipe_dict
+from vqtok.tokenizer.base import TokenizerConfig
+
+
+@dataclass
+class DataConfig(DataSource):
+    """Where the training data lives (DataSource) and how training items are cut."""
+
+    segment_seconds: float = 0.5  # audio: random training crops of this length
+    concat: bool = False  # audio: fill crops with several clips and random silences (no padding)
+    max_gap_seconds: float = 0.2  # audio with concat: longest silence between clips
+    gain_db: float = 0.0  # audio: random gain in [-gain_db, +gain_db] dB per training crop
+    valid_items: int = 1000  # size of the fixed validation set (first items of the test split)
+    num_workers: int = 0
+
+
+@dataclass
+class LossConfig:
+    """Reconstruction loss weights. Images use `mse`; audio uses `l1` + `stft`."""
+
+    mse: float = 1.0
+    l1: float = 1.0
+    stft: float = 1.0
+    fft_sizes: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+
+
+@dataclass
+class Recipe:
+    """A tokenizer recipe: model + data + loss + training loop settings."""
+
+    name: str = "tokenizer"
+    task: str = "tokenizer"
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Strictly load a tokenizer recipe; errors name the file and the offending key."""
+    data = load_recipe_dict(path, overrides)
+    try:
+        return from_dict(Recipe, data)
+    except VqtokError as err:
+        raise VqtokError(f"{path}: {err}") from None

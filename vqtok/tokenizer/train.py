@@ -1,0 +1,248 @@
+"""Tokenizer training: an explicit loop, readable top to bottom (AdamW, warm-up + cosine, DDP via torchrun)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from vqtok.data.audio import ConcatClips, write_wav
+from vqtok.data.build import build_dataset
+from vqtok.device import autocast
+from vqtok.errors import VqtokError
+from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
+from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
+from vqtok.plots import image_grid, save_png, save_spectrograms
+from vqtok.run import (STATE_FILE, Progress, StepBatches, Trainables, draw_curves, improved, init_distributed,
+                       load_state, save_state, set_rng_state, start_run, write_recipe)
+from vqtok.tokenizer.base import Tokenizer
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.recipe import DataConfig, Recipe
+
+
+# ----------------------------------------------------------------------------- data
+def build_datasets(data: DataConfig, model_sample_rate: int | None) -> tuple[Dataset, Dataset]:
+    """(train, validation) datasets for a recipe's data section; validation is fixed and deterministic."""
+    if data.kind == "codes":
+        raise VqtokError("data.kind 'codes' (encoded files) trains priors; a tokenizer needs mnist, audio or images")
+    train = build_dataset(data, "train", model_sample_rate, crop_seconds=data.segment_seconds)
+    if data.concat and data.kind == "audio":
+        train = ConcatClips(train, data.max_gap_seconds, data.gain_db)
+    # Whole validation clips, padded per batch by `collate` (the mask keeps padding out).
+    valid = build_dataset(data, "test", model_sample_rate)
+    if len(valid) > data.valid_items:
+        valid = Subset(valid, range(data.valid_items))
+    return train, valid
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items; whole audio clips of different lengths are right-padded with a mask."""
+    xs = [it["x"] for it in items]
+    longest = max(x.shape[-1] for x in xs)
+    out: dict = {"label": torch.stack([torch.as_tensor(it["label"]) for it in items])}
+    if all(x.shape == xs[0].shape for x in xs):
+        out["x"] = torch.stack(xs)
+        if "mask" in items[0]:
+            out["mask"] = torch.stack([it["mask"] for it in items])
+        return out
+    x = torch.zeros(len(xs), xs[0].shape[0], longest)
+    mask = torch.zeros(len(xs), 1, longest)
+    for i, it in enumerate(items):
+        t = it["x"].shape[-1]
+        x[i, :, :t] = it["x"]
+        mask[i, :, :t] = it["mask"] if "mask" in it else 1.0
+    out.update(x=x, mask=mask)
+    return out
+
+
+
+# --------------------------------------------------------------------------- losses
+class ReconstructionLoss(torch.nn.Module):
+    """Images: MSE on [0, 1] pixels. Audio: L1 on the waveform + multi-resolution STFT/log-mel loss."""
+
+    def __init__(self, recipe: Recipe):
+        super().__init__()
+        self.weights = recipe.loss
+        self.audio = recipe.model.dims == 1
+        if self.audio:
+            self.stft = MultiResolutionSTFTLoss(recipe.model.sample_rate, fft_sizes=tuple(recipe.loss.fft_sizes))
+
+    def forward(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        recon = recon.float()
+        if not self.audio:
+            mse = image_mse(recon, x)
+            return {"rec": self.weights.mse * mse, "mse": mse}
+        l1 = waveform_l1(recon, x, mask)
+        stft = self.stft(recon, x, mask)
+        return {"rec": self.weights.l1 * l1 + self.weights.stft * stft, "l1": l1, "stft": stft}
+
+
+# ---------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, device, precision: str,
+             run: Path, step: int, save_examples: bool) -> dict:
+    """Metrics over the whole validation set; a PNG grid or WAV files of a few reconstructions."""
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    codes_per_level: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
+    examples = None
+    audio_scores = {"si_snr": [], "mel_distance": []}
+    for batch in loader:
+        x = batch["x"].to(device)
+        mask = batch.get("mask")
+        mask = mask.to(device) if mask is not None else None
+        with autocast(device, precision):
+            out = model(x, mask=mask)
+        terms = loss_fn(out.recon, x, mask)
+        n = x.shape[0]
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * n
+        count += n
+        for level, codes in enumerate(out.codes):
+            if mask is None:
+                codes_per_level[level].append(codes.cpu().numpy().ravel())
+            else:  # only frames holding real samples
+                frame_mask = model.code_mask(model.pad(mask), model.downsample[level])[:, 0]
+                codes_per_level[level].append(codes[frame_mask].cpu().numpy())
+        if model.dims == 1:
+            for i in range(n):
+                t = int(mask[i].sum()) if mask is not None else x.shape[-1]
+                ref, est = x[i, 0, :t].cpu().numpy(), out.recon[i, 0, :t].float().cpu().numpy()
+                audio_scores["si_snr"].append(si_snr(est, ref))
+                audio_scores["mel_distance"].append(log_mel_distance(est, ref, model.sample_rate))
+        if examples is None:
+            examples = (x[:8].cpu(), out.recon[:8].float().cpu(), None if mask is None else mask[:8].cpu())
+    metrics = {key: value / max(count, 1) for key, value in sums.items() if key != "rec"}
+    if model.dims == 2:
+        metrics["psnr"] = 10 * math.log10(1.0 / max(metrics["mse"], 1e-12))
+    for key, values in audio_scores.items():
+        if values:
+            metrics[key] = float(np.mean(values))
+    for level, chunks in enumerate(codes_per_level):
+        stats = codebook_stats(np.concatenate(chunks), model.codebook_size[level])
+        suffix = level_suffix(model, level)
+        metrics[f"usage{suffix}"] = stats["usage"]
+        metrics[f"perplexity{suffix}"] = stats["perplexity"]
+    if save_examples and examples is not None:
+        save_examples_to(run / "valid", step, model, *examples)
+    model.train()
+    return metrics
+
+
+def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if model.dims == 2:
+        # Row pairs: originals above their reconstructions.
+        save_png(image_grid(torch.cat([x, recon]), nrow=x.shape[0]), folder / f"step{step:07d}.png")
+        return
+    clips, titles = [], []
+    for i in range(min(4, x.shape[0])):
+        t = int(mask[i].sum()) if mask is not None else x.shape[-1]
+        pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]])
+        write_wav(folder / f"step{step:07d}_{i}.wav", pair, model.sample_rate)
+        clips += [x[i, 0, :t], recon[i, 0, :t]]
+        titles += [f"clip {i}: input", f"clip {i}: reconstruction"]
+    # Each input beside its reconstruction (two pairs per row).
+    save_spectrograms(clips, model.sample_rate, titles, folder / f"step{step:07d}.png")
+
+
+# ------------------------------------------------------------------------- the loop
+def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: str | None = None,
+                    stop_after: int | None = None, progress: bool = True) -> Tokenizer:
+    """Train `recipe` into folder `run` and return the trained tokenizer (eval mode).
+
+    `resume` continues from run/state.pt; `init_from` starts from an existing tokenizer's weights;
+    `stop_after` ends after that many steps as an interruption would (the schedule still spans max_steps).
+    """
+    ddp = init_distributed()
+    cfg = recipe.train
+    device = start_run(cfg, seed_offset=ddp.rank)
+    if ddp.main:
+        run.mkdir(parents=True, exist_ok=True)
+        write_recipe(run, recipe)
+
+    # Data
+    train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
+    valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
+
+    # Model, optimizer and schedule (a discriminator would be a second `trainables.add`)
+    if init_from:
+        model = load_tokenizer(init_from)
+        recipe.model = model.config
+    else:
+        model = build_tokenizer(recipe.model)
+    model = model.to(device).train()
+    trainables = Trainables()
+    gen = trainables.add("main", model.parameters(), cfg)
+    loss_fn = ReconstructionLoss(recipe).to(device)
+    start, best, state = 0, {}, None
+    if resume:
+        state = load_state(run)
+        model.load_state_dict(load_tokenizer(run / TOKENIZER_FILE).state_dict())
+        trainables.load_state_dict(state)
+        start, best = int(state["step"]), dict(state.get("best", {}))
+    net = model
+    if ddp.world > 1:
+        # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
+        # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+
+    stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, ddp.rank, ddp.world)
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=recipe.data.num_workers)
+    batches = iter(loader)  # draws the loader's base seed: before the RNG restore, as in an unbroken run
+    if state is not None:
+        set_rng_state(state["rng"])
+
+    def save(step: int) -> None:
+        save_tokenizer(model, run / TOKENIZER_FILE, train_info={"recipe": recipe.name, "step": step, **best})
+        save_state(run, step, trainables, best)
+
+    step = start
+    try:
+        with Progress(run, cfg, recipe.name, start, stop, progress, ddp.main, sums=("revived",)) as log:
+            try:
+                for batch in batches:
+                    x = batch["x"].to(device, non_blocking=True)
+                    mask = batch.get("mask")
+                    mask = mask.to(device) if mask is not None else None
+                    with autocast(device, cfg.precision):
+                        out = net(x, mask=mask)
+                    terms = loss_fn(out.recon, x, mask)
+                    loss = terms["rec"] + out.commit_loss
+                    grad_norm = gen.step(loss)
+                    step += 1
+
+                    row = {"loss": loss.detach(), "commit": out.commit_loss.detach(), "grad_norm": grad_norm.detach(),
+                           **{k: v.detach() for k, v in terms.items() if k != "rec"}}
+                    for level, q in enumerate(out.quant):
+                        suffix = level_suffix(model, level)
+                        row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage,
+                                    f"revived{suffix}": q.revived})
+                    log.train(step, row, gen.lr)
+                    if ddp.main and (step % cfg.valid_every == 0 or step == cfg.max_steps):
+                        metrics = validate(model, valid_loader, loss_fn, device, cfg.precision, run, step, True)
+                        best = improved(best, metrics, "mse" if model.dims == 2 else "mel_distance", step)
+                        log.valid(step, metrics)
+                    if ddp.main and log.due(step, cfg.save_every):
+                        save(step)
+            except KeyboardInterrupt:
+                log.write(f"interrupted at step {step}: saving {run / TOKENIZER_FILE} and {STATE_FILE}")
+                if ddp.main:
+                    save(step)
+                raise
+    finally:
+        ddp.close()
+    if ddp.main:
+        draw_curves(run)
+    return model.eval()
+
+
+def level_suffix(model: Tokenizer, level: int) -> str:
+    """Metric name suffix of a level: none for a single level, _top / _bottom for a VQ-VAE-2."""
+    return "" if model.levels == 1 else f"_{model.level_names[level]}"
