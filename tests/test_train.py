@@ -1,7 +1,6 @@
 """Trainer: recipes parse strictly, debug trains end to end, resume is exact, DDP ranks agree."""
 
 import json
-import multiprocessing as mp
 import os
 import traceback
 from pathlib import Path
@@ -147,23 +146,13 @@ def _ddp_worker(rank: int, port: int, tmp: str) -> None:
         raise
 
 
-def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path):
+def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ranks):
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_ddp_worker, args=(r, port, str(tmp_path))) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            pytest.fail("DDP workers hung (killed after 180 s)")
-        assert p.exitcode == 0
+    spawn_ranks(_ddp_worker, [(r, port, str(tmp_path)) for r in range(2)], timeout=180)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -13,8 +14,6 @@ def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU. Under torchrun each rank takes cuda:LOCAL_RANK."""
     if name == "auto":
         if torch.cuda.is_available():
-            import os
-
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

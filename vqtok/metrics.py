@@ -91,7 +91,7 @@ def log_mel_distance(estimate: np.ndarray, reference: np.ndarray, sample_rate: i
     The mel distance DAC reports (Kumar et al. 2023), at a single resolution from
     :func:`mel_settings`. Signals are cut to the shorter length; 0 means identical.
     """
-    import librosa
+    import librosa  # here, not at the top: it loads scipy and numba (2-4 s), which only metric calls need
 
     estimate, reference = _common_length(_as_1d(estimate, "estimate"), _as_1d(reference, "reference"))
     settings = mel_settings(sample_rate)

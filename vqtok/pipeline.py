@@ -27,12 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from tqdm import tqdm
 
-from vqtok.data.audio import AUDIO_EXTENSIONS, RULE_NUM_CLASSES, RULES, list_files
+from vqtok.data.audio import AUDIO_EXTENSIONS, RULE_NUM_CLASSES, RULES, list_files, resample, write_wav
 from vqtok.data.images import IMAGE_EXTENSIONS, load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
-from vqtok.files import atomic_write
+from vqtok.files import atomic_write_text
+from vqtok.plots import save_png
+from vqtok.tokenizer import streaming
 from vqtok.tokenizer.codes import (
     is_complete,
     read_codes,
@@ -168,8 +172,6 @@ def label_function(tok_path: Path, choice: str) -> Callable[[str], int | None] |
 
 def _recipe_rule(tok_path: Path) -> str | None:
     """The audio label rule of `recipe.yaml` beside the tokenizer (written by `vqtok train`), if any."""
-    import yaml
-
     recipe = tok_path.parent / "recipe.yaml"
     if not recipe.is_file():
         return None
@@ -253,7 +255,7 @@ def manifest_entry(meta: dict[str, Any], codes_path: Path, manifest_dir: Path | 
 def write_manifest(folder: Path, entries: list[dict]) -> Path:
     path = folder / MANIFEST
     text = "".join(json.dumps(e, sort_keys=False) + "\n" for e in entries)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, text)
     return path
 
 
@@ -273,8 +275,6 @@ class FileEncoder:
         self.echo = echo
 
     def run(self, plan: Plan) -> RunReport:
-        from tqdm import tqdm
-
         report = RunReport()
         resume = not plan.single
         classes = folder_labels(plan.jobs) if self.label_mode == "folder" else {}
@@ -336,10 +336,6 @@ class FileEncoder:
         return self.label_fn(job.key) if self.label_fn else None
 
     def _encode_long(self, stream: AudioStream) -> Any:
-        from tqdm import tqdm
-
-        from vqtok.tokenizer import streaming
-
         tok = self.tok
         sr = stream.info.orig_sample_rate
         frames = stream.info.orig_frames if not self.chunk_seconds else max(1, round(self.chunk_seconds * sr))
@@ -366,9 +362,6 @@ class FileEncoder:
 def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", chunk_seconds: float | None = 10.0,
                       force: bool = False) -> Path:
     """Decode one codes file to WAV (audio) or PNG (images), trimmed to the original size."""
-    import soundfile as sf
-    from PIL import Image
-
     if not force and out.exists():
         raise VqtokError(f"{out}: already exists; pass --force to overwrite it")
     file = read_codes(path, tok)
@@ -378,8 +371,6 @@ def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", ch
                               chunk_seconds=chunk_seconds)[0].cpu().numpy()  # (T,)
         rate = tok.sample_rate
         if sample_rate == "original":
-            from vqtok.data.audio import resample
-
             rate = int(src.get("orig_sample_rate", rate))
             if rate != tok.sample_rate:
                 wav = resample(wav, tok.sample_rate, rate)
@@ -388,26 +379,22 @@ def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", ch
         elif sample_rate != "model":
             rate = int(sample_rate)
             if rate != tok.sample_rate:
-                from vqtok.data.audio import resample
-
                 wav = resample(wav, tok.sample_rate, rate)
         peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
         if peak > 1.0:
             logger.warning("%s: decoded audio peaks at %.2f; clipped to [-1, 1] for 16-bit WAV", path, peak)
-        wav = np.clip(wav, -1.0, 1.0)
-        _write_file(out, lambda tmp: sf.write(tmp, wav, rate, subtype="PCM_16", format="WAV"))
+        _write_file(out, lambda: write_wav(out, wav, rate))  # clipped to [-1, 1], 16-bit PCM
         return out
     with torch.no_grad():
         levels = [torch.from_numpy(a) for a in file.levels]
         img = tok.decode(levels if tok.levels > 1 else levels[0], size=file.size).cpu().numpy()  # (C, H, W)
-    pixels = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8)
-    picture = Image.fromarray(pixels[0]) if pixels.shape[0] == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
-    _write_file(out, lambda tmp: picture.save(tmp, format="PNG"))
+    pixels = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, C)
+    _write_file(out, lambda: save_png(pixels, out))
     return out
 
 
-def _write_file(out: Path, write: Callable[[str], None]) -> None:
+def _write_file(out: Path, write: Callable[[], None]) -> None:
     try:
-        atomic_write(out, write)
+        write()
     except OSError as err:
         raise VqtokError(f"{out}: cannot write ({err.strerror or err})") from None

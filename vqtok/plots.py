@@ -8,8 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vqtok.files import atomic_write
+
+# matplotlib is imported inside the functions that draw (not to dodge a cycle): it costs about a second per
+# process, and every trainer, `vqtok decode` and DataLoader worker imports this module for save_png alone.
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
@@ -28,8 +32,6 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
     """uint8 (H, W) or (H, W, C) -> PNG, written atomically."""
-    from PIL import Image
-
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     img = Image.fromarray(array)

@@ -1,5 +1,6 @@
 """Prior trainer: checkpoints and tokenizer refusal, the code cache, resume, `vqtok sample`, end to end."""
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -341,3 +342,43 @@ def test_delayed_copies_of_training_clips(tmp_path):
             assert train.sizes[k * n + i] == len(clip)
     assert len(encode_dataset(tok, recipe.data, "test")) == len(
         encode_dataset(tok, prior_recipe(tmp_path / "tok.safetensors", audio_root=root).data, "test"))
+
+
+def test_prior_trains_on_a_folder_vqtok_encode_wrote(tmp_path):
+    """vqtok encode FOLDER -o codes/ -> a prior recipe with data.kind codes -> train -> vqtok sample."""
+    root = spoken_digits(tmp_path / "fsdd")
+    tok_path = tiny_tokenizer(tmp_path / "tok.safetensors", dims=1)
+    result = CliRunner().invoke(main, ["encode", str(root), "-m", str(tok_path), "-o", str(tmp_path / "codes"),
+                                       "--labels", "fsdd"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = tmp_path / "codes" / "manifest.jsonl"
+    recipe = prior_recipe(tok_path, "data.kind=codes", f"data.root={manifest}", "data.rule=fsdd",
+                          f"data.cache={tmp_path / 'unused'}", audio_root=root)
+    tok = load_tokenizer(tok_path)
+    # The same codes, labels and lengths as encoding the audio folder itself
+    for split in ("train", "test"):
+        from_codes, _ = load_or_encode(tok, recipe.data, split, tmp_path / "unused")
+        audio = copy.deepcopy(recipe.data)
+        audio.kind, audio.root = "audio", str(root)
+        from_audio, _ = load_or_encode(tok, audio, split, tmp_path / "cache")
+        def items(s):
+            return sorted((int(s.labels[i]), int(s.sizes[i]), tuple(s.levels[0][i, : s.lengths[0][i]].tolist()))
+                          for i in range(len(s)))
+        assert len(from_codes) == (9 if split == "train" else 3) and items(from_codes) == items(from_audio)
+    priors = train_prior(recipe, tmp_path / "run", progress=False, plot=False)
+    assert priors["codes"].layout.class_counts == [3, 3, 3] and not (tmp_path / "unused").exists()
+    result = CliRunner().invoke(main, ["sample", str(tmp_path / "run"), "-n", "2", "--label", "1", "-o",
+                                       str(tmp_path / "wavs")], catch_exceptions=False)
+    assert result.exit_code == 0 and len(list((tmp_path / "wavs").glob("*.wav"))) == 2
+    # Codes from another tokenizer are refused, naming both
+    other = tiny_tokenizer(tmp_path / "other.safetensors", dims=1, seed=5)
+    with pytest.raises(VqtokError, match="encoded by .*but this prior models"):
+        train_prior(prior_recipe(other, "data.kind=codes", f"data.root={manifest}", "data.rule=fsdd",
+                                 audio_root=root), tmp_path / "run2", progress=False, plot=False)
+
+
+def test_vqtok_train_refuses_init_from_for_a_prior_recipe(tmp_path):
+    result = CliRunner().invoke(main, ["train", str(REPO / "recipes" / "mnist_prior.yaml"), "--init-from",
+                                       str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--init-from" in result.output and "prior recipe" in result.output
+    assert not (tmp_path / "run").exists()

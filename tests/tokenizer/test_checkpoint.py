@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vqtok import VqtokError, load_tokenizer, save_tokenizer
@@ -61,12 +62,16 @@ def test_not_a_checkpoint(tmp_path):
         load_tokenizer(other)
 
 
-def test_newer_format_version_is_refused(tmp_path):
+def saved_with_metadata(tmp_path):
+    """A saved tokenizer's path and its safetensors header metadata (to edit and write back)."""
     path = tmp_path / "tok.safetensors"
     save_tokenizer(trained_model(), path)
-    from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
+        return path, dict(f.metadata())
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    path, meta = saved_with_metadata(tmp_path)
     meta["format_version"] = "99"
     save_file(load_file(str(path)), str(path), metadata=meta)
     with pytest.raises(VqtokError, match="format version 99"):
@@ -74,11 +79,7 @@ def test_newer_format_version_is_refused(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_config(tmp_path):
-    path = tmp_path / "tok.safetensors"
-    save_tokenizer(trained_model(), path)
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
+    path, meta = saved_with_metadata(tmp_path)
     tensors = load_file(str(path))
     cfg = json.loads(meta["config"])
     cfg["net"]["code_dim"] = 5  # config no longer matches the weights
@@ -90,11 +91,7 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
 
 
 def test_unknown_config_key_is_named(tmp_path):
-    path = tmp_path / "tok.safetensors"
-    save_tokenizer(trained_model(), path)
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata())
+    path, meta = saved_with_metadata(tmp_path)
     cfg = json.loads(meta["config"])
     cfg["net"]["wings"] = 2
     meta["config"] = json.dumps(cfg)

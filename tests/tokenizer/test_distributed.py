@@ -1,9 +1,7 @@
 """Two gloo processes on CPU hold the same codebook as one process on the concatenated batch."""
 
-import multiprocessing as mp
 import traceback
 
-import pytest
 import torch
 
 from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer
@@ -43,25 +41,15 @@ def worker(rank: int, init_file: str, out_file: str, revival: bool) -> None:
         raise
 
 
-def run_two_ranks(tmp_path, revival: bool) -> list[dict]:
-    ctx = mp.get_context("spawn")
+def run_two_ranks(tmp_path, revival: bool, spawn_ranks) -> list[dict]:
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
     init = str(tmp_path / "init")
-    procs = [ctx.Process(target=worker, args=(r, init, outs[r], revival)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            pytest.fail("distributed workers hung (killed after 120 s)")
-        assert p.exitcode == 0, f"worker exited with {p.exitcode}"
+    spawn_ranks(worker, [(r, init, outs[r], revival) for r in range(2)], timeout=120)
     return [torch.load(o, weights_only=True) for o in outs]
 
 
-def test_two_processes_equal_one_process_on_concatenated_batch(tmp_path):
-    ranks = run_two_ranks(tmp_path, revival=False)
+def test_two_processes_equal_one_process_on_concatenated_batch(tmp_path, spawn_ranks):
+    ranks = run_two_ranks(tmp_path, revival=False, spawn_ranks=spawn_ranks)
     single = VectorQuantizer(K, D, QuantizerConfig(decay=0.8, dead_ratio=0.0, dead_floor=0.0)).train()
     run_steps(single, None)
     for name in ("codebook", "cluster_size", "embed_sum"):
@@ -69,7 +57,7 @@ def test_two_processes_equal_one_process_on_concatenated_batch(tmp_path):
         torch.testing.assert_close(ranks[0][name], single.state_dict()[name], rtol=1e-5, atol=1e-5)
 
 
-def test_revival_is_identical_on_every_rank(tmp_path):
-    ranks = run_two_ranks(tmp_path, revival=True)
+def test_revival_is_identical_on_every_rank(tmp_path, spawn_ranks):
+    ranks = run_two_ranks(tmp_path, revival=True, spawn_ranks=spawn_ranks)
     for name in ("codebook", "cluster_size", "embed_sum"):
         assert torch.equal(ranks[0][name], ranks[1][name]), name

@@ -27,7 +27,7 @@ def command(path: Path, as_json: bool) -> None:
       vqtok info speech.npy
       vqtok info runs/mnist/tokenizer.safetensors --json
     """
-    from vqtok.tokenizer.card import codes_summary, format_card, format_codes, model_card
+    from vqtok.cli.card import codes_summary, format_card, format_codes, model_card
     from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
 
     if not path.exists():

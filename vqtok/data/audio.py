@@ -53,6 +53,15 @@ def list_files(root: str | os.PathLike, extensions: tuple[str, ...]) -> list[Pat
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def empty_split(root: Path, split: str, in_split: int, found: int, what: str, extensions) -> VqtokError:
+    """The error for a dataset split without a usable file: none placed there, or all of them unreadable."""
+    if in_split:
+        problem = f"none of the {in_split} {what} of split {split!r} is usable (see the warnings)"
+    else:
+        problem = f"no {'/'.join(extensions)} files for split {split!r} ({found} {what} in all)"
+    return VqtokError(f"{root}: {problem}; point root at a folder of {what}")
+
+
 def list_audio_files(root: str | os.PathLike) -> list[Path]:
     """Audio files (``AUDIO_EXTENSIONS``, any case) under ``root``, recursive and sorted."""
     return list_files(root, AUDIO_EXTENSIONS)
@@ -311,11 +320,7 @@ class AudioFolder(Dataset):
             self.labels.append(label)
             self.durations.append(duration)
         if not self.files:
-            if candidates:
-                problem = f"all {len(candidates)} audio files of split {split!r} are unreadable (see the warnings)"
-            else:
-                problem = f"no {'/'.join(AUDIO_EXTENSIONS)} files for split {split!r} ({len(found)} audio files in all)"
-            raise VqtokError(f"{self.root}: {problem}; point root at a folder of audio files")
+            raise empty_split(self.root, split, len(candidates), len(found), "audio files", AUDIO_EXTENSIONS)
 
     def _scan(self, path: Path) -> float:
         """Check one file and return its duration in seconds; with preload, decode and keep it."""

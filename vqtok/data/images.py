@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from vqtok.data.audio import hash_split, list_files, relative_key
+from vqtok.data.audio import empty_split, hash_split, list_files, relative_key
 from vqtok.errors import VqtokError
 
 logger = logging.getLogger(__name__)
@@ -147,11 +147,7 @@ class ImageFolder(Dataset):
             self.files.append(path)
             self.labels.append(label)
         if not self.files:
-            if in_split:
-                problem = f"none of the {in_split} images of split {split!r} is usable (see the warnings)"
-            else:
-                problem = f"no {'/'.join(IMAGE_EXTENSIONS)} files for split {split!r} ({len(found)} images in all)"
-            raise VqtokError(f"{self.root}: {problem}; point root at a folder of images")
+            raise empty_split(self.root, split, in_split, len(found), "images", IMAGE_EXTENSIONS)
 
     @property
     def num_classes(self) -> int | None:
