@@ -22,7 +22,9 @@ def _seed():
 
 @pytest.fixture
 def spawn_ranks():
-    """run(target, args per rank, timeout): each rank in a spawned process; fails on a hang or a non-zero exit."""
+    """run(target, args per rank, timeout): each rank in a spawned process; fails on a hang or a non-zero exit.
+
+    Timeouts are generous: on a loaded shared machine importing torch in a fresh process can take a minute."""
 
     def run(target, rank_args: list[tuple], timeout: float) -> None:
         ctx = mp.get_context("spawn")

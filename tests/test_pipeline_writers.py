@@ -28,7 +28,8 @@ def recording(monkeypatch, name):
 
 def test_decode_codes_file_uses_the_shared_writers(tmp_path, monkeypatch):
     tok = saved_tokenizer(tmp_path / "img.safetensors", dims=2)
-    write_codes(tmp_path / "c.npy", tok.encode(torch.rand(1, 6, 10)), tok, {"kind": "image", "path": "x", "size": [6, 10]})
+    source = {"kind": "image", "path": "x", "size": [6, 10]}
+    write_codes(tmp_path / "c.npy", tok.encode(torch.rand(1, 6, 10)), tok, source)
     pngs = recording(monkeypatch, "save_png")
     pipeline.decode_codes_file(tok, tmp_path / "c.npy", tmp_path / "c.png")
     assert len(pngs) == 1 and pngs[0][1] == tmp_path / "c.png"
@@ -38,7 +39,8 @@ def test_decode_codes_file_uses_the_shared_writers(tmp_path, monkeypatch):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "c.png")), expected)
 
     tok = saved_tokenizer(tmp_path / "aud.safetensors", dims=1)
-    write_codes(tmp_path / "a.npy", tok.encode(torch.randn(1, 101) * 0.1), tok, {"kind": "audio", "path": "a", "length": 101})
+    source = {"kind": "audio", "path": "a", "length": 101}
+    write_codes(tmp_path / "a.npy", tok.encode(torch.randn(1, 101) * 0.1), tok, source)
     wavs = recording(monkeypatch, "write_wav")
     pipeline.decode_codes_file(tok, tmp_path / "a.npy", tmp_path / "a.wav")
     assert len(wavs) == 1 and wavs[0][0] == tmp_path / "a.wav" and wavs[0][2] == 8000

@@ -152,7 +152,7 @@ def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ra
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    spawn_ranks(_ddp_worker, [(r, port, str(tmp_path)) for r in range(2)], timeout=180)
+    spawn_ranks(_ddp_worker, [(r, port, str(tmp_path)) for r in range(2)], timeout=600)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -44,7 +44,7 @@ def worker(rank: int, init_file: str, out_file: str, revival: bool) -> None:
 def run_two_ranks(tmp_path, revival: bool, spawn_ranks) -> list[dict]:
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
     init = str(tmp_path / "init")
-    spawn_ranks(worker, [(r, init, outs[r], revival) for r in range(2)], timeout=120)
+    spawn_ranks(worker, [(r, init, outs[r], revival) for r in range(2)], timeout=600)
     return [torch.load(o, weights_only=True) for o in outs]
 
 

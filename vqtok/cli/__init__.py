@@ -21,7 +21,10 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
-    """Imports a command's module only when it runs, so `vqtok --help` and each command start fast."""
+    """Imports a command's module only when it runs, so `vqtok --help` and each command start fast.
+
+    For the same reason the command modules import trainers and pipelines inside their command function
+    (startup time; no import cycle is involved, see tests/test_imports.py)."""
 
     def list_commands(self, ctx):
         return sorted(COMMANDS)

@@ -76,6 +76,9 @@ def format_card(card: dict[str, Any]) -> str:
     recipe = train.get("recipe", "unknown")
     step = train.get("step", "unknown")
     lines.append(f"training      recipe {recipe}, step {step}" + (f" ({card['recipe_file']})" if "recipe_file" in card else ""))
+    for key, value in train.items():  # best_mse or best_mel_distance, with best_step
+        if key.startswith("best_") and key != "best_step":
+            lines.append(f"best valid    {key[5:]} {value:.4g} at step {train.get('best_step', '?')}")
     return "\n".join(lines)
 
 

@@ -56,7 +56,8 @@ def list_files(root: str | os.PathLike, extensions: tuple[str, ...]) -> list[Pat
 def empty_split(root: Path, split: str, in_split: int, found: int, what: str, extensions) -> VqtokError:
     """The error for a dataset split without a usable file: none placed there, or all of them unreadable."""
     if in_split:
-        problem = f"none of the {in_split} {what} of split {split!r} is usable (see the warnings)"
+        problem = (f"none of the {in_split} {what} of split {split!r} is usable "
+                   "(unreadable or unlabelled; see the warnings)")
     else:
         problem = f"no {'/'.join(extensions)} files for split {split!r} ({found} {what} in all)"
     return VqtokError(f"{root}: {problem}; point root at a folder of {what}")

@@ -94,7 +94,8 @@ class TokenDataset(Dataset):
         if max_items is not None:
             entries = entries[:max_items]
         if not entries:
-            raise VqtokError(f"{path}: the manifest lists no files" + (f" in the {split} split (rule {rule})" if split else ""))
+            where = f" in the {split} split (rule {rule})" if split else ""
+            raise VqtokError(f"{path}: the manifest lists no files{where}")
         self.entries: list[dict[str, Any]] = entries
         self.codes: list[list[torch.Tensor]] = []
         self.labels: list[int] = []
