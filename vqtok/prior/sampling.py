@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from vqtok.prior.guidance import mix, with_null
 from vqtok.prior.pixelcnn import GatedPixelCNN
 from vqtok.prior.transformer import CausalTransformer
 
@@ -128,6 +130,20 @@ def _crop(bias: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
     return bias[:, :, rows, cols]
 
 
+def check_guidance(model: nn.Module, guidance: float) -> bool:
+    """True when `guidance` needs the unconditional branch (w != 1); refuses a model without a null class."""
+    if guidance == 1.0:
+        return False
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}")
+    if not model.config.null_class:
+        raise ValueError(
+            f"guidance {guidance} needs a prior trained with a null class (model.cond_dropout > 0 in its recipe); "
+            "this one has none: sample with guidance 1"
+        )
+    return True
+
+
 def sample_pixelcnn(
     model: GatedPixelCNN,
     n: int,
@@ -139,41 +155,137 @@ def sample_pixelcnn(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
     """Sample n code maps (n, H, W) int64 in raster order.
 
     labels: (n,), (1,) or an int; cond: upper-level codes (n, h, w) or (1, h, w).
     The vertical stack is run once per row (on the rows so far) and only the horizontal stack once per code:
     the result equals a loop over full forward passes, at a fraction of the cost.
+    guidance w != 1 (classifier-free guidance, `vqtok.prior.guidance.mix`) runs every batch twice in one: the
+    conditional rows and the same maps under the null class, both fed the codes drawn from the mixed logits.
     """
     height, width = shape
     device = model.embedding.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
     model.check_conditioning(labels, cond)
+    guided = check_guidance(model, guidance)
     out = torch.zeros(n, height, width, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
             codes = out[part]  # (b, H, W) view, filled in place
             lab = None if labels is None else labels[part]
-            features = None if cond is None else model.encode_cond(cond[part], shape)  # (b, Cc, H, W)
-            biases = model.gate_biases(lab, features)  # per layer (b, 2C, H|1, W|1)
+            top = None if cond is None else cond[part]
+            if guided:  # (2b, ...): conditional rows, then the null class
+                lab, top = with_null(lab, model.config.num_classes), None if top is None else torch.cat([top, top])
+            work = torch.cat([codes, codes]) if guided else codes  # what the network reads (2b | b, H, W)
+            features = None if top is None else model.encode_cond(top, shape)  # (rows, Cc, H, W)
+            biases = model.gate_biases(lab, features)  # per layer (rows, 2C, H|1, W|1)
             for i in range(height):
                 above = slice(0, i + 1)
                 # row i of the vertical context depends on rows < i only (already sampled)
                 above_biases = [_crop(b, above, slice(None)) for b in biases]
-                context = model.vertical_stack(model.embed(codes[:, above]), above_biases)
+                context = model.vertical_stack(model.embed(work[:, above]), above_biases)
                 row = slice(i, i + 1)
-                context = [c[:, :, row] for c in context]  # (b, 2C, 1, W)
+                context = [c[:, :, row] for c in context]  # (rows, 2C, 1, W)
                 for j in range(width):
                     left = slice(0, j + 1)
                     logits = model.horizontal_stack(
-                        model.embed(codes[:, row, left]),
+                        model.embed(work[:, row, left]),
                         [c[..., left] for c in context],
                         [_crop(b, row, left) for b in biases],
-                    )[:, :, 0, j]  # (b, K)
-                    codes[:, i, j] = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+                    )[:, :, 0, j]  # (rows, K)
+                    if guided:
+                        logits = mix(logits, guidance)  # (b, K)
+                    token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
+                    codes[:, i, j] = token
+                    if guided:
+                        work[:, i, j] = torch.cat([token, token])
     return out
+
+
+@dataclass
+class Decoded:
+    """What `decode_transformer` drew: codes (n, length) int64, zero past each end, and lengths (n,)."""
+
+    codes: Tensor
+    lengths: Tensor
+
+
+def decode_transformer(
+    model: CausalTransformer,
+    n: int,
+    length: int,
+    labels: Tensor | int | None = None,
+    cond: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    batch_size: int | None = None,
+    guidance: float = 1.0,
+    stop: int | None = None,
+    banned: Sequence[int] = (),
+    cond_lengths: Tensor | None = None,
+) -> Decoded:
+    """The Transformer's one decode loop: n sequences of at most `length` codes, left to right.
+
+    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top), with cond_lengths (n,) when the
+    items have different lengths (see `CausalTransformer.new_cache`). stop: a token that ends a sequence
+    (EOS; never drawn first, so every sequence has a code); the lengths count the codes before it, and a
+    sequence that never draws it has `length`. banned: ids never drawn (PAD, BOS). guidance w != 1 runs the
+    conditional rows and null-class rows as one batch of 2b through the cache and draws from their mix.
+    use_cache=False recomputes the whole prefix at every step (the reference path); both paths consume the
+    RNG identically.
+    """
+    device = model.tok_emb.weight.device
+    labels = _per_sample(labels, n, "labels", device)
+    cond = _per_sample(cond, n, "cond", device)
+    guided = check_guidance(model, guidance)
+    out = torch.zeros(n, length, dtype=torch.long, device=device)
+    lengths = torch.full((n,), length, dtype=torch.long, device=device)
+    with _sampling_mode(model):
+        for part in _batches(n, batch_size):
+            codes = out[part]  # (b, length) view, filled in place
+            b = codes.shape[0]
+            lab = None if labels is None else labels[part]
+            top = None if cond is None else cond[part]
+            top_lengths = None if cond_lengths is None else cond_lengths[part]
+            if guided:  # (2b, ...): the conditional rows, then the same prefixes under the null class
+                lab = with_null(lab, model.config.num_classes)
+                top = None if top is None else torch.cat([top, top])
+                top_lengths = None if top_lengths is None else torch.cat([top_lengths, top_lengths])
+            rows = 2 * b if guided else b
+            cache = model.new_cache(rows, length, lab, top, top_lengths) if use_cache else None
+            if cache is None:
+                model.check_conditioning(lab, top, length)
+            done = torch.zeros(b, dtype=torch.bool, device=device)
+            for t in range(length):
+                if cache is not None:
+                    previous = None if t == 0 else codes[:, t - 1]
+                    if guided and previous is not None:
+                        previous = torch.cat([previous, previous])
+                    logits = model.step(previous, cache)  # (rows, K)
+                else:
+                    prefix = torch.cat([codes[:, :t], codes[:, :t]]) if guided else codes[:, :t]
+                    logits = model.next_logits(prefix, lab, top)
+                logits = mix(logits, guidance) if guided else logits.float()  # (b, K)
+                if banned:
+                    logits[:, list(banned)] = -math.inf
+                if stop is not None and t == 0:
+                    logits[:, stop] = -math.inf  # at least one code
+                token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
+                if stop is not None:
+                    ended = (token == stop) & ~done
+                    lengths[part][ended] = t
+                    done |= ended
+                    token = torch.where(done, torch.zeros_like(token), token)
+                codes[:, t] = token
+                if stop is not None and bool(done.all()):
+                    break
+    return Decoded(out, lengths)
 
 
 def sample_transformer(
@@ -188,27 +300,12 @@ def sample_transformer(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     batch_size: int | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
-    """Sample n code sequences (n, length) int64, left to right.
+    """Sample n code sequences (n, length) int64, left to right (`decode_transformer` without a stop token).
 
     labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top). For 2D maps sample H * W codes
-    and rearrange "b (h w) -> b h w". use_cache=False recomputes the whole prefix at every step (the
-    reference path); both paths draw from the RNG identically.
+    and rearrange "b (h w) -> b h w".
     """
-    device = model.tok_emb.weight.device
-    labels = _per_sample(labels, n, "labels", device)
-    cond = _per_sample(cond, n, "cond", device)
-    out = torch.zeros(n, length, dtype=torch.long, device=device)
-    with _sampling_mode(model):
-        for part in _batches(n, batch_size):
-            codes = out[part]  # (b, length) view, filled in place
-            lab = None if labels is None else labels[part]
-            top = None if cond is None else cond[part]
-            cache = model.new_cache(codes.shape[0], length, lab, top) if use_cache else None
-            for t in range(length):
-                if cache is not None:
-                    logits = model.step(codes[:, t - 1] if t > 0 else None, cache)
-                else:
-                    logits = model.next_logits(codes[:, :t], lab, top)
-                codes[:, t] = draw(filter_logits(logits, temperature, top_k, top_p), generator)
-    return out
+    return decode_transformer(model, n, length, labels, cond, temperature, top_k, top_p, generator, use_cache,
+                              batch_size, guidance).codes
