@@ -144,6 +144,56 @@ def check_guidance(model: nn.Module, guidance: float) -> bool:
     return True
 
 
+class PixelCNNSteps:
+    """The row-wise incremental path of a GatedPixelCNN over b maps (H, W), one code at a time in raster order.
+
+    Call `next_logits` once per position, then `push` the codes chosen there. The vertical stack is run once
+    per row (on the rows so far), the horizontal stack once per code: the logits equal those of a full forward
+    pass at a fraction of the cost. The sampler draws the codes; the entropy coder (`vqtok.prior.coding`)
+    pushes the known ones, so both compute every step's logits the same way.
+    labels (b,) and cond (b, h, w) as the model takes them; guidance w != 1 runs each map twice in one batch
+    (the labels, then the null class) and returns the mixed logits (`vqtok.prior.guidance.mix`).
+    """
+
+    def __init__(self, model: GatedPixelCNN, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
+                 cond: Tensor | None = None, guidance: float = 1.0):
+        model.check_conditioning(labels, cond)
+        self.model, self.shape, self.guidance = model, shape, guidance
+        self.guided = check_guidance(model, guidance)
+        if self.guided:  # (2b, ...): conditional rows, then the null class
+            labels = with_null(labels, model.config.num_classes)
+            cond = None if cond is None else torch.cat([cond, cond])
+        rows = 2 * batch if self.guided else batch
+        self.codes = torch.zeros(rows, *shape, dtype=torch.long, device=model.embedding.weight.device)
+        features = None if cond is None else model.encode_cond(cond, shape)  # (rows, Cc, H, W)
+        self.biases = model.gate_biases(labels, features)  # per layer (rows, 2C, H|1, W|1)
+        self.context: list[Tensor] = []
+        self.pos = 0
+
+    def next_logits(self) -> Tensor:
+        """Logits (b, K) of the code at the current position, float32."""
+        model, (i, j) = self.model, divmod(self.pos, self.shape[1])
+        row = slice(i, i + 1)
+        if j == 0:  # row i of the vertical context depends on rows < i only (all known by now)
+            above = slice(0, i + 1)
+            above_biases = [_crop(b, above, slice(None)) for b in self.biases]
+            context = model.vertical_stack(model.embed(self.codes[:, above]), above_biases)
+            self.context = [c[:, :, row] for c in context]  # (rows, 2C, 1, W)
+        left = slice(0, j + 1)
+        logits = model.horizontal_stack(
+            model.embed(self.codes[:, row, left]),
+            [c[..., left] for c in self.context],
+            [_crop(b, row, left) for b in self.biases],
+        )[:, :, 0, j]  # (rows, K)
+        return mix(logits, self.guidance) if self.guided else logits.float()
+
+    def push(self, token: Tensor) -> None:
+        """The codes (b,) at the current position; moves to the next one."""
+        i, j = divmod(self.pos, self.shape[1])
+        self.codes[:, i, j] = torch.cat([token, token]) if self.guided else token
+        self.pos += 1
+
+
 def sample_pixelcnn(
     model: GatedPixelCNN,
     n: int,
@@ -157,52 +207,73 @@ def sample_pixelcnn(
     batch_size: int | None = None,
     guidance: float = 1.0,
 ) -> Tensor:
-    """Sample n code maps (n, H, W) int64 in raster order.
+    """Sample n code maps (n, H, W) int64 in raster order through `PixelCNNSteps`.
 
-    labels: (n,), (1,) or an int; cond: upper-level codes (n, h, w) or (1, h, w).
-    The vertical stack is run once per row (on the rows so far) and only the horizontal stack once per code:
-    the result equals a loop over full forward passes, at a fraction of the cost.
-    guidance w != 1 (classifier-free guidance, `vqtok.prior.guidance.mix`) runs every batch twice in one: the
-    conditional rows and the same maps under the null class, both fed the codes drawn from the mixed logits.
+    labels: (n,), (1,) or an int; cond: upper-level codes (n, h, w) or (1, h, w). guidance w != 1: classifier-free
+    guidance, the conditional and null-class rows of each batch run as one batch of 2b.
     """
     height, width = shape
     device = model.embedding.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
     model.check_conditioning(labels, cond)
-    guided = check_guidance(model, guidance)
+    check_guidance(model, guidance)
     out = torch.zeros(n, height, width, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
             codes = out[part]  # (b, H, W) view, filled in place
-            lab = None if labels is None else labels[part]
-            top = None if cond is None else cond[part]
-            if guided:  # (2b, ...): conditional rows, then the null class
-                lab, top = with_null(lab, model.config.num_classes), None if top is None else torch.cat([top, top])
-            work = torch.cat([codes, codes]) if guided else codes  # what the network reads (2b | b, H, W)
-            features = None if top is None else model.encode_cond(top, shape)  # (rows, Cc, H, W)
-            biases = model.gate_biases(lab, features)  # per layer (rows, 2C, H|1, W|1)
+            steps = PixelCNNSteps(model, codes.shape[0], shape, None if labels is None else labels[part],
+                                  None if cond is None else cond[part], guidance)
             for i in range(height):
-                above = slice(0, i + 1)
-                # row i of the vertical context depends on rows < i only (already sampled)
-                above_biases = [_crop(b, above, slice(None)) for b in biases]
-                context = model.vertical_stack(model.embed(work[:, above]), above_biases)
-                row = slice(i, i + 1)
-                context = [c[:, :, row] for c in context]  # (rows, 2C, 1, W)
                 for j in range(width):
-                    left = slice(0, j + 1)
-                    logits = model.horizontal_stack(
-                        model.embed(work[:, row, left]),
-                        [c[..., left] for c in context],
-                        [_crop(b, row, left) for b in biases],
-                    )[:, :, 0, j]  # (rows, K)
-                    if guided:
-                        logits = mix(logits, guidance)  # (b, K)
-                    token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
+                    token = draw(filter_logits(steps.next_logits(), temperature, top_k, top_p), generator)  # (b,)
                     codes[:, i, j] = token
-                    if guided:
-                        work[:, i, j] = torch.cat([token, token])
+                    steps.push(token)
     return out
+
+
+class TransformerSteps:
+    """The incremental path of a CausalTransformer over b sequences of at most `length` codes.
+
+    Call `next_logits` once per position, then `push` the codes chosen there (see `PixelCNNSteps`). With the KV
+    cache each step feeds one position; use_cache=False recomputes the whole prefix (the reference path).
+    labels (b,), cond (b, T_top) and cond_lengths (b,) (items of different lengths, cache only) as
+    `CausalTransformer.new_cache` takes them; guidance w != 1 runs the conditional and null-class rows as one
+    batch of 2b through the cache and returns the mixed logits.
+    """
+
+    def __init__(self, model: CausalTransformer, batch: int, length: int, labels: Tensor | None = None,
+                 cond: Tensor | None = None, guidance: float = 1.0, use_cache: bool = True,
+                 cond_lengths: Tensor | None = None):
+        self.model, self.guidance = model, guidance
+        self.guided = check_guidance(model, guidance)
+        if self.guided:  # (2b, ...): the conditional rows, then the same prefixes under the null class
+            labels = with_null(labels, model.config.num_classes)
+            cond = None if cond is None else torch.cat([cond, cond])
+            cond_lengths = None if cond_lengths is None else torch.cat([cond_lengths, cond_lengths])
+        rows = 2 * batch if self.guided else batch
+        self.labels, self.cond = labels, cond
+        self.cache = model.new_cache(rows, length, labels, cond, cond_lengths) if use_cache else None
+        if self.cache is None:
+            if cond_lengths is not None:
+                raise ValueError("cond_lengths needs the KV cache (use_cache=True)")
+            model.check_conditioning(labels, cond, length)
+        self.codes = torch.zeros(rows, length, dtype=torch.long, device=model.tok_emb.weight.device)
+        self.pos = 0
+
+    def next_logits(self) -> Tensor:
+        """Logits (b, K) of the code at the current position, float32."""
+        t = self.pos
+        if self.cache is not None:
+            logits = self.model.step(self.codes[:, t - 1] if t > 0 else None, self.cache)  # (rows, K)
+        else:
+            logits = self.model.next_logits(self.codes[:, :t], self.labels, self.cond)
+        return mix(logits, self.guidance) if self.guided else logits.float()
+
+    def push(self, token: Tensor) -> None:
+        """The codes (b,) at the current position; moves to the next one."""
+        self.codes[:, self.pos] = torch.cat([token, token]) if self.guided else token
+        self.pos += 1
 
 
 @dataclass
@@ -243,35 +314,19 @@ def decode_transformer(
     device = model.tok_emb.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
-    guided = check_guidance(model, guidance)
+    check_guidance(model, guidance)
     out = torch.zeros(n, length, dtype=torch.long, device=device)
     lengths = torch.full((n,), length, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
             codes = out[part]  # (b, length) view, filled in place
             b = codes.shape[0]
-            lab = None if labels is None else labels[part]
-            top = None if cond is None else cond[part]
-            top_lengths = None if cond_lengths is None else cond_lengths[part]
-            if guided:  # (2b, ...): the conditional rows, then the same prefixes under the null class
-                lab = with_null(lab, model.config.num_classes)
-                top = None if top is None else torch.cat([top, top])
-                top_lengths = None if top_lengths is None else torch.cat([top_lengths, top_lengths])
-            rows = 2 * b if guided else b
-            cache = model.new_cache(rows, length, lab, top, top_lengths) if use_cache else None
-            if cache is None:
-                model.check_conditioning(lab, top, length)
+            steps = TransformerSteps(model, b, length, None if labels is None else labels[part],
+                                     None if cond is None else cond[part], guidance, use_cache,
+                                     None if cond_lengths is None else cond_lengths[part])
             done = torch.zeros(b, dtype=torch.bool, device=device)
             for t in range(length):
-                if cache is not None:
-                    previous = None if t == 0 else codes[:, t - 1]
-                    if guided and previous is not None:
-                        previous = torch.cat([previous, previous])
-                    logits = model.step(previous, cache)  # (rows, K)
-                else:
-                    prefix = torch.cat([codes[:, :t], codes[:, :t]]) if guided else codes[:, :t]
-                    logits = model.next_logits(prefix, lab, top)
-                logits = mix(logits, guidance) if guided else logits.float()  # (b, K)
+                logits = steps.next_logits()  # (b, K)
                 if banned:
                     logits[:, list(banned)] = -math.inf
                 if stop is not None and t == 0:
@@ -283,6 +338,7 @@ def decode_transformer(
                     done |= ended
                     token = torch.where(done, torch.zeros_like(token), token)
                 codes[:, t] = token
+                steps.push(token)
                 if stop is not None and bool(done.all()):
                     break
     return Decoded(out, lengths)
