@@ -14,7 +14,7 @@ from torch import Tensor
 from vqtok.data.tokens import Vocab
 from vqtok.prior.guidance import drop_labels
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqtok.prior.sampling import decode_transformer, sample_pixelcnn, sample_transformer
+from vqtok.prior.sampling import decode_transformer, sample_pixelcnn
 from vqtok.prior.transformer import CausalTransformer, TransformerConfig
 
 # kind -> (network class, its config dataclass); a recipe's model.kind picks one.
@@ -167,8 +167,8 @@ class CodePrior(nn.Module):
             if lay.kind == "pixelcnn":
                 return sample_pixelcnn(self.net, n, tuple(lay.shape), labels, cond, temperature, top_k, top_p,
                                        generator, batch_size, guidance)
-            flat = sample_transformer(self.net, n, lay.shape[0] * lay.shape[1], labels, None, temperature,
-                                      top_k, top_p, generator, batch_size=batch_size, guidance=guidance)
+            flat = decode_transformer(self.net, n, lay.shape[0] * lay.shape[1], labels, None, temperature, top_k,
+                                      top_p, generator, batch_size=batch_size, guidance=guidance).codes
             return rearrange(flat, "b (h w) -> b h w", h=lay.shape[0])
         if cond is not None:  # 1-D bottom: cond_ratio codes per top code, tops of different lengths in one batch
             tops = [torch.as_tensor(top).long() for top in cond]

@@ -344,24 +344,12 @@ def decode_transformer(
     return Decoded(out, lengths)
 
 
-def sample_transformer(
-    model: CausalTransformer,
-    n: int,
-    length: int,
-    labels: Tensor | int | None = None,
-    cond: Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    use_cache: bool = True,
-    batch_size: int | None = None,
-    guidance: float = 1.0,
-) -> Tensor:
-    """Sample n code sequences (n, length) int64, left to right (`decode_transformer` without a stop token).
+def sample_transformer(model: CausalTransformer, n: int, length: int, labels: Tensor | int | None = None,
+                       cond: Tensor | None = None, **options) -> Tensor:
+    """Sample n code sequences (n, length) int64, left to right: `decode_transformer` without a stop token.
 
-    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top). For 2D maps sample H * W codes
-    and rearrange "b (h w) -> b h w".
+    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top). options: temperature, top_k, top_p,
+    generator, use_cache, batch_size, guidance (see `decode_transformer`). For 2D maps sample H * W codes and
+    rearrange "b (h w) -> b h w".
     """
-    return decode_transformer(model, n, length, labels, cond, temperature, top_k, top_p, generator, use_cache,
-                              batch_size, guidance).codes
+    return decode_transformer(model, n, length, labels, cond, **options).codes
