@@ -215,6 +215,13 @@ def prior_nll_rows(run: Path) -> list[tuple[str, str]]:
             for key, value in last.items() if key.startswith(("nll", "bits"))]
 
 
+def timed(fn: Callable):
+    """(fn(), seconds it took)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     """A title line, then a two-column markdown table of (measure, value) rows."""
     print(title)

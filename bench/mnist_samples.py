@@ -11,13 +11,13 @@ bench/.cache/. Then, for the prior run given (single-level or VQ-VAE-2):
 
     python bench/mnist_samples.py runs/mnist_prior                 # ~1-3 minutes on one core
     python bench/mnist_samples.py runs/mnist_vqvae2_prior --per-class 20 --unconditional 500
+    python bench/mnist_samples.py runs/mnist_prior --guidance 3     # classifier-free guidance weight
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,9 +32,16 @@ from digit_classifiers import (  # noqa: E402
     print_table,
     prior_nll_rows,
     probabilities,
+    timed,
 )
 
-from vqtok.prior.generate import decode_codes, draw_labels, load_prior_run, sample_codes  # noqa: E402
+from vqtok.prior.generate import (  # noqa: E402
+    decode_codes,
+    describe_guidance,
+    draw_labels,
+    load_prior_run,
+    sample_codes,
+)
 
 
 def to_28(images: torch.Tensor) -> torch.Tensor:
@@ -51,6 +58,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=20, help="class-conditional samples per digit")
     parser.add_argument("--unconditional", type=int, default=500, help="unconditional samples")
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance weight (default: the prior's recipe, model.guidance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machines)")
     parser.add_argument("--grid", type=Path, help="also write the class-conditional samples as a PNG grid")
@@ -72,31 +81,31 @@ def main() -> None:
 
     if priors[0].layout.num_classes:
         labels = torch.arange(10).repeat_interleave(args.per_class)
-        start = time.perf_counter()
-        images = decode_codes(tok, sample_codes(priors, len(labels), labels, args.temperature, generator=gen))
-        seconds = time.perf_counter() - start
+        codes, sampling = timed(lambda: sample_codes(priors, len(labels), labels, args.temperature, generator=gen,
+                                                     guidance=args.guidance))
+        images, decoding = timed(lambda: decode_codes(tok, codes))
         probs = probabilities(classifier, images, classify)
         per_class = [accuracy(probs[labels == c], labels[labels == c]) for c in range(10)]
         rows.append((f"class-conditional samples labelled as requested ({len(labels)})", f"{accuracy(probs, labels):.3f}"))
         rows.append(("  per class 0..9", " ".join(f"{a:.2f}" for a in per_class)))
-        rows.append(("  sampling + decoding time (s)", f"{seconds:.1f}"))
+        rows.append(("  sampling, decoding time (s)", f"{sampling:.1f}, {decoding:.1f}"))
         if args.grid:
             from vqtok.plots import image_grid, save_png
 
             order = torch.arange(len(labels)).reshape(10, args.per_class).T.flatten()  # one digit per column
             save_png(image_grid(images[order], nrow=10), args.grid)
     labels = draw_labels(priors[0], args.unconditional, None, gen)
-    start = time.perf_counter()
-    images = decode_codes(tok, sample_codes(priors, args.unconditional, labels, args.temperature, generator=gen))
-    seconds = time.perf_counter() - start
+    codes, sampling = timed(lambda: sample_codes(priors, args.unconditional, labels, args.temperature, generator=gen,
+                                                 guidance=args.guidance))
+    images, decoding = timed(lambda: decode_codes(tok, codes))
     probs = probabilities(classifier, images, classify)
     how = "y ~ p(y), then x ~ p(x | y)" if labels is not None else "unconditional prior"
     rows.append((f"classifier score of {args.unconditional} unconditional samples ({how})",
                  f"{classifier_score(probs):.2f}"))
-    rows.append(("  sampling + decoding time (s)", f"{seconds:.1f}"))
+    rows.append(("  sampling, decoding time (s)", f"{sampling:.1f}, {decoding:.1f}"))
 
     print_table(f"MNIST samples of {args.prior} (levels {', '.join(p.layout.level for p in priors)}, "
-                f"temperature {args.temperature}, seed {args.seed}, {args.threads} thread(s))", rows)
+                f"temperature {args.temperature}, guidance {describe_guidance(priors, args.guidance)}, seed {args.seed}, {args.threads} thread(s))", rows)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ fraction of class-conditional samples it labels as requested, the samples' lengt
 
     python bench/speech_samples.py runs/speech_prior                       # a few minutes on one core
     python bench/speech_samples.py runs/speech_prior --per-class 10 --out samples_wav/
+    python bench/speech_samples.py runs/speech_prior --guidance 2          # classifier-free guidance weight
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,10 +30,11 @@ from digit_classifiers import (  # noqa: E402
     prior_nll_rows,
     probabilities,
     speech_classifier,
+    timed,
 )
 
 from vqtok.data.audio import write_wav  # noqa: E402
-from vqtok.prior.generate import decode_codes, load_prior_run, sample_codes  # noqa: E402
+from vqtok.prior.generate import decode_codes, describe_guidance, load_prior_run, sample_codes  # noqa: E402
 
 
 def main() -> None:
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=10, help="class-conditional samples per digit")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance weight (default: the prior's recipe, model.guidance)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared machines)")
     parser.add_argument("--out", type=Path, default=CACHE / "speech_samples", help="folder for the WAV samples")
@@ -67,10 +70,9 @@ def main() -> None:
         raise SystemExit(f"{args.prior}: not a class-conditional prior; nothing to score against")
     gen = torch.Generator().manual_seed(args.seed)
     labels = torch.arange(10).repeat_interleave(args.per_class)
-    start = time.perf_counter()
-    codes = sample_codes(priors, len(labels), labels, args.temperature, top_p=args.top_p, generator=gen)
-    waves = decode_codes(tok, codes)
-    seconds = time.perf_counter() - start
+    codes, sampling = timed(lambda: sample_codes(priors, len(labels), labels, args.temperature, top_p=args.top_p,
+                                                 generator=gen, guidance=args.guidance))
+    waves, decoding = timed(lambda: decode_codes(tok, codes))
     probs = probabilities(classifier, waves, clip_batch, 32)
     per_class = [accuracy(probs[labels == c], labels[labels == c]) for c in range(10)]
     durations = torch.tensor([len(w) / tok.sample_rate for w in waves])
@@ -80,7 +82,7 @@ def main() -> None:
     rows.append(("  sample length (s): mean, min, max",
                  f"{durations.mean():.2f}, {durations.min():.2f}, {durations.max():.2f}"))
     rows.append(("  samples that ended with EOS", f"{ended}/{len(labels)}"))
-    rows.append(("  sampling + decoding time (s)", f"{seconds:.1f}"))
+    rows.append(("  sampling, decoding time (s)", f"{sampling:.1f}, {decoding:.1f}"))
     real = torch.tensor([len(c) / 8000 for c in test_clips])
     rows.append(("real test clip length (s): mean, min, max", f"{real.mean():.2f}, {real.min():.2f}, {real.max():.2f}"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,7 @@ def main() -> None:
         write_wav(args.out / f"digit{int(label)}_{i % args.per_class:02d}_heard{guess}.wav", wave, tok.sample_rate)
 
     print_table(f"speech samples of {args.prior} (tokenizer {tok_path}, temperature {args.temperature}, "
-                f"top-p {args.top_p}, seed {args.seed}, {args.threads} thread(s)); WAVs in {args.out}", rows)
+                f"top-p {args.top_p}, guidance {describe_guidance(priors, args.guidance)}, seed {args.seed}, {args.threads} thread(s)); WAVs in {args.out}", rows)
 
 
 if __name__ == "__main__":

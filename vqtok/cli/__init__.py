@@ -17,6 +17,8 @@ COMMANDS = {
     "info": "info",
     "eval": "eval",
     "sample": "sample",
+    "compress": "compress",
+    "decompress": "decompress",
 }
 
 

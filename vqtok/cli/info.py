@@ -16,7 +16,8 @@ from vqtok.errors import VqtokError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
 def command(path: Path, as_json: bool) -> None:
-    """Show the model card of a TOKENIZER (.safetensors) or the contents of a CODES file (.npy/.npz).
+    """Show the model card of a TOKENIZER (.safetensors), the contents of a CODES file (.npy/.npz), or the
+    rate of a prior-coded token file (.vqz: bits per code, ratio to the raw codes).
 
     The card lists the architecture, parameter count, sample rate, downsampling, frame rate and
     codebook size per level, bitrate, tokens per second, and the training recipe and step.
@@ -26,12 +27,19 @@ def command(path: Path, as_json: bool) -> None:
       vqtok info runs/speech/tokenizer.safetensors
       vqtok info speech.npy
       vqtok info runs/mnist/tokenizer.safetensors --json
+      vqtok info 0_george_0.vqz
     """
     from vqtok.cli.card import codes_summary, format_card, format_codes, model_card
     from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
 
     if not path.exists():
         raise VqtokError(f"{path}: no such file; give a tokenizer (.safetensors) or a codes file (.npy/.npz)")
+    if path.suffix == ".vqz":
+        from vqtok.prior.coding import format_vqz, read_vqz, vqz_summary
+
+        summary = vqz_summary(read_vqz(path))
+        click.echo(json.dumps(summary, indent=1) if as_json else format_vqz(summary))
+        return
     if path.suffix in CODE_SUFFIXES:
         summary = codes_summary(read_codes(path))
         click.echo(json.dumps(summary, indent=1) if as_json else format_codes(summary))

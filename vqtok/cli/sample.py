@@ -28,24 +28,30 @@ from vqtok.errors import VqtokError
               help="Softmax temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep the k most likely codes at each step.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Nucleus sampling: keep this much mass.")
+@click.option("--guidance", type=click.FloatRange(min=0),
+              help="Classifier-free guidance weight w: logits l_u + w (l_c - l_u) (1: plain conditional). "
+                   "Default: the prior's recipe (model.guidance). Needs a prior trained with model.cond_dropout.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (the same seed gives the same samples).")
 @click.option("--nrow", type=click.IntRange(min=1), help="Images per row of the grid (default 8).")
 @device_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @friendly_errors
 def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir: Path | None, tokenizer: Path | None,
-            temperature: float, top_k: int | None, top_p: float | None, seed: int, nrow: int | None, device: str,
-            force: bool) -> None:
+            temperature: float, top_k: int | None, top_p: float | None, guidance: float | None, seed: int,
+            nrow: int | None, device: str, force: bool) -> None:
     """Sample from PRIOR (a prior run folder, or a prior .safetensors) and decode through its tokenizer.
 
     A VQ-VAE-2 is sampled top first, then bottom given the top. Audio priors stop each sample at its
-    end-of-sequence token, so clips have natural lengths.
+    end-of-sequence token, so clips have natural lengths. With --guidance W (a prior trained with
+    model.cond_dropout) each step mixes the conditional and unconditional logits; without --label the
+    class is drawn from the training frequencies first, then guided.
 
     \b
     Examples:
       vqtok sample runs/mnist_prior -n 64 -o samples.png
       vqtok sample runs/mnist_prior -n 16 --label 3 -o threes.png --codes threes/
       vqtok sample runs/speech_prior -n 10 --label 7 -o sevens/ --temperature 0.9
+      vqtok sample runs/mnist_prior -n 64 --guidance 3 -o guided.png
     """
     import torch
 
@@ -78,7 +84,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
 
     gen = torch.Generator().manual_seed(seed)
     labels = draw_labels(priors[0], n, label, gen)
-    levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen)
+    levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen, guidance=guidance)
     decoded = decode_codes(tok, levels)
     if images:
         from vqtok.plots import image_grid, save_png

@@ -4,6 +4,7 @@ from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtok.prior.sampling import (
+    decode_transformer,
     draw,
     filter_logits,
     nll_bits,
@@ -21,6 +22,7 @@ __all__ = [
     "KVCache",
     "PixelCNNConfig",
     "TransformerConfig",
+    "decode_transformer",
     "draw",
     "filter_logits",
     "load_prior",

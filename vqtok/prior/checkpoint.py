@@ -13,11 +13,11 @@ from safetensors.torch import load_file, save_file
 
 from vqtok.config import from_dict
 from vqtok.errors import VqtokError
-from vqtok.prior.model import NETWORKS, CodePrior, PriorLayout
 from vqtok.files import atomic_write
+from vqtok.prior.model import DERIVED_FIELDS, NETWORKS, CodePrior, PriorLayout
 from vqtok.tokenizer.checkpoint import read_header
-from vqtok.version import __version__
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
+from vqtok.version import __version__
 
 FORMAT = "vqtok.prior"
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ def load_prior(path: str | Path, tokenizer=None, device: str | torch.device = "c
         made_for = json.loads(meta["tokenizer"])
     except (KeyError, json.JSONDecodeError, VqtokError) as err:
         raise VqtokError(f"{path}: bad prior config in checkpoint ({err})") from None
-    for name in ("num_codes", "num_classes", "cond_codes", "cond_ratio"):  # rebuilt from the layout
+    for name in DERIVED_FIELDS:  # rebuilt from the layout
         config.pop(name, None)
     prior = CodePrior(layout, config)
     try:

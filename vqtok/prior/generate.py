@@ -85,18 +85,45 @@ def draw_labels(prior: CodePrior, n: int, label: int | None, generator: torch.Ge
     return torch.multinomial(counts, n, replacement=True, generator=generator)
 
 
+def check_guidance(priors: list[CodePrior], guidance: float | None) -> None:
+    """Refuse a guidance weight w != 1 for a prior without the null class guidance needs."""
+    if guidance is None or guidance == 1.0:
+        return
+    if guidance < 0:
+        raise VqtokError(f"--guidance must be >= 0, got {guidance}")
+    for prior in priors:
+        lay = prior.layout
+        if not lay.num_classes:
+            raise VqtokError(f"guidance {guidance} mixes class-conditional and unconditional logits; this {lay.level} "
+                             "prior is not class-conditional: use guidance 1")
+        if not lay.null_class:
+            raise VqtokError(f"guidance {guidance} needs a prior trained with model.cond_dropout > 0 (a null class); "
+                             f"this {lay.level} prior has none: use guidance 1 or retrain it with cond_dropout")
+
+
+def describe_guidance(priors: list[CodePrior], guidance: float | None) -> str:
+    """The guidance weight sampling uses, as benches print it: the one given, else each recipe's."""
+    if guidance is not None:
+        return f"{guidance:g}"
+    return ", ".join(f"{p.layout.guidance:g} (recipe)" for p in priors if p.layout.num_classes) or "none"
+
+
 def sample_codes(priors: list[CodePrior], n: int, labels: Tensor | None = None, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-                 batch_size: int | None = 64) -> list:
+                 batch_size: int | None = 64, guidance: float | None = None) -> list:
     """Codes per level, top first: (n, h, w) tensors for maps, lists of n (T_i,) tensors for sequences.
 
-    A bottom prior is sampled given the top codes just drawn (VQ-VAE-2 ancestral sampling).
+    A bottom prior is sampled given the top codes just drawn (VQ-VAE-2 ancestral sampling). guidance: the
+    classifier-free guidance weight of every class-conditional level (None: each prior's recipe default).
     """
+    check_guidance(priors, guidance)
     levels: list = []
     for prior in priors:
         lab = labels if prior.layout.num_classes else None
         cond = levels[0] if prior.layout.level == "bottom" else None
-        levels.append(prior.sample(n, lab, cond, temperature, top_k, top_p, generator, batch_size=batch_size))
+        w = 1.0 if not prior.layout.num_classes else guidance
+        levels.append(prior.sample(n, lab, cond, temperature, top_k, top_p, generator, batch_size=batch_size,
+                                   guidance=w))
     return levels
 
 

@@ -12,8 +12,9 @@ from einops import rearrange
 from torch import Tensor
 
 from vqtok.data.tokens import Vocab
+from vqtok.prior.guidance import drop_labels
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from vqtok.prior.sampling import _sampling_mode, draw, filter_logits, sample_pixelcnn, sample_transformer
+from vqtok.prior.sampling import decode_transformer, sample_pixelcnn
 from vqtok.prior.transformer import CausalTransformer, TransformerConfig
 
 # kind -> (network class, its config dataclass); a recipe's model.kind picks one.
@@ -22,7 +23,7 @@ NETWORKS: dict[str, tuple[type[nn.Module], type]] = {
     "transformer": (CausalTransformer, TransformerConfig),
 }
 # Config fields that follow from the tokenizer and the data, never from a recipe.
-DERIVED_FIELDS = ("num_codes", "num_classes", "cond_codes", "cond_ratio")
+DERIVED_FIELDS = ("num_codes", "num_classes", "cond_codes", "cond_ratio", "null_class")
 
 
 @dataclass
@@ -50,6 +51,13 @@ class PriorLayout:
     num_classes: int | None = None  # class-conditional prior
     class_counts: list[int] | None = None  # training labels per class: p(y) for unconditional sampling
     max_length: int | None = None  # 1-D: longest training sequence (codes, without EOS)
+    cond_dropout: float = 0.0  # training labels dropped to the null class (index num_classes) with this probability
+    guidance: float = 1.0  # default classifier-free guidance weight when sampling (1: the conditional model)
+
+    @property
+    def null_class(self) -> bool:
+        """The network has the extra "no class" row of classifier-free guidance (checkpoints before it: no)."""
+        return bool(self.num_classes) and self.cond_dropout > 0
 
     @property
     def vocab(self) -> Vocab:
@@ -65,7 +73,7 @@ def build_network(layout: PriorLayout, config: dict) -> nn.Module:
     """The network of `layout.kind` from the recipe's `model.config` plus the fields the layout fixes."""
     cls, config_cls = NETWORKS[layout.kind]
     derived = {"num_codes": layout.num_outputs, "num_classes": layout.num_classes,
-               "cond_codes": layout.cond_codebook_size}
+               "cond_codes": layout.cond_codebook_size, "null_class": layout.null_class}
     if layout.kind == "transformer":
         derived["cond_ratio"] = layout.cond_ratio
     return cls.from_config(config_cls(**{**config, **derived}))
@@ -126,6 +134,8 @@ class CodePrior(nn.Module):
         Divide the first two for the training loss; the EOS part lets reports give NLL per code apart.
         """
         tokens, mask = self.targets(codes, lengths)
+        if self.training and labels is not None and self.layout.null_class:  # classifier-free guidance training
+            labels = drop_labels(labels, self.layout.cond_dropout, self.layout.num_classes)
         logits = self.logits(tokens, labels, cond).float()
         per_token = F.cross_entropy(rearrange(logits, "b ... k -> b k ..."), tokens, reduction="none")
         if mask is None:
@@ -145,59 +155,34 @@ class CodePrior(nn.Module):
     def sample(self, n: int, labels: Tensor | None = None, cond: Tensor | None = None,
                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None, max_length: int | None = None,
-               batch_size: int | None = None) -> list[Tensor] | Tensor:
+               batch_size: int | None = None, guidance: float | None = None) -> list[Tensor] | Tensor:
         """n samples: (n, H, W) maps, or a list of n (T_i,) sequences (1-D, natural lengths).
 
         A bottom prior takes the top codes as `cond` ((n, h, w), or a list of n (T_top,) for 1-D).
+        guidance: classifier-free guidance weight (None: the recipe's, `layout.guidance`; 1: none).
         """
         lay = self.layout
+        guidance = lay.guidance if guidance is None else guidance
         if lay.dims == 2:
             if lay.kind == "pixelcnn":
                 return sample_pixelcnn(self.net, n, tuple(lay.shape), labels, cond, temperature, top_k, top_p,
-                                       generator, batch_size)
-            flat = sample_transformer(self.net, n, lay.shape[0] * lay.shape[1], labels, None, temperature,
-                                      top_k, top_p, generator, batch_size=batch_size)
+                                       generator, batch_size, guidance)
+            flat = decode_transformer(self.net, n, lay.shape[0] * lay.shape[1], labels, None, temperature, top_k,
+                                      top_p, generator, batch_size=batch_size, guidance=guidance).codes
             return rearrange(flat, "b (h w) -> b h w", h=lay.shape[0])
-        if cond is not None:  # 1-D bottom: cond_ratio codes per top code
-            out = []
-            for i, top in enumerate(cond):
-                top = torch.as_tensor(top).long()[None]
-                lab = None if labels is None else labels[i : i + 1]
-                out.append(sample_transformer(self.net, 1, top.shape[1] * lay.cond_ratio, lab, top, temperature,
-                                              top_k, top_p, generator)[0])
-            return out
-        return self._sample_until_eos(n, labels, temperature, top_k, top_p, generator, max_length, batch_size)
-
-    def _sample_until_eos(self, n, labels, temperature, top_k, top_p, generator, max_length, batch_size):
-        """KV-cached sampling of 1-D sequences that stop at EOS (or at max_length codes)."""
-        net, vocab = self.net, self.layout.vocab
-        limit = net.config.max_len - 1  # one position left for EOS
-        max_length = min(limit, max_length or self.layout.max_length or limit)
-        device = net.tok_emb.weight.device
-        if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long, device=device).expand(n)
-        out: list[Tensor] = []
-        step = batch_size or n
-        with _sampling_mode(net):
-            for start in range(0, n, step):
-                b = min(step, n - start)
-                lab = None if labels is None else labels[start : start + b]
-                cache = net.new_cache(b, max_length, lab, None)
-                codes = torch.zeros(b, max_length, dtype=torch.long, device=device)
-                lengths = torch.full((b,), max_length, dtype=torch.long, device=device)  # no EOS: cut here
-                done = torch.zeros(b, dtype=torch.bool, device=device)
-                for t in range(max_length):
-                    logits = net.step(codes[:, t - 1] if t > 0 else None, cache).float()  # (b, K + 3)
-                    logits[:, vocab.pad] = -math.inf  # never a target, never sampled
-                    logits[:, vocab.bos] = -math.inf
-                    if t == 0:
-                        logits[:, vocab.eos] = -math.inf  # at least one code
-                    token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
-                    ended = (token == vocab.eos) & ~done
-                    lengths[ended] = t
-                    done |= ended
-                    codes[:, t] = torch.where(done, torch.zeros_like(token), token)
-                    if bool(done.all()):
-                        break
-                out += [codes[i, : int(lengths[i])].clone() for i in range(b)]
-        return out
+        if cond is not None:  # 1-D bottom: cond_ratio codes per top code, tops of different lengths in one batch
+            tops = [torch.as_tensor(top).long() for top in cond]
+            top_lengths = torch.tensor([len(top) for top in tops])
+            padded = torch.nn.utils.rnn.pad_sequence(tops, batch_first=True)  # (n, T_top_max)
+            out = decode_transformer(self.net, n, padded.shape[1] * lay.cond_ratio, labels, padded, temperature,
+                                     top_k, top_p, generator, batch_size=batch_size, guidance=guidance,
+                                     cond_lengths=top_lengths)
+            return [out.codes[i, : int(m) * lay.cond_ratio].clone() for i, m in enumerate(top_lengths)]
+        # 1-D with EOS: stop each sequence there (at most max_length codes, one position left for EOS)
+        limit = self.net.config.max_len - 1
+        max_length = min(limit, max_length or lay.max_length or limit)
+        vocab = lay.vocab
+        out = decode_transformer(self.net, n, max_length, labels, None, temperature, top_k, top_p, generator,
+                                 batch_size=batch_size, guidance=guidance, stop=vocab.eos,
+                                 banned=(vocab.pad, vocab.bos))  # never targets, never sampled
+        return [out.codes[i, : int(m)].clone() for i, m in enumerate(out.lengths)]

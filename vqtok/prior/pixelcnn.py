@@ -37,6 +37,7 @@ class PixelCNNConfig:
     cond_codes: int | None = None
     cond_channels: int = 64
     cond_layers: int = 2
+    null_class: bool = False  # one more class row, index num_classes: the unconditional model (guidance)
 
 
 def _gate(pre: Tensor, bias: Tensor | None) -> Tensor:
@@ -69,6 +70,7 @@ class GatedLayer(nn.Module):
     def __init__(
         self, channels: int, kernel_size: int, first: bool, num_classes: int | None, cond_channels: int | None
     ):
+        # num_classes here counts the null class too when the network has one
         super().__init__()
         c, p = channels, kernel_size // 2
         self.first, self.pad = first, p
@@ -113,6 +115,8 @@ class GatedPixelCNN(nn.Module):
     codes[:, i, j] from the codes before it in raster order (and from labels / cond, seen in full).
 
     - ``num_classes``: class-conditional prior (a learned bias per class in every gate).
+    - ``null_class``: one more class, index ``num_classes``, that stands for "no class" (classifier-free
+      guidance, Ho & Salimans 2022); trained when labels are dropped to it (see `vqtok.prior.guidance`).
     - ``cond_codes``: conditioned on an upper-level code map (B, h, w) with H/h and W/w integers, e.g. the
       VQ-VAE-2 bottom prior (top 7x7 -> bottom 14x14). The map is embedded, passed through ``cond_layers``
       non-causal residual blocks, upsampled (nearest) to (H, W) and projected into every gate.
@@ -128,8 +132,11 @@ class GatedPixelCNN(nn.Module):
         cond_codes: int | None = None,
         cond_channels: int = 64,
         cond_layers: int = 2,
+        null_class: bool = False,
     ):
         super().__init__()
+        if null_class and not num_classes:
+            raise ValueError("null_class needs num_classes: it is the extra class of classifier-free guidance")
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(
                 f"kernel_size must be odd and >= 3 (the first layer sees k // 2 codes), got {kernel_size}"
@@ -137,12 +144,13 @@ class GatedPixelCNN(nn.Module):
         if layers < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.config = PixelCNNConfig(
-            num_codes, channels, layers, kernel_size, num_classes, cond_codes, cond_channels, cond_layers
+            num_codes, channels, layers, kernel_size, num_classes, cond_codes, cond_channels, cond_layers, null_class
         )
+        rows = num_classes + int(null_class) if num_classes else None  # class bias rows
         self.embedding = nn.Embedding(num_codes, channels)
         cond_in = cond_channels if cond_codes else None
         self.gated = nn.ModuleList(
-            GatedLayer(channels, kernel_size, first=(i == 0), num_classes=num_classes, cond_channels=cond_in)
+            GatedLayer(channels, kernel_size, first=(i == 0), num_classes=rows, cond_channels=cond_in)
             for i in range(layers)
         )
         if cond_codes:

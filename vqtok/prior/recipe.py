@@ -22,6 +22,10 @@ class PriorModelConfig:
 
     kind: str = "pixelcnn"  # pixelcnn | transformer
     class_conditional: bool = False  # condition on the data's labels (MNIST digits, FSDD spoken digits)
+    # classifier-free guidance (Ho & Salimans 2022): each training label is replaced by a null class with this
+    # probability, so the same network also learns the unconditional model
+    cond_dropout: float = 0.0
+    guidance: float = 1.0  # default weight w of vqtok sample: logits l_u + w (l_c - l_u); 1 = conditional only
     config: dict = field(default_factory=dict)
 
 
@@ -61,6 +65,15 @@ def check_model(model: PriorModelConfig, where: str = "model") -> None:
                          f"remove it (use {where}.class_conditional for classes)")
     _, config_cls = NETWORKS[model.kind]
     from_dict(config_cls, {"num_codes": 2, **model.config}, f"{where}.config")  # strict keys and types
+    if not 0.0 <= model.cond_dropout < 1.0:
+        raise VqtokError(f"{where}.cond_dropout must be in [0, 1), got {model.cond_dropout}")
+    if model.cond_dropout > 0 and not model.class_conditional:
+        raise VqtokError(f"{where}.cond_dropout drops the class label: it needs {where}.class_conditional: true")
+    if model.guidance < 0:
+        raise VqtokError(f"{where}.guidance must be >= 0, got {model.guidance}")
+    if model.guidance != 1.0 and model.cond_dropout <= 0:
+        raise VqtokError(f"{where}.guidance {model.guidance} needs an unconditional model: set {where}.cond_dropout "
+                         "(e.g. 0.1) or guidance 1")
 
 
 def load_prior_recipe(path: str | Path, overrides: list[str] | None = None) -> PriorRecipe:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from vqtok.prior.guidance import mix, with_null
 from vqtok.prior.pixelcnn import GatedPixelCNN
 from vqtok.prior.transformer import CausalTransformer
 
@@ -128,6 +130,70 @@ def _crop(bias: Tensor | None, rows: slice, cols: slice) -> Tensor | None:
     return bias[:, :, rows, cols]
 
 
+def check_guidance(model: nn.Module, guidance: float) -> bool:
+    """True when `guidance` needs the unconditional branch (w != 1); refuses a model without a null class."""
+    if guidance == 1.0:
+        return False
+    if guidance < 0:
+        raise ValueError(f"guidance must be >= 0, got {guidance}")
+    if not model.config.null_class:
+        raise ValueError(
+            f"guidance {guidance} needs a prior trained with a null class (model.cond_dropout > 0 in its recipe); "
+            "this one has none: sample with guidance 1"
+        )
+    return True
+
+
+class PixelCNNSteps:
+    """The row-wise incremental path of a GatedPixelCNN over b maps (H, W), one code at a time in raster order.
+
+    Call `next_logits` once per position, then `push` the codes chosen there. The vertical stack is run once
+    per row (on the rows so far), the horizontal stack once per code: the logits equal those of a full forward
+    pass at a fraction of the cost. The sampler draws the codes; the entropy coder (`vqtok.prior.coding`)
+    pushes the known ones, so both compute every step's logits the same way.
+    labels (b,) and cond (b, h, w) as the model takes them; guidance w != 1 runs each map twice in one batch
+    (the labels, then the null class) and returns the mixed logits (`vqtok.prior.guidance.mix`).
+    """
+
+    def __init__(self, model: GatedPixelCNN, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
+                 cond: Tensor | None = None, guidance: float = 1.0):
+        model.check_conditioning(labels, cond)
+        self.model, self.shape, self.guidance = model, shape, guidance
+        self.guided = check_guidance(model, guidance)
+        if self.guided:  # (2b, ...): conditional rows, then the null class
+            labels = with_null(labels, model.config.num_classes)
+            cond = None if cond is None else torch.cat([cond, cond])
+        rows = 2 * batch if self.guided else batch
+        self.codes = torch.zeros(rows, *shape, dtype=torch.long, device=model.embedding.weight.device)
+        features = None if cond is None else model.encode_cond(cond, shape)  # (rows, Cc, H, W)
+        self.biases = model.gate_biases(labels, features)  # per layer (rows, 2C, H|1, W|1)
+        self.context: list[Tensor] = []
+        self.pos = 0
+
+    def next_logits(self) -> Tensor:
+        """Logits (b, K) of the code at the current position, float32."""
+        model, (i, j) = self.model, divmod(self.pos, self.shape[1])
+        row = slice(i, i + 1)
+        if j == 0:  # row i of the vertical context depends on rows < i only (all known by now)
+            above = slice(0, i + 1)
+            above_biases = [_crop(b, above, slice(None)) for b in self.biases]
+            context = model.vertical_stack(model.embed(self.codes[:, above]), above_biases)
+            self.context = [c[:, :, row] for c in context]  # (rows, 2C, 1, W)
+        left = slice(0, j + 1)
+        logits = model.horizontal_stack(
+            model.embed(self.codes[:, row, left]),
+            [c[..., left] for c in self.context],
+            [_crop(b, row, left) for b in self.biases],
+        )[:, :, 0, j]  # (rows, K)
+        return mix(logits, self.guidance) if self.guided else logits.float()
+
+    def push(self, token: Tensor) -> None:
+        """The codes (b,) at the current position; moves to the next one."""
+        i, j = divmod(self.pos, self.shape[1])
+        self.codes[:, i, j] = torch.cat([token, token]) if self.guided else token
+        self.pos += 1
+
+
 def sample_pixelcnn(
     model: GatedPixelCNN,
     n: int,
@@ -139,44 +205,86 @@ def sample_pixelcnn(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    guidance: float = 1.0,
 ) -> Tensor:
-    """Sample n code maps (n, H, W) int64 in raster order.
+    """Sample n code maps (n, H, W) int64 in raster order through `PixelCNNSteps`.
 
-    labels: (n,), (1,) or an int; cond: upper-level codes (n, h, w) or (1, h, w).
-    The vertical stack is run once per row (on the rows so far) and only the horizontal stack once per code:
-    the result equals a loop over full forward passes, at a fraction of the cost.
+    labels: (n,), (1,) or an int; cond: upper-level codes (n, h, w) or (1, h, w). guidance w != 1: classifier-free
+    guidance, the conditional and null-class rows of each batch run as one batch of 2b.
     """
     height, width = shape
     device = model.embedding.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
     model.check_conditioning(labels, cond)
+    check_guidance(model, guidance)
     out = torch.zeros(n, height, width, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
             codes = out[part]  # (b, H, W) view, filled in place
-            lab = None if labels is None else labels[part]
-            features = None if cond is None else model.encode_cond(cond[part], shape)  # (b, Cc, H, W)
-            biases = model.gate_biases(lab, features)  # per layer (b, 2C, H|1, W|1)
+            steps = PixelCNNSteps(model, codes.shape[0], shape, None if labels is None else labels[part],
+                                  None if cond is None else cond[part], guidance)
             for i in range(height):
-                above = slice(0, i + 1)
-                # row i of the vertical context depends on rows < i only (already sampled)
-                above_biases = [_crop(b, above, slice(None)) for b in biases]
-                context = model.vertical_stack(model.embed(codes[:, above]), above_biases)
-                row = slice(i, i + 1)
-                context = [c[:, :, row] for c in context]  # (b, 2C, 1, W)
                 for j in range(width):
-                    left = slice(0, j + 1)
-                    logits = model.horizontal_stack(
-                        model.embed(codes[:, row, left]),
-                        [c[..., left] for c in context],
-                        [_crop(b, row, left) for b in biases],
-                    )[:, :, 0, j]  # (b, K)
-                    codes[:, i, j] = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+                    token = draw(filter_logits(steps.next_logits(), temperature, top_k, top_p), generator)  # (b,)
+                    codes[:, i, j] = token
+                    steps.push(token)
     return out
 
 
-def sample_transformer(
+class TransformerSteps:
+    """The incremental path of a CausalTransformer over b sequences of at most `length` codes.
+
+    Call `next_logits` once per position, then `push` the codes chosen there (see `PixelCNNSteps`). With the KV
+    cache each step feeds one position; use_cache=False recomputes the whole prefix (the reference path).
+    labels (b,), cond (b, T_top) and cond_lengths (b,) (items of different lengths, cache only) as
+    `CausalTransformer.new_cache` takes them; guidance w != 1 runs the conditional and null-class rows as one
+    batch of 2b through the cache and returns the mixed logits.
+    """
+
+    def __init__(self, model: CausalTransformer, batch: int, length: int, labels: Tensor | None = None,
+                 cond: Tensor | None = None, guidance: float = 1.0, use_cache: bool = True,
+                 cond_lengths: Tensor | None = None):
+        self.model, self.guidance = model, guidance
+        self.guided = check_guidance(model, guidance)
+        if self.guided:  # (2b, ...): the conditional rows, then the same prefixes under the null class
+            labels = with_null(labels, model.config.num_classes)
+            cond = None if cond is None else torch.cat([cond, cond])
+            cond_lengths = None if cond_lengths is None else torch.cat([cond_lengths, cond_lengths])
+        rows = 2 * batch if self.guided else batch
+        self.labels, self.cond = labels, cond
+        self.cache = model.new_cache(rows, length, labels, cond, cond_lengths) if use_cache else None
+        if self.cache is None:
+            if cond_lengths is not None:
+                raise ValueError("cond_lengths needs the KV cache (use_cache=True)")
+            model.check_conditioning(labels, cond, length)
+        self.codes = torch.zeros(rows, length, dtype=torch.long, device=model.tok_emb.weight.device)
+        self.pos = 0
+
+    def next_logits(self) -> Tensor:
+        """Logits (b, K) of the code at the current position, float32."""
+        t = self.pos
+        if self.cache is not None:
+            logits = self.model.step(self.codes[:, t - 1] if t > 0 else None, self.cache)  # (rows, K)
+        else:
+            logits = self.model.next_logits(self.codes[:, :t], self.labels, self.cond)
+        return mix(logits, self.guidance) if self.guided else logits.float()
+
+    def push(self, token: Tensor) -> None:
+        """The codes (b,) at the current position; moves to the next one."""
+        self.codes[:, self.pos] = torch.cat([token, token]) if self.guided else token
+        self.pos += 1
+
+
+@dataclass
+class Decoded:
+    """What `decode_transformer` drew: codes (n, length) int64, zero past each end, and lengths (n,)."""
+
+    codes: Tensor
+    lengths: Tensor
+
+
+def decode_transformer(
     model: CausalTransformer,
     n: int,
     length: int,
@@ -188,27 +296,60 @@ def sample_transformer(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     batch_size: int | None = None,
-) -> Tensor:
-    """Sample n code sequences (n, length) int64, left to right.
+    guidance: float = 1.0,
+    stop: int | None = None,
+    banned: Sequence[int] = (),
+    cond_lengths: Tensor | None = None,
+) -> Decoded:
+    """The Transformer's one decode loop: n sequences of at most `length` codes, left to right.
 
-    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top). For 2D maps sample H * W codes
-    and rearrange "b (h w) -> b h w". use_cache=False recomputes the whole prefix at every step (the
-    reference path); both paths draw from the RNG identically.
+    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top), with cond_lengths (n,) when the
+    items have different lengths (see `CausalTransformer.new_cache`). stop: a token that ends a sequence
+    (EOS; never drawn first, so every sequence has a code); the lengths count the codes before it, and a
+    sequence that never draws it has `length`. banned: ids never drawn (PAD, BOS). guidance w != 1 runs the
+    conditional rows and null-class rows as one batch of 2b through the cache and draws from their mix.
+    use_cache=False recomputes the whole prefix at every step (the reference path); both paths consume the
+    RNG identically.
     """
     device = model.tok_emb.weight.device
     labels = _per_sample(labels, n, "labels", device)
     cond = _per_sample(cond, n, "cond", device)
+    check_guidance(model, guidance)
     out = torch.zeros(n, length, dtype=torch.long, device=device)
+    lengths = torch.full((n,), length, dtype=torch.long, device=device)
     with _sampling_mode(model):
         for part in _batches(n, batch_size):
             codes = out[part]  # (b, length) view, filled in place
-            lab = None if labels is None else labels[part]
-            top = None if cond is None else cond[part]
-            cache = model.new_cache(codes.shape[0], length, lab, top) if use_cache else None
+            b = codes.shape[0]
+            steps = TransformerSteps(model, b, length, None if labels is None else labels[part],
+                                     None if cond is None else cond[part], guidance, use_cache,
+                                     None if cond_lengths is None else cond_lengths[part])
+            done = torch.zeros(b, dtype=torch.bool, device=device)
             for t in range(length):
-                if cache is not None:
-                    logits = model.step(codes[:, t - 1] if t > 0 else None, cache)
-                else:
-                    logits = model.next_logits(codes[:, :t], lab, top)
-                codes[:, t] = draw(filter_logits(logits, temperature, top_k, top_p), generator)
-    return out
+                logits = steps.next_logits()  # (b, K)
+                if banned:
+                    logits[:, list(banned)] = -math.inf
+                if stop is not None and t == 0:
+                    logits[:, stop] = -math.inf  # at least one code
+                token = draw(filter_logits(logits, temperature, top_k, top_p), generator)  # (b,)
+                if stop is not None:
+                    ended = (token == stop) & ~done
+                    lengths[part][ended] = t
+                    done |= ended
+                    token = torch.where(done, torch.zeros_like(token), token)
+                codes[:, t] = token
+                steps.push(token)
+                if stop is not None and bool(done.all()):
+                    break
+    return Decoded(out, lengths)
+
+
+def sample_transformer(model: CausalTransformer, n: int, length: int, labels: Tensor | int | None = None,
+                       cond: Tensor | None = None, **options) -> Tensor:
+    """Sample n code sequences (n, length) int64, left to right: `decode_transformer` without a stop token.
+
+    labels: (n,), (1,) or an int; cond: top codes (n, T_top) or (1, T_top). options: temperature, top_k, top_p,
+    generator, use_cache, batch_size, guidance (see `decode_transformer`). For 2D maps sample H * W codes and
+    rearrange "b (h w) -> b h w".
+    """
+    return decode_transformer(model, n, length, labels, cond, **options).codes

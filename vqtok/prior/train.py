@@ -81,6 +81,7 @@ def build_priors(recipe: PriorRecipe, tok, train: CodeSet) -> dict[str, CodePrio
             cond_ratio=tok.downsample[0] // tok.downsample[index] if bottom else None,
             num_classes=num_classes, class_counts=counts,
             max_length=int(train.lengths[index].max()) if tok.dims == 1 else None,
+            cond_dropout=model.cond_dropout, guidance=model.guidance,
         )
         if layout.eos:
             need = layout.max_length + 1  # the longest sequence and its EOS

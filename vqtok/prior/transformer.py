@@ -23,6 +23,8 @@ from torch import Tensor
 #   t // cond_ratio, i.e. the frame of the code *being predicted* at t (not of the code fed in at t,
 #   which is codes[:, t - 1]). A learned phase embedding (t % cond_ratio) tells where inside the frame t is.
 #   The conditioning path never sees bottom codes, so it cannot leak future ones.
+# * null_class=True adds one class, index num_classes, meaning "no class" (classifier-free guidance, Ho &
+#   Salimans 2022): its start token (and class vector) are trained on labels dropped to it.
 # * class_bias=True also adds a learned class vector at every input position (on top of the class start
 #   token), so every layer sees the class directly instead of only through attention to position 0.
 # * 2D code maps are modelled in raster order: (B, H, W) -> (B, H * W) with rearrange "b h w -> b (h w)".
@@ -44,6 +46,7 @@ class TransformerConfig:
     positions: str = "rotary"
     dropout: float = 0.0
     class_bias: bool = False  # also add a learned class vector at every position (needs num_classes)
+    null_class: bool = False  # one more class, index num_classes: the unconditional model (guidance)
 
 
 POSITIONS = ("rotary", "learned")
@@ -164,6 +167,7 @@ class CausalTransformer(nn.Module):
         positions: str = "rotary",
         dropout: float = 0.0,
         class_bias: bool = False,
+        null_class: bool = False,
     ):
         super().__init__()
         if positions not in POSITIONS:
@@ -179,15 +183,18 @@ class CausalTransformer(nn.Module):
             )
         if class_bias and not num_classes:
             raise ValueError("class_bias needs num_classes: it adds a learned vector per class")
+        if null_class and not num_classes:
+            raise ValueError("null_class needs num_classes: it is the extra class of classifier-free guidance")
         self.config = TransformerConfig(
             num_codes, dim, layers, heads, max_len, num_classes,
-            cond_codes, cond_ratio, cond_layers, positions, dropout, class_bias,
+            cond_codes, cond_ratio, cond_layers, positions, dropout, class_bias, null_class,
         )
         self.tok_emb = nn.Embedding(num_codes, dim)
         if num_classes:
-            self.class_start = nn.Embedding(num_classes, dim)  # one learned start token per class
+            rows = num_classes + int(null_class)
+            self.class_start = nn.Embedding(rows, dim)  # one learned start token per class
             if class_bias:  # the class also added to every input position, as the PixelCNN's gate bias
-                self.class_bias = nn.Embedding(num_classes, dim)
+                self.class_bias = nn.Embedding(rows, dim)
         else:
             self.bos = nn.Parameter(torch.zeros(dim))
         self.pos_emb = nn.Embedding(max_len, dim) if positions == "learned" else None
@@ -261,10 +268,24 @@ class CausalTransformer(nn.Module):
         phase = self.cond_phase(torch.arange(length, device=cond.device) % ratio)  # (length, D)
         return self.cond_proj(x) + phase
 
-    def _features(self, labels: Tensor | None, cond: Tensor | None, length: int) -> Tensor | None:
+    def _ragged_cond(self, cond: Tensor, cond_lengths: Tensor, length: int) -> Tensor:
+        """Top codes (B, T_top) of which item i holds cond_lengths[i] -> features (B, length, D), each item
+        encoded alone (the conv stack sees its own end, as when it is sampled alone), zero past its end."""
+        ratio = self.config.cond_ratio
+        out = self.tok_emb.weight.new_zeros(cond.shape[0], length, self.config.dim)
+        for i, n in enumerate(cond_lengths.tolist()):
+            span = min(length, n * ratio)
+            out[i, :span] = self.encode_cond(cond[i : i + 1, :n], span)[0]
+        return out
+
+    def _features(self, labels: Tensor | None, cond: Tensor | None, length: int,
+                  cond_lengths: Tensor | None = None) -> Tensor | None:
         """What is added at every input position (B, length, D): the upper-level features and, with
         class_bias, the class vector; None when there is neither."""
-        features = self.encode_cond(cond, length) if cond is not None else None
+        features = None
+        if cond is not None:
+            features = (self.encode_cond(cond, length) if cond_lengths is None
+                        else self._ragged_cond(cond, cond_lengths, length))
         if self.config.class_bias:
             vec = rearrange(self.class_bias(labels), "b d -> b 1 d")
             features = vec.expand(-1, length, -1) if features is None else features + vec
@@ -306,16 +327,21 @@ class CausalTransformer(nn.Module):
     # --- incremental decoding ---
 
     def new_cache(
-        self, batch: int, length: int, labels: Tensor | None = None, cond: Tensor | None = None
+        self, batch: int, length: int, labels: Tensor | None = None, cond: Tensor | None = None,
+        cond_lengths: Tensor | None = None,
     ) -> KVCache:
-        """Empty cache for decoding ``length`` codes; labels / cond are fixed for the whole sequence."""
+        """Empty cache for decoding ``length`` codes; labels / cond are fixed for the whole sequence.
+
+        cond_lengths (B,): top codes of items of different lengths, padded at the end; item i uses its first
+        cond_lengths[i] codes only (and is meant to be cut at cond_lengths[i] * cond_ratio positions).
+        """
         self.check_conditioning(labels, cond, length)
         cfg = self.config
         param = self.tok_emb.weight
         shape = (batch, cfg.heads, length, cfg.dim // cfg.heads)
         keys = [param.new_zeros(shape) for _ in self.blocks]
         values = [param.new_zeros(shape) for _ in self.blocks]
-        return KVCache(keys, values, self._start(labels, batch), self._features(labels, cond, length))
+        return KVCache(keys, values, self._start(labels, batch), self._features(labels, cond, length, cond_lengths))
 
     def step(self, tokens: Tensor | None, cache: KVCache) -> Tensor:
         """Feed one input position and return logits (B, K) for the code at position cache.pos.

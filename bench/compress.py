@@ -1,0 +1,89 @@
+"""Benchmark: prior-coded token files (.vqz) on a prior run's whole test split.
+
+Every test map or clip (the run's cached test codes, or encoded by its tokenizer when missing) is compressed
+under the prior(s), decompressed, and checked identical. Printed: bits per image (or per second of audio) of
+the payloads beside the prior's NLL on the same codes, the overhead in percent, the header size, the ratio to
+the raw codes (ceil(log2 K) bits each), and the coding speed.
+
+    python bench/compress.py runs/mnist_prior                  # 1,000 MNIST test maps
+    python bench/compress.py runs/speech_prior                 # 250 FSDD test clips
+    python bench/compress.py runs/mnist_vqvae2_prior --items 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from digit_classifiers import print_table  # noqa: E402
+
+from vqtok.prior.coding import coded_class, compress, decode_payload, unpack  # noqa: E402
+from vqtok.prior.data import CodeSet, load_or_encode  # noqa: E402
+from vqtok.prior.generate import load_prior_run  # noqa: E402
+from vqtok.prior.recipe import load_prior_recipe  # noqa: E402
+from vqtok.prior.train import evaluate_priors  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prior", type=Path, help="prior run folder (holding recipe.yaml and the prior files)")
+    parser.add_argument("--items", type=int, default=None, help="first N test items only (default: all)")
+    args = parser.parse_args()
+
+    priors, tok, _ = load_prior_run(args.prior, device="cpu")
+    recipe = load_prior_recipe(args.prior / "recipe.yaml")
+    cache = Path(recipe.data.cache) if recipe.data.cache else args.prior / "codes"
+    codes, _ = load_or_encode(tok, recipe.data, "test", cache)
+    n = len(codes) if args.items is None else min(args.items, len(codes))
+    subset = codes.batch(list(range(n)))
+    part = CodeSet(subset["codes"], subset["lengths"], subset["labels"], subset["sizes"], codes.dims)
+    nll = evaluate_priors({p.layout.level: p for p in priors}, part, tok, torch.device("cpu"))
+    seconds_audio = float(part.sizes.sum()) / tok.sample_rate if tok.dims == 1 else None
+    nll_bits = nll["bits_per_image"] * n if tok.dims == 2 else nll["bits_per_second"] * seconds_audio
+
+    payload_bits = header_bits = symbols = 0
+    encode_s = decode_s = 0.0
+    for i in range(n):
+        levels = [subset["codes"][lv][i, : int(subset["lengths"][lv][i])].numpy() if tok.dims == 1
+                  else subset["codes"][lv][i].numpy() for lv in range(len(priors))]
+        label = int(subset["labels"][i])
+        label = None if label < 0 else label
+        start = time.perf_counter()
+        data = compress(priors, tok.fingerprint, levels, label, coded_class(priors, label, f"item {i}"), {})
+        encode_s += time.perf_counter() - start
+        vqz = unpack(data, f"item {i}")
+        start = time.perf_counter()
+        back = decode_payload(priors, vqz.header, vqz.payload)
+        decode_s += time.perf_counter() - start
+        if not all(np.array_equal(a, b) for a, b in zip(back, levels)):
+            raise SystemExit(f"item {i}: decompressed codes differ from the input")
+        payload_bits += 8 * vqz.header.payload_bytes
+        header_bits += 8 * vqz.overhead_bytes
+        symbols += sum(lv.size for lv in levels)
+    raw = sum(math.prod(lv.shape[1:]) * math.ceil(math.log2(p.layout.codebook_size)) * n
+              for lv, p in zip(part.levels, priors)) if tok.dims == 2 else sum(
+        int(length.sum()) * math.ceil(math.log2(p.layout.codebook_size)) for length, p in zip(part.lengths, priors))
+    unit, per = ("image", n) if tok.dims == 2 else ("second", seconds_audio)
+    rows = [
+        ("items compressed and decompressed identically", f"{n}/{n} ({symbols:,} codes)"),
+        (f"prior NLL, bits per {unit}", f"{nll_bits / per:,.1f}"),
+        (f"payload, bits per {unit}", f"{payload_bits / per:,.1f}"),
+        ("payload overhead over the NLL", f"{100 * (payload_bits / nll_bits - 1):.2f}%"),
+        ("header per file (bytes)", f"{header_bits / 8 / n:.0f}"),
+        (f"whole files, bits per {unit}", f"{(payload_bits + header_bits) / per:,.1f}"),
+        ("raw codes / payload", f"{raw / payload_bits:.2f}x (raw: {raw / per:,.0f} bits per {unit})"),
+        ("encode, decode speed (codes/s)", f"{symbols / encode_s:,.0f}, {symbols / decode_s:,.0f}"),
+    ]
+    print_table(f"prior coding of {args.prior} ({n} test items, one thread)", rows)
+
+
+if __name__ == "__main__":
+    main()

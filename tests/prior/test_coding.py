@@ -1,0 +1,231 @@
+"""Prior-coded token files: the arithmetic coder, bit-identical tables, round trips and bad .vqz files."""
+
+import json
+import math
+import shutil
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from test_prior_train import MNIST, prior_recipe, tiny_tokenizer
+
+from vqtok import load_tokenizer, read_codes, write_codes
+from vqtok.cli import main
+from vqtok.prior import coding
+from vqtok.prior.arithmetic import TOTAL, ArithmeticDecoder, ArithmeticEncoder, frequencies
+from vqtok.prior.checkpoint import load_prior, save_prior
+from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.train import train_prior
+
+FSDD = MNIST.parent / "fsdd" / "recordings"
+
+
+def test_frequency_tables_are_deterministic_full_and_close_to_the_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(1027) * 4
+    logits[5] = -200.0  # far below everything: still codable
+    freqs = frequencies(logits)
+    assert freqs.dtype == np.int64 and int(freqs.sum()) == TOTAL and int(freqs.min()) >= 1
+    assert np.array_equal(freqs, frequencies(logits.clone()))
+    p = logits.double().softmax(0).numpy()
+    assert np.abs(freqs / TOTAL - p).max() < 2e-4
+    assert freqs[5] == 1
+
+
+@pytest.mark.parametrize("n, k", [(0, 4), (1, 2), (60, 3), (300, 1027)])
+def test_arithmetic_coder_round_trips_within_nine_bits_of_the_information(n, k):
+    rng = np.random.default_rng(n)
+    tables = [frequencies(torch.from_numpy(rng.normal(size=k) * 3).float()) for _ in range(n)]
+    symbols = [int(rng.choice(k, p=f / TOTAL)) for f in tables]
+    symbols[: min(n, 3)] = [k - 1] * min(n, 3)  # the last symbol too
+    encoder = ArithmeticEncoder()
+    for s, f in zip(symbols, tables):
+        encoder.encode(s, f)
+    payload = encoder.finish()
+    decoder = ArithmeticDecoder(payload)
+    assert [decoder.decode(f) for f in tables] == symbols
+    information = -sum(math.log2(f[s] / TOTAL) for s, f in zip(symbols, tables))
+    assert information - 1e-6 <= 8 * len(payload) + 1 and 8 * len(payload) <= information + 9
+
+
+def _random_priors(kind: str):
+    """Random-weight priors over every layout the coder walks: maps, raster Transformer maps, sequences with
+    EOS, and two-level stacks (top + a bottom conditioned on it, 2-D and 1-D)."""
+    torch.manual_seed(0)
+    pix = {"channels": 8, "layers": 2, "kernel_size": 3}
+    gpt = {"dim": 16, "layers": 2, "heads": 2, "max_len": 64}
+    base = dict(level="codes", level_index=0, codebook_size=12, num_classes=3, class_counts=[1, 1, 1])
+    if kind == "pixelcnn":
+        return [CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[4, 5], **base), pix)], [(4, 5)]
+    if kind == "raster":
+        return [CodePrior(PriorLayout(kind="transformer", dims=2, shape=[4, 5], **base), gpt)], [(4, 5)]
+    if kind == "eos":
+        return [CodePrior(PriorLayout(kind="transformer", dims=1, eos=True, max_length=40, **base), gpt)], [(37,)]
+    top = {**base, "level": "top"}
+    bottom = {**base, "level": "bottom", "level_index": 1, "cond_codebook_size": 12, "cond_ratio": 2}
+    if kind == "vqvae2":
+        return ([CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[2, 3], **top), pix),
+                 CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[4, 6], **bottom), pix)], [(2, 3), (4, 6)])
+    return ([CodePrior(PriorLayout(kind="transformer", dims=1, eos=True, max_length=40, **top), gpt),
+             CodePrior(PriorLayout(kind="transformer", dims=1, **bottom), gpt)], [(9,), (17,)])
+
+
+@pytest.mark.parametrize("kind", ["pixelcnn", "raster", "eos", "vqvae2", "vqvae2_audio"])
+def test_payload_round_trip_and_encoder_tables_equal_decoder_tables(kind, monkeypatch):
+    priors, shapes = _random_priors(kind)
+    rng = np.random.default_rng(1)
+    levels = [rng.integers(0, 12, shape) for shape in shapes]
+    seen: list[torch.Tensor] = []
+
+    def recording(logits):
+        seen.append(logits.clone())
+        return frequencies(logits)
+
+    monkeypatch.setattr(coding, "frequencies", recording)
+    data = coding.compress(priors, "tok", levels, 1, 1, {"kind": "image", "size": [8, 8]})
+    encoded, seen[:] = list(seen), []
+    vqz = coding.unpack(data, "x.vqz")
+    decoded = coding.decode_payload(priors, vqz.header, vqz.payload)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, levels))
+    assert len(seen) == len(encoded) == sum(math.prod(s) for s in shapes) + sum(p.layout.eos for p in priors)
+    assert all(torch.equal(a, b) for a, b in zip(encoded, seen))  # bit-identical logits at every step
+    nll = 0.0
+    with torch.no_grad():
+        for i, (prior, codes) in enumerate(zip(priors, levels)):
+            cond = torch.from_numpy(levels[0])[None] if i else None
+            lengths = torch.tensor([codes.shape[0]]) if prior.layout.dims == 1 else None
+            nll += float(prior.eval().nll(torch.from_numpy(codes)[None], torch.tensor([1]), cond, lengths)[0])
+    assert 8 * vqz.header.payload_bytes <= nll / math.log(2) * 1.01 + 9
+
+
+# ----------------------------------------------------------------------------------- trained priors, CLI
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """A tiny class-conditional PixelCNN trained for a few seconds on MNIST codes, and six test token files."""
+    root = tmp_path_factory.mktemp("mnist")
+    tok_path = tiny_tokenizer(root / "tok.safetensors")
+    recipe = prior_recipe(tok_path, "train.max_steps=20", "train.lr=0.01", "data.max_items=200",
+                          "train.valid_every=20", "train.save_every=20", "samples=0")
+    priors = train_prior(recipe, root / "run", progress=False, plot=False)
+    tok = load_tokenizer(root / "run" / "tokenizer.safetensors")
+    stored = torch.load(root / "run" / "codes" / "test.pt", weights_only=True)
+    files = []
+    for i in range(6):
+        codes, label = stored["levels"][0][i], int(stored["labels"][i])
+        path = root / "codes" / f"m{i}.npy"
+        path.parent.mkdir(exist_ok=True)
+        write_codes(path, codes, tok, {"kind": "image", "path": None, "size": [28, 28], "channels": 1}, label)
+        files.append(path)
+    return root / "run", priors["codes"], files
+
+
+@pytest.fixture(scope="module")
+def fsdd_run(tmp_path_factory):
+    """A tiny class-conditional Transformer trained on real FSDD clips, and three test clips encoded by vqtok encode."""
+    root = tmp_path_factory.mktemp("fsdd")
+    data = root / "data"  # every digit, takes 5 and 6 (training) and 0 (validation) of one speaker
+    data.mkdir()
+    for digit in range(10):
+        for take in (0, 5, 6):
+            shutil.copy(FSDD / f"{digit}_george_{take}.wav", data)
+    tok_path = tiny_tokenizer(root / "tok.safetensors", dims=1)
+    recipe = prior_recipe(tok_path, "train.max_steps=20", "train.lr=0.01", "samples=0", "train.valid_every=20",
+                          "train.save_every=20", "model.config={dim: 16, layers: 1, heads: 2, max_len: 1024}",
+                          audio_root=data)
+    priors = train_prior(recipe, root / "run", progress=False, plot=False)
+    clips = root / "clips"  # other speakers' test takes
+    clips.mkdir()
+    for name in ("3_jackson_0.wav", "7_lucas_1.wav", "9_nicolas_2.wav"):
+        shutil.copy(FSDD / name, clips / name)
+    result = CliRunner().invoke(main, ["encode", str(clips), "-m", str(tok_path), "-o", str(root / "codes"),
+                                       "--labels", "fsdd", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return root / "run", priors["codes"], sorted((root / "codes").glob("*.npy"))
+
+
+def _nll_bits(prior: CodePrior, file) -> float:
+    codes = torch.from_numpy(file.levels[0])[None]
+    lengths = torch.tensor([codes.shape[1]]) if prior.layout.dims == 1 else None
+    with torch.no_grad():
+        return float(prior.eval().nll(codes, torch.tensor([file.label]), None, lengths)[0]) / math.log(2)
+
+
+@pytest.mark.parametrize("which", ["mnist_run", "fsdd_run"])
+def test_compress_decompress_round_trip_at_the_priors_nll(which, request, tmp_path):
+    run, prior, files = request.getfixturevalue(which)
+    payload_bits, nll_bits = 0, 0.0
+    for path in files:
+        original = read_codes(path)
+        packed, back = tmp_path / (path.stem + ".vqz"), tmp_path / "back" / path.name
+        for args in (["compress", str(path), "-p", str(run), "-o", str(packed)],
+                     ["decompress", str(packed), "-o", str(back)]):
+            result = CliRunner().invoke(main, args, catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+        restored = read_codes(back)
+        assert np.array_equal(restored.levels[0], original.levels[0])
+        assert restored.label == original.label is not None and restored.source == original.source
+        vqz = coding.read_vqz(packed)
+        payload_bits += 8 * vqz.header.payload_bytes
+        nll_bits += _nll_bits(prior, original)
+    # the payload is the prior's NLL plus < 1% (table quantisation) and at most 9 bits per file (termination)
+    assert nll_bits <= payload_bits + len(files) <= nll_bits * 1.01 + 9 * len(files)
+    result = CliRunner().invoke(main, ["info", str(packed), "--json"], catch_exceptions=False)
+    info = json.loads(result.output)
+    assert info["bits_per_code"] == pytest.approx(8 * vqz.header.payload_bytes / vqz.header.num_codes)
+    assert info["ratio_to_raw"] == pytest.approx(vqz.header.raw_bits / (8 * vqz.header.payload_bytes))
+    text = CliRunner().invoke(main, ["info", str(packed)]).output
+    assert "bits per code" in text and "smaller than the raw codes" in text
+
+
+def _repack_version(data: bytes, version: int) -> bytes:
+    length = struct.unpack_from("<I", data, 6)[0]
+    head = data[:4] + struct.pack("<H", version) + data[6 : 10 + length]
+    return head + struct.pack("<I", zlib.crc32(head)) + data[14 + length :]
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: b"", "empty file"),
+    (lambda d: d[:-1], "truncated"),
+    (lambda d: d[:40], "truncated"),
+    (lambda d: _flip(d, 30), "header is corrupted"),
+    (lambda d: _flip(d, len(d) - 1), "payload is corrupted"),
+    (lambda d: _repack_version(d, 2), "format version 2 is newer than this vqtok reads"),
+    (lambda d: b"PK\x03\x04" + d[4:], "not a .vqz file"),
+])
+def test_bad_vqz_files_are_one_line_errors_and_write_nothing(mnist_run, tmp_path, damage, message):
+    run, _, files = mnist_run
+    good = tmp_path / "good.vqz"
+    assert CliRunner().invoke(main, ["compress", str(files[0]), "-p", str(run), "-o", str(good)]).exit_code == 0
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(damage(good.read_bytes()))
+    result = CliRunner().invoke(main, ["decompress", str(bad), "-p", str(run), "-o", str(tmp_path / "out.npy")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out.npy").exists()
+
+
+def test_another_prior_is_refused_naming_both(mnist_run, tmp_path):
+    run, prior, files = mnist_run
+    packed = tmp_path / "m.vqz"
+    assert CliRunner().invoke(main, ["compress", str(files[0]), "-p", str(run), "-o", str(packed)]).exit_code == 0
+    other = tmp_path / "other"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("codes", "samples"))
+    changed = load_prior(run / "prior.safetensors")
+    with torch.no_grad():
+        changed.net.head[-1].bias[0] += 1.0
+    save_prior(changed, other / "prior.safetensors", changed.tokenizer, changed.train_info)
+    result = CliRunner().invoke(main, ["decompress", str(packed), "-p", str(other), "-o", str(tmp_path / "o.npy")])
+    want = coding.read_vqz(packed).header.prior
+    assert result.exit_code == 2 and want in result.output and "prior given is" in result.output
+    assert want != coding.prior_fingerprint([changed]) and not (tmp_path / "o.npy").exists()
+    # without -p, the prior recorded at compression is used
+    result = CliRunner().invoke(main, ["decompress", str(packed), "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["decompress", str(packed), "-o", str(tmp_path / "o.npy")])
+    assert result.exit_code == 2 and "already exists" in result.output
