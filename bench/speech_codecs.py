@@ -141,7 +141,7 @@ def tokenizer_codecs(path: str, table_rate: int) -> list[Codec]:
         raise VqtokError(f"{path}: an image tokenizer; pass a speech tokenizer")
     rate = int(tok.sample_rate)
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
-    codec = Codec(f"vqtok {label}", rate, float(tok.bitrate), lambda a: a, codebook_sizes=tok.codebook_size)
+    seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
 
     def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
         x = audio if rate == table_rate else resample(audio, table_rate, rate)
@@ -149,11 +149,10 @@ def tokenizer_codecs(path: str, table_rate: int) -> list[Codec]:
             codes = tok.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
             y = tok.decode(codes, size=len(x))[0, 0].float().numpy()
         levels = codes if isinstance(codes, list) else [codes]
-        codec.codes.append([c.cpu().numpy() for c in levels])
+        seen.append([c.cpu().numpy() for c in levels])
         return y if rate == table_rate else resample(y, rate, table_rate)
 
-    codec.fn = fn
-    return [codec]
+    return [Codec(f"vqtok {label}", rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)]
 
 
 def usage_cells(codec: Codec) -> tuple[str, str]:
