@@ -1,42 +1,71 @@
-"""Print a markdown table of the speech protocol's metrics for classical codecs and vqtok tokenizers.
+"""Print one markdown table of speech codec quality: classical codecs and vqtok tokenizers on the same audio.
 
-Classical codecs run through Debian's command-line tools (apt-get install opus-tools codec2 sox):
-Opus 6 kbit/s, Codec 2 at 3200 and 1600 bit/s, GSM 06.10. A missing tool gives a row saying so.
+    python bench/speech_codecs.py [FOLDER] [--rate 16000|8000] [--n N] [--tokenizer RUN_OR_FILE ...]
+    python bench/speech_codecs.py --digits [--speakers nicolas] [--n 50] [--tokenizer ...]
 
-    python bench/speech_codecs.py [--n 50] [--tokenizer runs/speech/tokenizer ...]
+FOLDER (default ../shared/data/speech/test): every audio file under it, at --rate (default 16 kHz), cut
+into equal pieces of at most 8 s. --digits: the FSDD digit strings of speech_protocol.make_eval_strings
+at 8 kHz (--speakers keeps the strings of the speakers named; the fsdd tokenizer never hears nicolas).
+Classical rows at 16 kHz: Opus 6/8/12/16 kbit/s wide band; at 8 kHz: GSM 06.10, Opus 6, Codec 2
+3200/1600/700C; all through Debian's command-line tools (apt-get install opus-tools codec2 sox), and a
+missing tool gives a row saying so. A tokenizer at another sample rate than the table's runs at its own:
+the audio is resampled in and its output back (soxr HQ). Every metric is computed after compensating the
+codec's delay; tokenizer rows add codebook usage and normalised entropy per codebook over all pieces.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from vqtok.speech_eval import EvalString, evaluate_codec, make_eval_strings  # noqa: E402
+from speech_protocol import (  # noqa: E402
+    MAX_PIECE_SECONDS,
+    EvalPiece,
+    defined_pesq_modes,
+    evaluate_codec,
+    make_eval_strings,
+    make_folder_pieces,
+)
 
-SR = 8000
-DEFAULT_FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd" / "recordings"
+from vqtok import metrics  # noqa: E402
+from vqtok.data.audio import resample  # noqa: E402
+from vqtok.errors import VqtokError  # noqa: E402
+from vqtok.tokenizer.checkpoint import load_tokenizer, tokenizer_file  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DEFAULT_FOLDER = SHARED / "speech" / "test"
+DEFAULT_FSDD = SHARED / "fsdd" / "recordings"
 
 
 @dataclass
 class Codec:
-    """A named round trip at a nominal bitrate, with the command-line tools it needs."""
+    """A named round trip ``fn(audio (T,)) -> audio (T',)`` at the table's rate, with the tools it needs.
+
+    ``codes`` collects what a tokenizer emitted (one list of per-codebook arrays per call) for the
+    usage columns; ``codebook_sizes`` names the size of each of those codebooks.
+    """
 
     name: str
-    bitrate: float
-    tools: tuple[str, ...]
+    rate: int  # the rate the codec itself runs at
+    bitrate: float  # bit/s
     fn: Callable[[np.ndarray], np.ndarray]
+    tools: tuple[str, ...] = ()
+    codebook_sizes: tuple[int, ...] = ()
+    codes: list[list[np.ndarray]] = field(default_factory=list)
 
 
 def run(*cmd: str | Path) -> None:
@@ -49,32 +78,30 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
     return np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2")
 
 
-def opus(bitrate_kbps: float, hard_cbr: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    # Hard CBR by default: a VQ tokenizer spends the same bits on silence as on speech, and so
-    # does CBR. Opus's default VBR spends ~4.6 kbit/s on average here but moves the bits into the
-    # speech, scoring about +2.3 dB SI-SNR, +0.02 STOI and +0.25 PESQ over CBR on this protocol.
-    mode = ["--hard-cbr"] if hard_cbr else []
-
+def opus(kbps: float, rate: int) -> Callable[[np.ndarray], np.ndarray]:
+    # Hard CBR: a VQ tokenizer spends the same bits on silence as on speech, and so does CBR. Opus's
+    # default VBR spends less than the nominal rate on average but moves the bits into the speech,
+    # scoring about +2.3 dB SI-SNR, +0.02 STOI and +0.25 PESQ over CBR on the digit protocol.
     def fn(audio: np.ndarray) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
-            sf.write(d / "in.wav", audio, SR, subtype="PCM_16")
-            run("opusenc", "--quiet", "--bitrate", str(bitrate_kbps), *mode, d / "in.wav", d / "x.opus")
-            run("opusdec", "--quiet", "--rate", str(SR), d / "x.opus", d / "out.wav")
-            out, rate = sf.read(d / "out.wav", dtype="float32")
-            if rate != SR:
-                raise RuntimeError(f"opusdec wrote {rate} Hz despite --rate {SR}")
+            sf.write(d / "in.wav", audio, rate, subtype="PCM_16")
+            run("opusenc", "--quiet", "--bitrate", str(kbps), "--hard-cbr", d / "in.wav", d / "x.opus")
+            run("opusdec", "--quiet", "--rate", str(rate), d / "x.opus", d / "out.wav")
+            out, out_rate = sf.read(d / "out.wav", dtype="float32")
+            if out_rate != rate:
+                raise RuntimeError(f"opusdec wrote {out_rate} Hz despite --rate {rate}")
             return out
     return fn
 
 
-def codec2(mode: int) -> Callable[[np.ndarray], np.ndarray]:
+def codec2(mode: str) -> Callable[[np.ndarray], np.ndarray]:
     def fn(audio: np.ndarray) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
             (d / "in.raw").write_bytes(to_pcm16(audio).tobytes())  # raw 16-bit LE, 8 kHz mono
-            run("c2enc", str(mode), d / "in.raw", d / "x.c2")
-            run("c2dec", str(mode), d / "x.c2", d / "out.raw")
+            run("c2enc", mode, d / "in.raw", d / "x.c2")
+            run("c2dec", mode, d / "x.c2", d / "out.raw")
             return np.frombuffer((d / "out.raw").read_bytes(), dtype="<i2").astype(np.float32) / 32768
     return fn
 
@@ -82,72 +109,131 @@ def codec2(mode: int) -> Callable[[np.ndarray], np.ndarray]:
 def gsm(audio: np.ndarray) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        sf.write(d / "in.wav", audio, SR, subtype="PCM_16")
+        sf.write(d / "in.wav", audio, 8000, subtype="PCM_16")
         run("sox", d / "in.wav", "-t", "gsm", d / "x.gsm")
-        run("sox", "-t", "gsm", "-r", str(SR), "-c", "1", d / "x.gsm", "-b", "16", d / "out.wav")
+        run("sox", "-t", "gsm", "-r", "8000", "-c", "1", d / "x.gsm", "-b", "16", d / "out.wav")
         out, _ = sf.read(d / "out.wav", dtype="float32")
         return out
 
 
-CLASSICAL = [
-    Codec("Opus 6 kbit/s (hard CBR)", 6000, ("opusenc", "opusdec"), opus(6)),
-    Codec("Opus 6 kbit/s (VBR)", 6000, ("opusenc", "opusdec"), opus(6, hard_cbr=False)),
-    Codec("Codec 2 3200", 3200, ("c2enc", "c2dec"), codec2(3200)),
-    Codec("Codec 2 1600", 1600, ("c2enc", "c2dec"), codec2(1600)),
-    Codec("GSM 06.10", 13000, ("sox",), gsm),
-]
+OPUS = ("opusenc", "opusdec")
+CODEC2 = ("c2enc", "c2dec")
+CLASSICAL: dict[int, list[Codec]] = {
+    16000: [Codec(f"Opus {k} (hard CBR)", 16000, k * 1000, opus(k, 16000), OPUS) for k in (16, 12, 8, 6)],
+    8000: [
+        Codec("GSM 06.10", 8000, 13000, gsm, ("sox",)),
+        Codec("Opus 6 (hard CBR)", 8000, 6000, opus(6, 8000), OPUS),
+        Codec("Codec 2 3200", 8000, 3200, codec2("3200"), CODEC2),
+        Codec("Codec 2 1600", 8000, 1600, codec2("1600"), CODEC2),
+        Codec("Codec 2 700C", 8000, 700, codec2("700C"), CODEC2),
+    ],
+}
 
 
-def tokenizer_codec(path: str) -> Codec:
-    """Wrap a vqtok tokenizer as a round trip at 8 kHz (resampling around it if it runs at another rate)."""
-    import librosa
-    import torch
+def tokenizer_codecs(path: str, table_rate: int) -> list[Codec]:
+    """One round trip per bitrate of the tokenizer at ``path`` (a run folder or tokenizer file).
 
-    import vqtok
+    Today a tokenizer has one bitrate (all its levels); a model with residual stages would give one
+    row per prefix of stages here.
+    """
+    tok = load_tokenizer(tokenizer_file(path))
+    if tok.sample_rate is None:
+        raise VqtokError(f"{path}: an image tokenizer; pass a speech tokenizer")
+    rate = int(tok.sample_rate)
+    label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
+    seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
 
-    tok = vqtok.load_tokenizer(path)
-    tok.eval()
-
-    def fn(audio: np.ndarray) -> np.ndarray:
-        x = audio if tok.sample_rate == SR else librosa.resample(audio, orig_sr=SR, target_sr=tok.sample_rate)
+    def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
+        x = audio if rate == table_rate else resample(audio, table_rate, rate)
         with torch.no_grad():
-            y = tok.decode(tok.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]))
-        y = y[0, 0].float().numpy()
-        return y if tok.sample_rate == SR else librosa.resample(y, orig_sr=tok.sample_rate, target_sr=SR)
+            codes = tok.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
+            y = tok.decode(codes, size=len(x))[0, 0].float().numpy()
+        levels = codes if isinstance(codes, list) else [codes]
+        seen.append([c.cpu().numpy() for c in levels])
+        return y if rate == table_rate else resample(y, rate, table_rate)
 
-    return Codec(f"vqtok {Path(path).name}", float(tok.bitrate), (), fn)
+    return [Codec(f"vqtok {label}", rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)]
 
 
-def row(codec: Codec, strings: list[EvalString], with_pesq: bool) -> str:
+def usage_cells(codec: Codec) -> tuple[str, str]:
+    """Codebook usage (% of codes seen) and entropy / log2(K) per codebook, "/"-joined; "-" for classical."""
+    if not codec.codebook_sizes:
+        return "-", "-"
+    usage, entropy = [], []
+    for i, size in enumerate(codec.codebook_sizes):
+        stats = metrics.codebook_stats(np.concatenate([c[i].ravel() for c in codec.codes]), size)
+        usage.append(f"{100 * stats['usage']:.1f}")
+        entropy.append(f"{abs(stats['entropy_bits']) / math.log2(size):.3f}")  # abs: -0.0 for one code
+    return " / ".join(usage), " / ".join(entropy)
+
+
+def header(modes: tuple[str, ...]) -> list[str]:
+    cols = ["codec", "runs at", "kbit/s"] + [f"PESQ-{m}" for m in modes] + [
+        "STOI", "SI-SNR dB", "log-mel dist", "codebook use %", "norm. entropy", "time s"]
+    return [f"| {' | '.join(cols)} |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(cols))) + "|"]
+
+
+def row(codec: Codec, pieces: list[EvalPiece], rate: int, modes: tuple[str, ...]) -> str:
+    head = f"| {codec.name} | {codec.rate / 1000:g} kHz | {codec.bitrate / 1000:.2f} |"
+    blanks = " |" * (len(modes) + 6)
     missing = [t for t in codec.tools if shutil.which(t) is None]
-    rate = f"{codec.bitrate / 1000:.2f}"
     if missing:
-        return f"| {codec.name} | {rate} | not run: {', '.join(missing)} not installed | | | | |"
+        return f"{head} not run: {', '.join(missing)} not installed{blanks}"
     start = time.perf_counter()
-    r = evaluate_codec(codec.fn, strings, SR, with_pesq=with_pesq)
-    pesq = f"{r['pesq_nb']:.2f}" if with_pesq else "-"
-    return (f"| {codec.name} | {rate} | {r['si_snr']:.1f} | {r['stoi']:.3f} | {pesq} | "
-            f"{r['log_mel_distance']:.3f} | {time.perf_counter() - start:.1f} |")
+    try:
+        r = evaluate_codec(codec.fn, pieces, rate, pesq=modes)
+    except subprocess.CalledProcessError as err:
+        return f"{head} failed: {' '.join(map(str, err.cmd[:2]))} exited {err.returncode}{blanks}"
+    use, entropy = usage_cells(codec)
+    pesq = "".join(f" {r[f'pesq_{m}']:.2f} |" for m in modes)
+    return (f"{head}{pesq} {r['stoi']:.3f} | {r['si_snr']:.1f} | {r['log_mel_distance']:.3f} | {use} | {entropy} | "
+            f"{time.perf_counter() - start:.0f} |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fsdd", type=Path, default=DEFAULT_FSDD, help="FSDD recordings folder")
-    parser.add_argument("--n", type=int, default=50, help="number of evaluation strings")
-    parser.add_argument("--tokenizer", nargs="+", default=[], metavar="PATH", help="vqtok tokenizers to add")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER, help="folder of speech recordings")
+    parser.add_argument("--rate", type=int, choices=(8000, 16000), default=None,
+                        help="the table's sample rate (default 16000; 8000 with --digits)")
+    parser.add_argument("--digits", action="store_true", help="FSDD digit strings instead of a folder")
+    parser.add_argument("--fsdd", type=Path, default=DEFAULT_FSDD, help="FSDD recordings folder for --digits")
+    parser.add_argument("--speakers", default=None, help="--digits: comma-separated FSDD speakers (e.g. nicolas)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="pieces (default: all of the folder) or digit strings (default 50)")
+    parser.add_argument("--max-seconds", type=float, default=MAX_PIECE_SECONDS, help="longest piece of a folder")
+    parser.add_argument("--tokenizer", action="extend", nargs="+", default=[], metavar="RUN_OR_FILE",
+                        help="vqtok tokenizer run folders or files (repeatable)")
     parser.add_argument("--no-classical", action="store_true", help="only the tokenizers")
     parser.add_argument("--no-pesq", action="store_true", help="skip PESQ (the slowest metric)")
     args = parser.parse_args()
+    if args.speakers and not args.digits:
+        parser.error("--speakers applies to --digits")
+    rate = args.rate or (8000 if args.digits else 16000)
+    modes = () if args.no_pesq else defined_pesq_modes(rate)
 
-    strings = make_eval_strings(args.fsdd, n=args.n, sample_rate=SR)
-    seconds = sum(len(s.audio) for s in strings) / SR
-    print(f"{len(strings)} strings of 5 FSDD test digits, {seconds:.0f} s at {SR} Hz; "
-          "every metric after compensating the codec delay (cross-correlation, +-0.2 s)\n")
-    print("| codec | kbit/s | SI-SNR dB | STOI | PESQ-nb | log-mel dist | time s |")
-    print("|---|---|---|---|---|---|---|")
-    codecs = ([] if args.no_classical else CLASSICAL) + [tokenizer_codec(p) for p in args.tokenizer]
+    try:
+        codecs = [] if args.no_classical else list(CLASSICAL[rate])
+        for path in args.tokenizer:
+            codecs += tokenizer_codecs(path, rate)
+        if args.digits:
+            speakers = args.speakers.split(",") if args.speakers else None
+            pieces = make_eval_strings(args.fsdd, n=args.n or 50, sample_rate=rate, speakers=speakers)
+            who = ", ".join(sorted({p.speaker for p in pieces}))
+            source = f"{len(pieces)} strings of 5 FSDD test digits (speakers {who})"
+        else:
+            pieces = make_folder_pieces(args.folder, rate, args.max_seconds, args.n)
+            files = len({p.files[0] for p in pieces})
+            source = (f"{len(pieces)} pieces of at most {args.max_seconds:g} s from {files} files of "
+                      f"{args.folder.resolve()}")
+    except VqtokError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    seconds = sum(len(p.audio) for p in pieces) / rate
+    print(f"{source}: {seconds / 60:.1f} min at {rate} Hz; every metric after compensating the codec delay "
+          "(cross-correlation, +-0.2 s)\n")
+    print("\n".join(header(modes)))
     for codec in codecs:
-        print(row(codec, strings, not args.no_pesq), flush=True)
+        print(row(codec, pieces, rate, modes), flush=True)
 
 
 if __name__ == "__main__":

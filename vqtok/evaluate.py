@@ -2,7 +2,7 @@
 
 Audio: SI-SNR and log-mel distance per clip (means reported); STOI and narrow-band PESQ on "strings"
 (consecutive clips joined with 0.1 s of silence until at least `STRING_SECONDS` long, since both
-metrics need a few seconds of speech, the same idea as `speech_eval`'s digit strings). Images: MSE
+metrics need a few seconds of speech, the same idea as the digit strings of bench/speech_protocol.py). Images: MSE
 and PSNR per image (pixels in [0, 1]). Both: codebook usage, perplexity and entropy per level over all
 codes, and bitrate (bit/s for audio, bits per image for images).
 """
