@@ -17,6 +17,7 @@ COMMANDS = {
     "info": "info",
     "eval": "eval",
     "sample": "sample",
+    "models": "models",
 }
 
 
