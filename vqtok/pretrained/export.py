@@ -125,6 +125,15 @@ def within_tolerance(ref: dict[str, float], new: dict[str, float]) -> bool:
     return True
 
 
+def run_files(run: Path, default: str, what: str) -> tuple[Path, Path]:
+    """(model file, the recipe.yaml beside it) of a run folder or a model file."""
+    file = run / default if run.is_dir() else run
+    for path in (file, file.parent / RECIPE_FILE):
+        if not path.is_file():
+            raise VqtokError(f"{path}: no such file; export a {what} run folder written by vqtok train")
+    return file, file.parent / RECIPE_FILE
+
+
 def parameter_count(model: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
@@ -179,10 +188,7 @@ def tokenizer_card(tok, recipe, name: str) -> dict[str, Any]:
 
 def export_tokenizer(run: Path, name: str, card_in: CardInput, out: Path, dtype: str, items: int | None,
                      echo) -> Path:
-    file = run / TOKENIZER_FILE if run.is_dir() else run
-    recipe_path = file.parent / RECIPE_FILE
-    if not recipe_path.is_file():
-        raise VqtokError(f"{file.parent}: no {RECIPE_FILE} beside the tokenizer; export a run folder of vqtok train")
+    file, recipe_path = run_files(run, TOKENIZER_FILE, "tokenizer")
     src = load_tokenizer(file)
     recipe = load_recipe(recipe_path)
     repo_recipe = Path(card_in.recipe or f"recipes/{recipe.name}.yaml")
@@ -249,10 +255,7 @@ def prior_nll(prior, codes) -> float:
 
 
 def export_prior(run: Path, name: str, card_in: CardInput, out: Path, dtype: str, echo) -> Path:
-    file = run / PRIOR_FILE if run.is_dir() else run
-    recipe_path = file.parent / RECIPE_FILE
-    if not file.is_file():
-        raise VqtokError(f"{run}: no {PRIOR_FILE}; only single-level priors can be shipped")
+    file, recipe_path = run_files(run, PRIOR_FILE, "single-level prior")
     prior = load_prior(file)
     recipe = load_prior_recipe(recipe_path)
     repo_recipe = Path(card_in.recipe or f"recipes/{recipe.name}.yaml")
