@@ -16,7 +16,7 @@ from vqtok.config import to_dict
 from vqtok.pretrained.export import CardInput, DataSource, export_prior, export_tokenizer
 from vqtok.prior.recipe import load_prior_recipe
 from vqtok.prior.train import train_prior
-from vqtok.recipe import load_recipe
+from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from vqtok.pretrained.export import architecture_mismatch, parameter_count, prio
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
-from vqtok.recipe import load_recipe
+from vqtok.tokenizer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = registry.names()  # the package's own data (collected before any test re-points the registry)
