@@ -18,6 +18,8 @@ def optional_tokenizer_option(default_help: str):
     return click.option("-m", "--model", "model", type=click.Path(path_type=Path), default=None,
                         help="Tokenizer: a shipped name (vqtok models), a .safetensors file or a run folder. "
                              + default_help)
+
+
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 threads_option = click.option(
