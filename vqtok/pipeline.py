@@ -36,6 +36,7 @@ from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
 from vqtok.plots import save_png
+from vqtok.pretrained import registry
 from vqtok.tokenizer import streaming
 from vqtok.tokenizer.codes import (
     is_complete,
@@ -171,15 +172,17 @@ def label_function(tok_path: Path, choice: str) -> Callable[[str], int | None] |
 
 
 def _recipe_rule(tok_path: Path) -> str | None:
-    """The audio label rule of `recipe.yaml` beside the tokenizer (written by `vqtok train`), if any."""
+    """The audio label rule of `recipe.yaml` beside the tokenizer (written by `vqtok train`), or of the recipe
+    stored in a shipped tokenizer's file, if any."""
     recipe = tok_path.parent / "recipe.yaml"
-    if not recipe.is_file():
-        return None
     try:
-        data = yaml.safe_load(recipe.read_text()) or {}
+        text = recipe.read_text() if recipe.is_file() else registry.header(tok_path).get("recipe")
+        if not text:
+            return None
+        data = yaml.safe_load(text) or {}
         rule = data.get("data", {}).get("rule")
         kind = data.get("data", {}).get("kind")
-    except (yaml.YAMLError, AttributeError, OSError):
+    except (yaml.YAMLError, AttributeError, OSError, VqtokError):
         return None
     if kind == "audio" and rule in RULES and RULE_NUM_CLASSES.get(rule):
         return rule

@@ -19,6 +19,7 @@ COMMANDS = {
     "sample": "sample",
     "compress": "compress",
     "decompress": "decompress",
+    "models": "models",
 }
 
 

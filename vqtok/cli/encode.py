@@ -1,4 +1,4 @@
-"""`vqtok encode INPUT... -m TOKENIZER`: audio or images to token files (.npy/.npz + JSON sidecar)."""
+"""`vqtok encode INPUT... [-m TOKENIZER]`: audio or images to token files (.npy/.npz + JSON sidecar)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,38 @@ from pathlib import Path
 import click
 
 from vqtok.cli.common import friendly_errors, setup_logging
-from vqtok.cli.options import device_option, open_tokenizer, threads_option, tokenizer_option
+from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_option, threads_option
+from vqtok.errors import VqtokError
+
+
+def default_model(inputs: tuple[Path, ...]) -> Path:
+    """The shipped tokenizer used without -m: by input kind alone (DEFAULT_TOKENIZERS), never by sample rate."""
+    from vqtok.data.audio import AUDIO_EXTENSIONS, list_files
+    from vqtok.data.images import IMAGE_EXTENSIONS
+    from vqtok.pretrained import DEFAULT_TOKENIZERS, get, names
+
+    kinds = set()
+    for path in inputs:
+        if path.is_dir():
+            kinds |= {kind for kind, ext in (("audio", AUDIO_EXTENSIONS), ("image", IMAGE_EXTENSIONS))
+                      if list_files(path, ext)}
+        elif not path.exists():
+            raise VqtokError(f"{path}: no such file or folder; check the path")
+        elif path.suffix.lower() in AUDIO_EXTENSIONS + IMAGE_EXTENSIONS:
+            kinds.add("audio" if path.suffix.lower() in AUDIO_EXTENSIONS else "image")
+    if len(kinds) != 1:
+        what = "both audio and images" if kinds else "no audio or image files"
+        raise VqtokError(f"{', '.join(map(str, inputs))}: {what}; pass -m TOKENIZER (vqtok models lists the shipped ones)")
+    name = DEFAULT_TOKENIZERS[kinds.pop()]
+    if name not in names():
+        raise VqtokError(f"no -m given and the default tokenizer {name} is not installed with this vqtok "
+                         f"(shipped: {', '.join(names()) or 'none'}); pass -m TOKENIZER")
+    return get(name).path
 
 
 @click.command("encode")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@tokenizer_option
+@optional_tokenizer_option("Default: speech-16k for audio, mnist for images.")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Output file (.npy/.npz, one input file) or folder (mirrors input folders, writes manifest.jsonl). "
                    "Default: beside each input file; FOLDER_codes/ for a folder.")
@@ -31,10 +57,12 @@ from vqtok.cli.options import device_option, open_tokenizer, threads_option, tok
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (a folder run otherwise resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
-def command(inputs: tuple[Path, ...], model: Path, out: Path | None, device: str, batch_size: int,
+def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, device: str, batch_size: int,
             chunk_seconds: float, labels: str, force: bool, quiet: bool, threads: int | None) -> None:
     """Encode INPUT files or folders (searched recursively) into codes.
 
+    Without -m, audio is encoded with the shipped speech-16k and images with the shipped mnist
+    (whatever the file's sample rate or size; the model used is named on stderr).
     Audio is mixed to mono and resampled to the tokenizer's rate (the original rate, channels and
     length are kept in the sidecar); long files are encoded in bounded memory, with codes identical
     for any --chunk-seconds. A folder run writes manifest.jsonl, reports bad files and skips them
@@ -42,6 +70,8 @@ def command(inputs: tuple[Path, ...], model: Path, out: Path | None, device: str
 
     \b
     Examples:
+      vqtok encode speech.wav                       (shipped speech-16k; writes speech.npy)
+      vqtok encode call.wav -m speech-8k
       vqtok encode speech.wav -m runs/speech/tokenizer.safetensors -o speech.npy
       vqtok encode ../shared/data/fsdd/recordings -m runs/speech/tokenizer.safetensors -o fsdd_codes/
       vqtok encode digits/ -m runs/mnist/tokenizer.safetensors -o digit_codes/ --labels folder
@@ -52,6 +82,9 @@ def command(inputs: tuple[Path, ...], model: Path, out: Path | None, device: str
     from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix
 
     setup_logging()
+    if model is None:
+        model = default_model(inputs)
+        click.echo(f"using the shipped tokenizer {model.stem} (no -m given; vqtok models lists the others)", err=True)
     tok, tok_path = open_tokenizer(model, device, threads)
     in_suffixes = AUDIO_EXTENSIONS if tok.dims == 1 else IMAGE_EXTENSIONS
     suffix = codes_suffix(tok.levels)

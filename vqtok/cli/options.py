@@ -1,4 +1,4 @@
-"""Options shared by encode, decode, info and eval: the tokenizer file and the device."""
+"""Options shared by encode, decode, info and eval: the tokenizer (file, run folder or shipped name), the device."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from vqtok.errors import VqtokError
 
 tokenizer_option = click.option(
     "-m", "--model", "model", required=True, type=click.Path(path_type=Path),
-    help="Tokenizer checkpoint (.safetensors written by vqtok train).")
+    help="Tokenizer: a shipped name (vqtok models), a .safetensors file or a run folder of vqtok train.")
+
+
+def optional_tokenizer_option(default_help: str):
+    """-m for commands that find a tokenizer themselves when it is not given."""
+    return click.option("-m", "--model", "model", type=click.Path(path_type=Path), default=None,
+                        help="Tokenizer: a shipped name (vqtok models), a .safetensors file or a run folder. "
+                             + default_help)
+
+
 device_option = click.option(
     "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 threads_option = click.option(

@@ -22,8 +22,8 @@ from vqtok.errors import VqtokError
 @click.option("--codes", "codes_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write each sample's codes here (NAME.npy/.npz + sidecar, readable by vqtok decode).")
 @click.option("-m", "--model", "tokenizer", type=click.Path(path_type=Path),
-              help="Tokenizer to decode with (default: the copy in the prior's run folder); it must be the one "
-                   "the prior was trained on.")
+              help="Tokenizer to decode with (default: the copy in the prior's run folder, or the shipped tokenizer "
+                   "it models); it must be the one the prior was trained on.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Softmax temperature (0: greedy).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep the k most likely codes at each step.")
@@ -39,7 +39,8 @@ from vqtok.errors import VqtokError
 def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir: Path | None, tokenizer: Path | None,
             temperature: float, top_k: int | None, top_p: float | None, guidance: float | None, seed: int,
             nrow: int | None, device: str, force: bool) -> None:
-    """Sample from PRIOR (a prior run folder, or a prior .safetensors) and decode through its tokenizer.
+    """Sample from PRIOR (a prior run folder, a prior .safetensors or a shipped name such as mnist-prior)
+    and decode through its tokenizer.
 
     A VQ-VAE-2 is sampled top first, then bottom given the top. Audio priors stop each sample at its
     end-of-sequence token, so clips have natural lengths. With --guidance W (a prior trained with
@@ -48,6 +49,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
 
     \b
     Examples:
+      vqtok sample mnist-prior -n 16 --label 3 -o threes.png
       vqtok sample runs/mnist_prior -n 64 -o samples.png
       vqtok sample runs/mnist_prior -n 16 --label 3 -o threes.png --codes threes/
       vqtok sample runs/speech_prior -n 10 --label 7 -o sevens/ --temperature 0.9
@@ -62,8 +64,8 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     from vqtok.tokenizer.codes import codes_suffix, write_codes
 
     setup_logging()
-    if not prior.exists():
-        raise VqtokError(f"{prior}: no such prior; give a prior run folder or a prior .safetensors")
+    if not prior.exists() and ("/" in str(prior) or prior.suffix):
+        raise VqtokError(f"{prior}: no such prior; give a prior run folder, a prior .safetensors or a shipped name")
     priors, tok, _ = load_prior_run(prior, tokenizer, pick_device(device))
     images = tok.dims == 2
     if out is None:

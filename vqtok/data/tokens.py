@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from vqtok.data.audio import get_rule
 from vqtok.errors import VqtokError
+from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer
 from vqtok.tokenizer.codes import describe_tokenizer, read_codes
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,10 @@ class TokenDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def load_tokenizer(self, device="cpu"):
+        """The tokenizer that made these codes (to decode them): shipped (by fingerprint) or at its recorded path."""
+        return load_tokenizer(locate_tokenizer(self.tokenizer, self.manifest), device)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         levels = []

@@ -26,9 +26,12 @@ PRIOR_FILES = {"codes": "prior.safetensors", "top": "prior_top.safetensors", "bo
 
 
 def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
-               train_info: dict[str, Any] | None = None) -> None:
-    """Write `prior` to `path` atomically. `tokenizer` is `tokenizer_summary(tok)` of the tokenizer it models."""
+               train_info: dict[str, Any] | None = None, half: frozenset[str] = frozenset(),
+               extra: dict[str, str] | None = None) -> None:
+    """Write `prior` to `path` atomically. `tokenizer` is `tokenizer_summary(tok)` of the tokenizer it models;
+    `half` names tensors stored as float16 and `extra` adds metadata (both for shipped models)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in prior.state_dict().items()}
+    tensors = {k: v.half() if k in half else v for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -39,6 +42,7 @@ def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
         "tokenizer": json.dumps(tokenizer, sort_keys=True),
         "tokenizer_fingerprint": str(tokenizer.get("fingerprint")),
         "train": json.dumps(train_info or {}, sort_keys=True, default=str),
+        **(extra or {}),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 

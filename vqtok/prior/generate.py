@@ -11,11 +11,14 @@ from torch import Tensor
 from vqtok.errors import VqtokError
 from vqtok.prior.checkpoint import PRIOR_FILES, check_tokenizer, load_prior, read_prior_metadata
 from vqtok.prior.model import CodePrior
-from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, tokenizer_file
+from vqtok.pretrained import registry
+from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, locate_tokenizer, tokenizer_file
+
 
 def find_prior_files(path: str | Path) -> list[Path]:
-    """A prior run folder or one prior file -> the prior files of every tokenizer level, top first."""
-    path = Path(path)
+    """A prior run folder, one prior file or a shipped prior's name -> the prior files of every tokenizer
+    level, top first. A path that exists wins over a name."""
+    path = registry.lookup(path, "prior") or Path(path)
     if path.is_dir():
         folder = path
         present = [name for name, file in PRIOR_FILES.items() if (folder / file).is_file()]
@@ -43,15 +46,14 @@ def find_prior_files(path: str | Path) -> list[Path]:
 
 def load_prior_run(path: str | Path, tokenizer: str | Path | None = None, device: str | torch.device = "cpu"):
     """(priors top first, tokenizer, tokenizer path). The tokenizer defaults to the copy in the run folder,
-    then to the path recorded at training; any tokenizer other than the one the priors model is refused."""
+    then to the shipped tokenizer with the fingerprint the priors model, then to the path recorded at
+    training; any tokenizer other than the one the priors model is refused."""
     files = find_prior_files(path)
     priors = [load_prior(f, device=device) for f in files]
     if tokenizer is None:
-        candidates = [files[0].parent / TOKENIZER_FILE, Path(priors[0].train_info.get("tokenizer_path", ""))]
-        found = [c for c in candidates if c.name and c.is_file()]
-        if not found:
-            raise VqtokError(f"{path}: cannot find the tokenizer it models ({describe(priors[0])}); pass -m TOKENIZER")
-        tokenizer = found[0]
+        copy = files[0].parent / TOKENIZER_FILE
+        recorded = {**priors[0].tokenizer, "path": priors[0].train_info.get("tokenizer_path")}
+        tokenizer = copy if copy.is_file() else locate_tokenizer(recorded, files[0])
     tok_path = tokenizer_file(tokenizer)
     tok = load_tokenizer(tok_path, device)
     for f, prior in zip(files, priors):
@@ -61,12 +63,6 @@ def load_prior_run(path: str | Path, tokenizer: str | Path | None = None, device
     if levels != expected:
         raise VqtokError(f"{path}: priors for levels {levels}, but the tokenizer has levels {expected}")
     return priors, tok, tok_path
-
-
-def describe(prior: CodePrior) -> str:
-    from vqtok.tokenizer.codes import describe_tokenizer
-
-    return describe_tokenizer(prior.tokenizer)
 
 
 def draw_labels(prior: CodePrior, n: int, label: int | None, generator: torch.Generator | None) -> Tensor | None:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from vqtok.config import from_dict, to_dict
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.pretrained import registry
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
 from vqtok.tokenizer.vqvae import VQVAE
 from vqtok.tokenizer.vqvae2 import VQVAE2
@@ -48,13 +49,16 @@ def _state_tensors(model: Tokenizer) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any] | None = None) -> str:
+def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any] | None = None,
+                   half: frozenset[str] = frozenset(), extra: dict[str, str] | None = None) -> str:
     """Write `model` to `path` (.safetensors) atomically; returns its fingerprint.
 
-    `train_info` (recipe, step, ...) is stored as JSON metadata for `vqtok info`.
+    `train_info` (recipe, step, ...) is stored as JSON metadata for `vqtok info`. `half` names tensors stored
+    as float16 (shipped models; loading casts them back), `extra` adds metadata (a shipped model's card).
+    The fingerprint covers the tensors as stored.
     """
     config_json = json.dumps(to_dict(model.config), sort_keys=True)
-    tensors = _state_tensors(model)
+    tensors = {k: v.half() if k in half else v for k, v in _state_tensors(model).items()}
     fp = fingerprint(config_json, tensors)
     metadata = {
         "format": FORMAT,
@@ -63,6 +67,7 @@ def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any
         "config": config_json,
         "fingerprint": fp,
         "train": json.dumps(train_info or {}, sort_keys=True, default=str),
+        **(extra or {}),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     model.fingerprint = fp
@@ -99,10 +104,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return read_header(path, FORMAT, FORMAT_VERSION, "tokenizer")
 
 
-def tokenizer_file(path: str | Path) -> Path:
-    """A tokenizer file, or a run folder holding tokenizer.safetensors -> the file. A path that does not exist
-    is returned as it is (load_tokenizer names it)."""
-    path = Path(path).expanduser()
+def tokenizer_file(name_or_path: str | Path) -> Path:
+    """A tokenizer file, a run folder holding tokenizer.safetensors, or a shipped name -> the file.
+
+    A path that exists always wins over a name. A bare word that is no shipped tokenizer is an error
+    listing the names; a path that does not exist is returned as it is (load_tokenizer names it)."""
+    shipped = registry.lookup(name_or_path, "tokenizer")
+    if shipped is not None:
+        return shipped
+    path = Path(name_or_path).expanduser()
     if path.is_dir():
         candidate = path / TOKENIZER_FILE
         if not candidate.is_file():
@@ -111,9 +121,33 @@ def tokenizer_file(path: str | Path) -> Path:
     return path
 
 
+def locate_tokenizer(made_by: dict[str, Any], where: str | Path) -> Path:
+    """The file of the tokenizer that `made_by` (a codes sidecar's or a prior's record) describes: the
+    shipped one with its fingerprint, else the path recorded at encode time if that file still holds it.
+    Otherwise a one-line error naming the fingerprint (both, when the recorded path holds another)."""
+    fp = made_by.get("fingerprint")
+    shipped = registry.by_fingerprint(fp)
+    if shipped is not None:
+        return shipped.path
+    recorded = made_by.get("path")
+    if recorded and Path(recorded).is_file():
+        try:
+            found = read_metadata(recorded).get("fingerprint")
+        except VqtokError:
+            found = "unreadable"
+        if found == fp:
+            return Path(recorded)
+        raise VqtokError(f"{where}: made by tokenizer {fp}, but {recorded} (its path at encode time) now holds "
+                         f"tokenizer {found}; pass -m with the tokenizer that made it")
+    was = f"; it was at {recorded} when encoding" if recorded else ""
+    raise VqtokError(f"{where}: made by tokenizer {fp}, which is not shipped with vqtok and not found{was}; "
+                     "pass -m TOKENIZER")
+
+
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-    """Rebuild a tokenizer from its checkpoint file alone, strictly; returns it in eval mode."""
-    path = Path(path)
+    """Rebuild a tokenizer from its checkpoint file (or run folder, or shipped name) alone, strictly; returns it
+    in eval mode with `fingerprint`, `path` and `name` (the shipped name, else None) set."""
+    path = tokenizer_file(path)
     meta = read_metadata(path)
     try:
         config = from_dict(TokenizerConfig, json.loads(meta["config"]))
@@ -138,4 +172,5 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     model.load_state_dict(tensors, strict=True)
     model.fingerprint = fp
     model.train_info = json.loads(meta.get("train", "{}") or "{}")
+    model.path, model.name = path.resolve(), registry.name_of(path)
     return model.to(device).eval()

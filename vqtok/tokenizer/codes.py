@@ -10,7 +10,8 @@ Layout (format "vqtok.codes", version 1):
 
       {"format": "vqtok.codes", "format_version": 1, "vqtok_version": "0.1.0",
        "tokenizer": {"fingerprint": "...", "arch": "vqvae", "dims": 1, "sample_rate": 8000,
-                     "codebook_size": [512], "downsample": [40], "hop": 40, "block_frames": 200},
+                     "codebook_size": [512], "downsample": [40], "hop": 40, "block_frames": 200,
+                     "path": "/abs/runs/speech/tokenizer.safetensors", "name": null},
        "levels": [{"name": "codes", "shape": [200], "dtype": "int16"}],
        "source": {"kind": "audio", "path": "a.wav", "length": 8000, "sample_rate": 8000,
                   "orig_sample_rate": 44100, "channels": 2, "orig_frames": 44100, "duration": 1.0},
@@ -19,7 +20,10 @@ Layout (format "vqtok.codes", version 1):
 
   ``source.length`` is the signal length at the tokenizer's rate (images: ``size`` [H, W]) that decoding
   trims to; ``orig_*`` restore the original rate and length. ``array_sha256`` hashes the array file,
-  so an array and a sidecar from different writes never pass as a pair.
+  so an array and a sidecar from different writes never pass as a pair. ``tokenizer.path`` (absolute, at
+  encode time) and ``tokenizer.name`` (a shipped model's name) let decoding find the tokenizer without
+  being told: ``TokenFile.load_tokenizer()`` (and ``vqtok decode`` without -m) takes the shipped tokenizer
+  with the recorded fingerprint, else the file at the recorded path if it still has that fingerprint.
 
 Both files are written atomically (temporary file + rename), the array first, so the sidecar's
 presence with a matching hash means the pair is complete: an interrupted folder run resumes from it.
@@ -43,6 +47,7 @@ import numpy as np
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
 from vqtok.tokenizer.base import LEVEL_NAMES
+from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer
 from vqtok.version import __version__
 
 FORMAT = "vqtok.codes"
@@ -81,11 +86,18 @@ def tokenizer_summary(tok) -> dict[str, Any]:
     return summary
 
 
+def tokenizer_location(tok) -> dict[str, Any]:
+    """Where a loaded tokenizer came from (absolute path; shipped name or None): what decoding looks up."""
+    path = getattr(tok, "path", None)
+    return {"path": str(path) if path else None, "name": getattr(tok, "name", None)}
+
+
 def describe_tokenizer(summary: dict[str, Any]) -> str:
     """'tokenizer 1a2b3c4d5e6f7a8b (vqvae, 512 codes, 8000 Hz)'."""
     rate = f", {summary['sample_rate']} Hz" if summary.get("sample_rate") else ""
     sizes = "+".join(str(k) for k in summary.get("codebook_size", []))
-    return f"tokenizer {summary.get('fingerprint')} ({summary.get('arch')}, {sizes} codes{rate})"
+    name = f"{summary['name']}: " if summary.get("name") else ""
+    return f"tokenizer {summary.get('fingerprint')} ({name}{summary.get('arch')}, {sizes} codes{rate})"
 
 
 @dataclass
@@ -109,6 +121,10 @@ class TokenFile:
         """What decoding trims to: length at the tokenizer's rate (audio) or (H, W) (images)."""
         src = self.source
         return int(src["length"]) if src.get("kind") == "audio" else tuple(src["size"])
+
+    def load_tokenizer(self, device="cpu"):
+        """The tokenizer that made these codes: shipped (by fingerprint) or at its recorded path."""
+        return load_tokenizer(locate_tokenizer(self.meta.get("tokenizer", {}), self.path), device)
 
 
 def _file_sha256(path: Path) -> str:
@@ -155,7 +171,7 @@ def write_codes(path: str | os.PathLike, codes, tok, source: dict[str, Any],
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "vqtok_version": __version__,
-        "tokenizer": tokenizer_summary(tok),
+        "tokenizer": {**tokenizer_summary(tok), **tokenizer_location(tok)},
         "levels": [{"name": n, "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in zip(names, arrays)],
         "source": source,
         "label": label,
@@ -221,11 +237,14 @@ def _load_arrays(path: Path, names: list[str]) -> list[np.ndarray]:
 
 
 def read_codes(path: str | os.PathLike, tok=None) -> TokenFile:
-    """Read and check a codes file; with `tok`, also check that it can decode these codes.
+    """Read and check a codes file; with `tok` (a tokenizer, a file or a shipped name), also check that it can
+    decode these codes. Without one, `TokenFile.load_tokenizer()` finds the tokenizer that made them.
 
     Returns int64 arrays, top first. Every problem is a VqtokError naming the file.
     """
     path = Path(path)
+    if isinstance(tok, (str, os.PathLike)):
+        tok = load_tokenizer(tok)
     if path.suffix not in CODE_SUFFIXES:
         raise VqtokError(f"{path}: codes files end in .npy or .npz")
     if not path.is_file():

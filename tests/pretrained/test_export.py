@@ -1,0 +1,43 @@
+"""The export tool's refusals, and the cards kept in recipes/cards parse."""
+
+from pathlib import Path
+
+import pytest
+
+from vqtok import VqtokError
+from vqtok.pretrained.export import TOLERANCE, export_prior, export_tokenizer, load_card_input, main, within_tolerance
+from standins import CARD, _card
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_recipe_must_build_the_weights(work, tmp_path):
+    with pytest.raises(VqtokError, match=r"speech-16k.yaml: does not build the exported tokenizer \(sample_rate: "
+                                         r"16000 != 8000\)"):
+        export_tokenizer(work / "speech-8k", "x", _card(work / "speech-16k.yaml"), tmp_path, "auto", 2, print)
+
+
+def test_prior_needs_its_tokenizer_shipped_first(work, tmp_path):
+    with pytest.raises(VqtokError, match="no shipped tokenizer was exported from tokenizer .*; export that "
+                                         "tokenizer run first"):
+        export_prior(work / "mnist_prior", "p", _card(work / "prior.yaml"), tmp_path, "auto", print)
+
+
+def test_tolerance_rule():
+    assert within_tolerance({"mse": 0.002, "psnr": 27.0}, {"mse": 0.002 * (1 + TOLERANCE["mse"] / 2), "psnr": 27.04})
+    assert not within_tolerance({"si_snr": 6.0}, {"si_snr": 5.9})
+    assert not within_tolerance({"nll": 2.5}, {"nll": float("nan")})
+
+
+def test_command_line_refuses_to_overwrite(shipped, work, capsys):
+    card = work / "card.yaml"
+    card.write_text(f"description: x\ntraining_data: [{{name: d, licence: {CARD.training_data[0].licence}}}]\n")
+    assert main([str(work / "mnist"), "mnist", "--card", str(card), "--out", str(shipped)]) == 2
+    assert "mnist.safetensors: already exists; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("card", sorted((REPO / "recipes" / "cards").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_cards_parse(card):
+    data = load_card_input(card)
+    assert data.recipe.startswith("recipes/") and data.description
+    assert all(source.licence and source.attribution for source in data.training_data)

@@ -1,0 +1,77 @@
+"""The models shipped in the package: each card's recipe rebuilds its architecture, sizes, speed, a default run."""
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import vqtok
+from vqtok.config import to_dict
+from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
+from vqtok.pretrained.export import architecture_mismatch, parameter_count, prior_recipe_check
+from vqtok.prior.checkpoint import load_prior
+from vqtok.prior.model import CodePrior
+from vqtok.prior.recipe import load_prior_recipe
+from vqtok.tokenizer.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = registry.names()  # the package's own data (collected before any test re-points the registry)
+needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no models shipped in vqtok/pretrained yet")
+
+
+def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Path) -> None:
+    """recipe_file (and the recipe stored in the file) build the architecture and parameter count of the weights."""
+    stored = tmp_path / f"{model.name}-stored.yaml"
+    stored.write_text(model.recipe)
+    for recipe in (recipe_file, stored):
+        if model.kind == "tokenizer":
+            tok = vqtok.load_tokenizer(model.path)
+            built = vqtok.build_tokenizer(load_recipe(recipe).model)
+            assert architecture_mismatch(to_dict(built.config), to_dict(tok.config)) == [], recipe
+            assert parameter_count(built) == parameter_count(tok) == model.card["parameters"]
+        else:
+            prior = load_prior(model.path)
+            prior_recipe_check(recipe, prior)
+            built = CodePrior(prior.layout, dict(load_prior_recipe(recipe).model.config))
+            assert parameter_count(built) == parameter_count(prior) == model.card["parameters"]
+
+
+def test_standin_cards_rebuild(shipped, tmp_path):
+    for name in registry.names():
+        model = registry.get(name)
+        check_rebuilds(model, Path(model.card["recipe"]), tmp_path)
+
+
+@needs_shipped
+@pytest.mark.parametrize("name", SHIPPED or ["none"])
+def test_card_recipe_rebuilds(name, tmp_path):
+    model = registry.get(name)
+    card = model.card
+    for key in ("modality", "codebooks", "parameters", "training_data", "recipe", "step", "quality", "storage"):
+        assert key in card, key
+    assert all(d["licence"] and d["attribution"] for d in card["training_data"])
+    check_rebuilds(model, REPO / card["recipe"], tmp_path)
+
+
+@needs_shipped
+def test_sizes_and_speed():
+    """All weights under 40 MB; each tokenizer loads and encodes its first input in under a second."""
+    assert sum(registry.get(n).megabytes for n in SHIPPED) < 40
+    torch.set_num_threads(1)
+    for name in registry.names("tokenizer"):
+        start = time.perf_counter()
+        tok = vqtok.load_tokenizer(name)
+        x = torch.zeros(1, tok.sample_rate) if tok.dims == 1 else torch.zeros(1, 28, 28)
+        tok.encode(x)
+        assert time.perf_counter() - start < 1.0, name
+
+
+@needs_shipped
+@pytest.mark.skipif(not set(DEFAULT_TOKENIZERS.values()) | {"mnist-prior"} <= set(SHIPPED),
+                    reason="the default models are not all shipped")
+def test_default_run_on_the_package_data(tmp_path, monkeypatch):
+    """The fresh-install commands on the real shipped models, in-process."""
+    from test_default_models import test_default_run
+
+    test_default_run(registry.MODELS_DIR, tmp_path, monkeypatch)

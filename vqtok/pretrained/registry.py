@@ -1,0 +1,123 @@
+"""The shipped models: name -> safetensors file in this package folder, with the card from its header.
+
+A shipped model is one file, ``vqtok/pretrained/NAME.safetensors``, written by
+``python -m vqtok.pretrained.export`` (see that module). Its name is the file's stem; its header holds the
+usual checkpoint metadata (format, config, fingerprint, ...) plus ``card`` (JSON: modality, rates,
+codebooks, bitrate, parameters, training data and licences, recipe and step, measured quality, storage)
+and ``recipe`` (the YAML the run was trained from).
+
+Fingerprints: a shipped tokenizer's fingerprint is the usual one (config + stored tensors, dtypes
+included) of the shipped file itself, so it is what `load_tokenizer` verifies, what token files record
+and what `vqtok decode` looks up here. Weights stored in fp16 make a fingerprint other than the training
+run's fp32 file; the card keeps that one as ``storage.source_fingerprint``.
+
+This module reads headers only (never weights) and imports nothing else of vqtok but its error type, so
+every layer can ask it "is this a name?" without an import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from vqtok.errors import VqtokError
+
+MODELS_DIR = Path(__file__).resolve().parent  # the package data; tests point this elsewhere
+SUFFIX = ".safetensors"
+KINDS = {"vqtok.tokenizer": "tokenizer", "vqtok.prior": "prior"}  # header format -> kind
+
+
+@dataclass
+class ShippedModel:
+    """One shipped file: its name, path, kind (tokenizer | prior), fingerprint and card."""
+
+    name: str
+    path: Path
+    kind: str
+    fingerprint: str | None
+    card: dict[str, Any] = field(default_factory=dict)
+    recipe: str = ""  # the YAML text of the training recipe
+
+    @property
+    def megabytes(self) -> float:
+        return self.path.stat().st_size / 1e6
+
+
+def header(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file ({} for one without); a one-line error for an unreadable file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise VqtokError(f"{path}: unreadable safetensors header ({err})") from None
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Shipped names, sorted; with `kind`, only tokenizers or only priors."""
+    if not MODELS_DIR.is_dir():
+        return []
+    found = sorted(p.stem for p in MODELS_DIR.glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    return found if kind is None else [n for n in found if get(n).kind == kind]
+
+
+def get(name: str) -> ShippedModel:
+    """The shipped model `name`; an unknown name is a one-line error listing the names."""
+    path = MODELS_DIR / f"{name}{SUFFIX}"
+    if "/" in name or not path.is_file():
+        raise VqtokError(unknown_name(name))
+    meta = header(path)
+    try:
+        card = json.loads(meta.get("card") or "{}")
+    except json.JSONDecodeError:
+        raise VqtokError(f"{path}: the shipped model's card is not JSON") from None
+    kind = KINDS.get(meta.get("format", ""), meta.get("format", "?"))
+    fp = meta.get("fingerprint") if kind == "tokenizer" else meta.get("tokenizer_fingerprint")
+    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""))
+
+
+def models() -> list[ShippedModel]:
+    return [get(n) for n in names()]
+
+
+def unknown_name(name: str, kind: str | None = None) -> str:
+    shipped = names(kind)
+    what = f"shipped {kind}" if kind else "shipped model"
+    listing = ", ".join(shipped) if shipped else "none are installed"
+    return f"'{name}' is not a {what} name ({listing}); `vqtok models` lists them"
+
+
+def lookup(name_or_path: str | Path, kind: str) -> Path | None:
+    """The shipped file for a name of `kind`, or None when `name_or_path` exists as a path (a path always
+    wins) or looks like one (has a folder part or a suffix). A bare word that is no shipped name of that
+    kind is an error listing the names."""
+    text = str(name_or_path)
+    if Path(text).expanduser().exists() or "/" in text or "\\" in text or Path(text).suffix or not text:
+        return None
+    if text not in names():
+        raise VqtokError(unknown_name(text, kind))
+    model = get(text)
+    if model.kind != kind:
+        raise VqtokError(f"'{text}' is a shipped {model.kind}, not a {kind}; "
+                         f"shipped {kind}s: {', '.join(names(kind)) or 'none'}")
+    return model.path
+
+
+def by_fingerprint(fingerprint: str | None) -> ShippedModel | None:
+    """The shipped tokenizer with this fingerprint, if any."""
+    if not fingerprint:
+        return None
+    for name in names():
+        model = get(name)
+        if model.kind == "tokenizer" and model.fingerprint == fingerprint:
+            return model
+    return None
+
+
+def name_of(path: str | Path) -> str | None:
+    """The shipped name of a file in the models folder, else None."""
+    path = Path(path).resolve()
+    return path.stem if path.parent == MODELS_DIR.resolve() and path.suffix == SUFFIX else None
