@@ -260,6 +260,10 @@ def export_prior(run: Path, name: str, card_in: CardInput, out: Path, dtype: str
     recipe = load_prior_recipe(recipe_path)
     repo_recipe = Path(card_in.recipe or f"recipes/{recipe.name}.yaml")
     prior_recipe_check(repo_recipe, prior)
+    if prior.layout.null_class:
+        # The default guidance weight is a sampling setting, not a weight: the shipped prior takes the card
+        # recipe's, which may have been chosen after training with bench/mnist_samples.py --guidance W.
+        prior.layout.guidance = load_prior_recipe(repo_recipe).model.guidance
     src_tok = load_tokenizer(file.parent / TOKENIZER_FILE)
     if src_tok.fingerprint != prior.tokenizer.get("fingerprint"):
         raise VqtokError(f"{file.parent / TOKENIZER_FILE}: not the tokenizer the prior models")
