@@ -49,7 +49,8 @@ def test_default_run(shipped, tmp_path, monkeypatch):
     run("decode", "digit.npy")
     assert Image.open("digit.decoded.png").size == (28, 28)
     table = run("models").stdout
-    assert all(name in table for name in registry.names()) and "CC0" in table
+    licences = {d["licence"] for name in registry.names() for d in registry.get(name).card.get("training_data", [])}
+    assert all(name in table for name in registry.names()) and licences and all(lic in table for lic in licences)
     run("sample", "mnist-prior", "-n", "16", "--label", "3", "-o", "threes.png")
     grid = np.asarray(Image.open("threes.png"))
     assert grid.shape[0] > 28 and grid.std() > 0

@@ -266,7 +266,7 @@ def test_recipe_keys_are_checked():
     recipe = load_prior_recipe(path, ["model.cond_dropout=0.1", "model.guidance=3"])
     assert recipe.model.cond_dropout == 0.1 and recipe.model.guidance == 3.0
     with pytest.raises(VqtokError, match="guidance 3.0 needs an unconditional model"):
-        load_prior_recipe(path, ["model.guidance=3"])
+        load_prior_recipe(path, ["model.cond_dropout=0", "model.guidance=3"])
     with pytest.raises(VqtokError, match="needs model.class_conditional: true"):
         load_prior_recipe(path, ["model.cond_dropout=0.1", "model.class_conditional=false"])
     with pytest.raises(VqtokError, match=r"cond_dropout must be in \[0, 1\)"):
@@ -306,7 +306,7 @@ def test_trained_prior_samples_with_the_recipes_guidance_and_cli_refuses_it_with
     assert all(np.array_equal(a, b) for a, b in zip(default, two))  # the recipe's weight by default
     assert not all(np.array_equal(a, b) for a, b in zip(default, one))
 
-    plain = prior_recipe(tok_path)
+    plain = prior_recipe(tok_path, "model.cond_dropout=0", "model.guidance=1")  # mnist_prior.yaml has guidance on
     train_prior(plain, tmp_path / "plain", progress=False, plot=False)
     result = CliRunner().invoke(main, ["sample", str(tmp_path / "plain"), "--guidance", "3", "-o",
                                        str(tmp_path / "x.png")])
