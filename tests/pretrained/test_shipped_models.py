@@ -17,7 +17,6 @@ from vqtok.tokenizer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = registry.names()  # the package's own data (collected before any test re-points the registry)
-needs_shipped = pytest.mark.skipif(not SHIPPED, reason="no models shipped in vqtok/pretrained yet")
 
 
 def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Path) -> None:
@@ -43,7 +42,6 @@ def test_standin_cards_rebuild(shipped, tmp_path):
         check_rebuilds(model, Path(model.card["recipe"]), tmp_path)
 
 
-@needs_shipped
 @pytest.mark.parametrize("name", SHIPPED or ["none"])
 def test_card_recipe_rebuilds(name, tmp_path):
     model = registry.get(name)
@@ -54,7 +52,11 @@ def test_card_recipe_rebuilds(name, tmp_path):
     check_rebuilds(model, REPO / card["recipe"], tmp_path)
 
 
-@needs_shipped
+def test_the_named_models_ship():
+    """The defaults of vqtok encode and the names the README and prior recipes use are package data."""
+    assert set(DEFAULT_TOKENIZERS.values()) | {"speech-8k", "fsdd", "mnist-prior"} <= set(SHIPPED)
+
+
 def test_sizes_and_speed():
     """All weights under 40 MB; each tokenizer loads and encodes its first input in under a second."""
     assert sum(registry.get(n).megabytes for n in SHIPPED) < 40
@@ -67,9 +69,6 @@ def test_sizes_and_speed():
         assert time.perf_counter() - start < 1.0, name
 
 
-@needs_shipped
-@pytest.mark.skipif(not set(DEFAULT_TOKENIZERS.values()) | {"mnist-prior"} <= set(SHIPPED),
-                    reason="the default models are not all shipped")
 def test_default_run_on_the_package_data(tmp_path, monkeypatch):
     """The fresh-install commands on the real shipped models, in-process."""
     from test_default_models import test_default_run
