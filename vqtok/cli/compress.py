@@ -43,14 +43,12 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
         raise VqtokError(f"{out}: compressed token files end in {SUFFIX}")
     if out.exists() and not force:
         raise VqtokError(f"{out}: already exists; pass --force to overwrite it or choose another -o")
-    if not prior.exists():
-        raise VqtokError(f"{prior}: no such prior; give a prior run folder or a prior .safetensors")
-    priors, tok, _ = load_prior_run(prior, device="cpu")
+    priors, tok, _ = load_prior_run(prior, device="cpu")  # a run folder, a prior file or a shipped name
     file = read_codes(codes, tok)
     coded = coded_class(priors, label if label is not None else file.label, str(codes))
     start = time.perf_counter()
     data = compress(priors, tok.fingerprint, file.levels, file.label if label is None else label, coded,
-                    file.source, str(prior.resolve()))
+                    file.source, str(prior.resolve()) if prior.exists() else str(prior))
     seconds = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))

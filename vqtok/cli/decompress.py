@@ -29,6 +29,7 @@ def command(vqz: Path, out: Path, prior: Path | None, force: bool) -> None:
       vqtok decompress 0_george_0.vqz -o 0_george_0.npy
       vqtok decompress img.vqz -p runs/mnist_prior -o img.npy
     """
+    from vqtok.pretrained.registry import names
     from vqtok.prior.coding import check_prior, decode_payload, read_vqz
     from vqtok.prior.generate import load_prior_run
     from vqtok.tokenizer.codes import sidecar_path, write_codes
@@ -38,7 +39,7 @@ def command(vqz: Path, out: Path, prior: Path | None, force: bool) -> None:
     if existing and not force:
         raise VqtokError(f"{existing[0]}: already exists; pass --force to overwrite it or choose another -o")
     where = prior if prior is not None else Path(file.header.prior_path or "")
-    if not str(where) or not where.exists():
+    if not str(where) or not (where.exists() or str(where) in names("prior")):
         raise VqtokError(f"{vqz}: its prior ({file.header.prior_path or 'not recorded'}) is not there; "
                          "pass -p PRIOR")
     priors, tok, _ = load_prior_run(where, device="cpu")
