@@ -10,6 +10,7 @@ from vqtok.data.build import DataSource
 from vqtok.errors import VqtokError
 from vqtok.run import TrainConfig, load_recipe_dict
 from vqtok.tokenizer.base import TokenizerConfig
+from vqtok.tokenizer.discriminators import AdversarialConfig
 
 
 @dataclass
@@ -26,12 +27,13 @@ class DataConfig(DataSource):
 
 @dataclass
 class LossConfig:
-    """Reconstruction loss weights. Images use `mse`; audio uses `l1` + `stft`."""
+    """Loss weights. Images use `mse`; audio uses `l1` + `stft`, plus discriminators if `adversarial` is set."""
 
     mse: float = 1.0
     l1: float = 1.0
     stft: float = 1.0
     fft_sizes: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+    adversarial: AdversarialConfig | None = None  # audio only: GAN terms (tokenizer/discriminators.py)
 
 
 @dataclass

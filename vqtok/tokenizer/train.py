@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
 from vqtok.plots import image_grid, save_png, save_spectrograms
-from vqtok.run import (STATE_FILE, Progress, StepBatches, Trainables, draw_curves, improved, init_distributed,
-                       load_state, save_state, set_rng_state, start_run, write_recipe)
+from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, draw_curves, improved,
+                       init_distributed, load_state, save_state, set_rng_state, start_run, write_recipe)
 from vqtok.tokenizer.base import Tokenizer
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
+                                            generator_loss)
 from vqtok.tokenizer.recipe import DataConfig, Recipe
 
 
@@ -78,6 +81,45 @@ class ReconstructionLoss(torch.nn.Module):
         l1 = waveform_l1(recon, x, mask)
         stft = self.stft(recon, x, mask)
         return {"rec": self.weights.l1 * l1 + self.weights.stft * stft, "l1": l1, "stft": stft}
+
+
+class Adversary:
+    """The discriminators of a GAN recipe with their optimizer, and the two passes they add to a training step.
+
+    Real and generated audio go through the discriminators as one batch [x; G(x)]: one forward per
+    backward, which is what DistributedDataParallel needs, and half the kernel launches.
+    """
+
+    def __init__(self, cfg: AdversarialConfig, train: TrainConfig, trainables: Trainables, device, ddp: Dist):
+        self.cfg = cfg
+        self.module = Discriminators(cfg).to(device).train()
+        self.net = self.module
+        if ddp.world > 1:  # DDP also broadcasts rank 0's initial weights
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.part = trainables.add("disc", self.module.parameters(), replace(train, lr=cfg.lr or train.lr),
+                                   keep_weights=self.module)
+        self.device = device
+        self.precision = train.precision
+
+    def active(self, step: int) -> bool:
+        """Whether the discriminators take part in step `step` (counted from 0)."""
+        return step >= self.cfg.start_step
+
+    def update(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """One discriminator step on real `x` against the (detached) reconstruction; returns its hinge loss."""
+        with autocast(self.device, self.precision):
+            real, fake = self.net(torch.cat([x, recon.detach()])).halves(len(x))
+        loss = discriminator_loss(real, fake)
+        self.part.step(loss)
+        return loss.detach()
+
+    def generator_terms(self, x: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The generator's adversarial and feature-matching terms and their weighted sum `gan`."""
+        with autocast(self.device, self.precision):
+            real, fake = self.net(torch.cat([x, recon])).halves(len(x))
+        adv, feat = generator_loss(fake), feature_matching(real, fake)
+        return {"gan": self.cfg.weight * adv + self.cfg.feature_weight * feat, "adv": adv, "feat": feat}
 
 
 # ---------------------------------------------------------------------- validation
@@ -169,7 +211,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
     valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
 
-    # Model, optimizer and schedule (a discriminator would be a second `trainables.add`)
+    # Model, optimizer and schedule; the discriminators (GAN recipes) are a second trained part
     if init_from:
         model = load_tokenizer(init_from)
         recipe.model = model.config
@@ -179,6 +221,11 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     trainables = Trainables()
     gen = trainables.add("main", model.parameters(), cfg)
     loss_fn = ReconstructionLoss(recipe).to(device)
+    adversary = None
+    if recipe.loss.adversarial is not None:
+        if model.dims != 1:
+            raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
+        adversary = Adversary(recipe.loss.adversarial, cfg, trainables, device, ddp)
     start, best, state = 0, {}, None
     if resume:
         state = load_state(run)
@@ -215,11 +262,16 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
                         out = net(x, mask=mask)
                     terms = loss_fn(out.recon, x, mask)
                     loss = terms["rec"] + out.commit_loss
+                    if adversary is not None and adversary.active(step):
+                        recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
+                        terms["disc"] = adversary.update(x, recon)
+                        terms.update(adversary.generator_terms(x, recon))
+                        loss = loss + terms["gan"]
                     grad_norm = gen.step(loss)
                     step += 1
 
                     row = {"loss": loss.detach(), "commit": out.commit_loss.detach(), "grad_norm": grad_norm.detach(),
-                           **{k: v.detach() for k, v in terms.items() if k != "rec"}}
+                           **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
                     for level, q in enumerate(out.quant):
                         suffix = level_suffix(model, level)
                         row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage,
