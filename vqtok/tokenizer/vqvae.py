@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
-from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
-from vqtok.tokenizer.nets import Decoder, Encoder
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
+from vqtok.tokenizer.nets import Encoder
 from vqtok.tokenizer.quantizer import VectorQuantizer
 from vqtok.tokenizer.streaming import LevelPath, input_interval
 
@@ -23,9 +23,7 @@ class VQVAE(Tokenizer):
             dims, config.in_channels, net.channels, net.strides, net.code_dim, net.res_depth, net.dilation_growth, act
         )
         self.quantizer = VectorQuantizer(net.codebook_size, net.code_dim, config.quantizer)
-        self.decoder = Decoder(
-            dims, net.code_dim, net.channels, net.strides, config.in_channels, net.res_depth, net.dilation_growth, act
-        )
+        self.decoder = build_decoder(dims, net.code_dim, net, config.in_channels, act)
         self.level_strides = [math.prod(net.strides)]
 
     def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
 from vqtok.tokenizer.nets import Decoder, Encoder, conv, upsample
 from vqtok.tokenizer.quantizer import VectorQuantizer
 from vqtok.tokenizer.streaming import Interval, LevelPath, input_interval
@@ -25,6 +25,8 @@ class VQVAE2(Tokenizer):
         super().__init__()
         if config.top is None:
             raise ValueError("arch 'vqvae2' needs a 'top' level config")
+        if config.top.decoder_head != "conv":  # the top level decodes to latents, not to audio
+            raise ValueError("top.decoder_head must be 'conv'; set net.decoder_head for the output decoder")
         self.config = config
         bot, top, dims, act = config.net, config.top, config.dims, config.activation
         c_b = bot.channels[-1]
@@ -35,9 +37,7 @@ class VQVAE2(Tokenizer):
         self.proj_b = conv(dims, c_b + bot.code_dim, bot.code_dim, 1)
         self.quant_b = VectorQuantizer(bot.codebook_size, bot.code_dim, config.quantizer)
         self.up_t = upsample(dims, top.code_dim, bot.code_dim, math.prod(top.strides))
-        self.decoder = Decoder(
-            dims, 2 * bot.code_dim, bot.channels, bot.strides, config.in_channels, bot.res_depth, bot.dilation_growth, act
-        )
+        self.decoder = build_decoder(dims, 2 * bot.code_dim, bot, config.in_channels, act)
         s_b = math.prod(bot.strides)
         self.level_strides = [s_b * math.prod(top.strides), s_b]  # top first
 
