@@ -1,4 +1,4 @@
-"""The istft decoder head: exact output lengths, the inverse STFT against hand-made spectra, long decoding, files."""
+"""Fast 1-D options: the istft decoder head (lengths, inverse STFT by hand, long decoding, files) and the patch stem."""
 
 import math
 
@@ -8,6 +8,7 @@ import torch
 from vqtok.errors import VqtokError
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.heads import ISTFT, HeadConfig, IstftDecoder
+from vqtok.tokenizer.nets import Patchify, ResBlock
 from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer.streaming import input_interval
 
@@ -170,3 +171,53 @@ def test_speech16k_recipe_still_builds_the_conv_decoder():
     cfg = load_recipe("recipes/speech16k.yaml").model
     assert cfg.net.decoder_head == "conv"
     assert type(build_tokenizer(cfg).decoder).__name__ == "Decoder"
+
+
+def test_patchify_folds_runs_of_samples_into_channels():
+    x = torch.arange(12.0).reshape(1, 1, 12)  # (B, C, T)
+    y = Patchify(3)(x)
+    assert y.shape == (1, 3, 4)
+    assert y[0].tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+    two = Patchify(2)(torch.stack([torch.arange(4.0), 10 + torch.arange(4.0)])[None])  # (1, 2, 4): channel-major
+    assert two[0].tolist() == [[0, 2], [1, 3], [10, 12], [11, 13]]
+
+
+def patch_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = TokenizerConfig(dims=1, sample_rate=16000, net=LevelConfig(
+        channels=[8, 16, 32], strides=[2, 5, 5], res_depth=2, dilation_growth=3, code_dim=8, codebook_size=64,
+        encoder_stem="patch", decoder_head="istft", head=HeadConfig(width=32, blocks=2)))
+    model = build_tokenizer(cfg)
+    model.train()(torch.cumsum(torch.randn(4, 1, 4000), -1) * 0.05)
+    return model.eval()
+
+
+def test_patch_stem_replaces_the_two_full_rate_layers():
+    model = patch_model()
+    first = list(model.encoder.net)[:3]
+    assert isinstance(first[0], Patchify) and first[1].in_channels == 2 and first[1].stride == (1,)
+    assert isinstance(first[2], ResBlock)  # no strided conv in the first stage: the patch did its stride
+    with pytest.raises(ValueError, match="choose one of conv, patch"):
+        build_tokenizer(TokenizerConfig(dims=1, net=LevelConfig(encoder_stem="fold")))
+
+
+def test_patch_stem_receptive_field_matches_the_gradient_support():
+    model = patch_model().double()
+    x = torch.randn(1, 1, 4000, dtype=torch.float64, requires_grad=True)
+    j = 37
+    model.encoder(x)[0, 0, j].backward()
+    nz = torch.nonzero(x.grad[0, 0]).flatten()
+    assert (int(nz.min()), int(nz.max())) == model.encode_paths()[0].interval((j, j))
+
+
+def test_patch_stem_long_and_batched_encodes_equal_encode():
+    model = patch_model()
+    n = int(2.4 * model.block_frames * model.hop) + 13
+    x = torch.cumsum(torch.randn(n), 0) * 0.05
+    with torch.no_grad():
+        ref = model.encode(x)
+    for chunk in [None, 0.3]:
+        assert torch.equal(model.encode_long(x, chunk_seconds=chunk), ref)
+    clips = [x[:n], x[:777], x[:50]]
+    for got, clip in zip(model.encode_batch(clips, batch_size=3), clips):
+        assert torch.equal(got, model.encode_long(clip))

@@ -35,6 +35,7 @@ class LevelConfig:
     dilation_growth: int = 1  # dilations 1, g, g^2, ... inside a stage (3 for waveforms, 1 for images)
     code_dim: int = 64  # codebook vector size
     codebook_size: int = 512
+    encoder_stem: str = "conv"  # "patch" (audio): the first stride folds samples into channels (nets.Encoder)
     # "conv": the encoder's mirror (transposed convs up to the sample rate); "istft" (audio): ConvNeXt blocks at
     # the code rate and an inverse STFT (Vocos, heads.py), several times cheaper on CPU
     decoder_head: str = "conv"

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from vqtok.tokenizer.heads import ConvNeXtBlock, IstftDecoder
-from vqtok.tokenizer.nets import Decoder, Encoder, ResBlock
+from vqtok.tokenizer.nets import Decoder, Encoder, Patchify, ResBlock
 
 # Canonical block length: about this many seconds of audio (8000 samples when no sample rate is set).
 BLOCK_SECONDS = 1.0
@@ -64,7 +64,7 @@ def input_interval(module: nn.Module, out: Interval) -> Interval:
     """Indices of `module`'s input that output indices [lo, hi] depend on (1-D, along time).
 
     Handles the layers the tokenizers are built from: Conv1d, ConvTranspose1d, ResBlock, Sequential,
-    Encoder/Decoder, IstftDecoder, ConvNeXtBlock and elementwise activations. Border padding is ignored (it
+    Encoder/Decoder, Patchify, IstftDecoder, ConvNeXtBlock and elementwise activations. Border padding is ignored (it
     only narrows the range).
     """
     lo, hi = out
@@ -79,6 +79,8 @@ def input_interval(module: nn.Module, out: Interval) -> Interval:
     if isinstance(module, ResBlock):  # x + block(x): the union of both paths
         blo, bhi = input_interval(module.block, out)
         return min(lo, blo), max(hi, bhi)
+    if isinstance(module, Patchify):  # frame i holds samples [i s, i s + s)
+        return lo * module.stride, hi * module.stride + module.stride - 1
     if isinstance(module, ConvNeXtBlock):  # x + mlp(dwconv(x)), the MLP per frame
         blo, bhi = input_interval(module.dwconv, out)
         return min(lo, blo), max(hi, bhi)
