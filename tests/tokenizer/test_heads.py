@@ -144,6 +144,11 @@ def test_istft_head_runs_under_autocast():
             out = model.decode(codes)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert (out - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training: gradients reach the first ConvNeXt block
+        model(torch.randn(2, 1, 1000) * 0.1).recon.square().mean().backward()
+    grad = model.decoder.blocks[0].pw1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 # Shipped models decode exactly as before the decoder_head option: figures from the main branch's code

@@ -14,9 +14,13 @@ MAX_LOG_MAGNITUDE = 6.0  # exp(6) ~ 400: a full-scale sinusoid peaks at n_fft/4 
 
 @dataclass
 class HeadConfig:
-    """The ConvNeXt stack of an `istft` decoder head (Vocos: width 512, 8 blocks, expand 3 at 94 frames/s)."""
+    """The ConvNeXt stack of an `istft` decoder head (Vocos: width 512, 8 blocks, expand 3 at 94 frames/s).
 
-    width: int = 256  # channels of the ConvNeXt blocks
+    The default decodes a 320 frames/s, 16 kHz model about 90x faster than real time on one CPU thread
+    (bench/encode.py); the cost grows as width^2 x blocks x frame rate (256 x 4: about 40x).
+    """
+
+    width: int = 128  # channels of the ConvNeXt blocks
     blocks: int = 4  # ConvNeXt blocks; each adds 3 code frames of receptive field on each side
     expand: int = 3  # hidden width of each block's pointwise MLP, as a multiple of `width`
 
