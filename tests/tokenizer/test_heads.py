@@ -226,3 +226,25 @@ def test_patch_stem_long_and_batched_encodes_equal_encode():
     clips = [x[:n], x[:777], x[:50]]
     for got, clip in zip(model.encode_batch(clips, batch_size=3), clips):
         assert torch.equal(got, model.encode_long(clip))
+
+
+def test_istft_vqvae_overfits_one_batch():
+    torch.manual_seed(0)
+    t = torch.arange(2000) / 16000
+    freqs = torch.tensor([[220.0, 660.0], [330.0, 1200.0], [500.0, 900.0], [180.0, 2500.0]])  # (B, 2)
+    x = (0.3 * torch.sin(2 * math.pi * freqs[:, :, None] * t).sum(1))[:, None]  # (B, 1, T): two tones each
+    model = build_tokenizer(TokenizerConfig(dims=1, sample_rate=16000, net=LevelConfig(
+        channels=[16, 32], strides=[5, 10], res_depth=1, dilation_growth=3, code_dim=16, codebook_size=64,
+        decoder_head="istft", head=HeadConfig(width=64, blocks=2))))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(80):
+        out = model(x)
+        mse = (out.recon - x).pow(2).mean()
+        opt.zero_grad()
+        (mse + out.commit_loss).backward()
+        opt.step()
+        first = mse.item() if first is None else first
+    with torch.no_grad():
+        final = (model.eval()(x).recon - x).pow(2).mean().item()
+    assert final < first / 10, (first, final)  # measured: 0.093 -> 0.0031
