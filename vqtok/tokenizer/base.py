@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqtok.tokenizer import streaming
+from vqtok.tokenizer.heads import HeadConfig, IstftDecoder
+from vqtok.tokenizer.nets import Decoder
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
 # Level names by level count, top (coarse) first: token files, metrics, priors and the model card use them.
@@ -33,6 +35,26 @@ class LevelConfig:
     dilation_growth: int = 1  # dilations 1, g, g^2, ... inside a stage (3 for waveforms, 1 for images)
     code_dim: int = 64  # codebook vector size
     codebook_size: int = 512
+    encoder_stem: str = "conv"  # "patch" (audio): the first stride folds samples into channels (nets.Encoder)
+    # "conv": the encoder's mirror (transposed convs up to the sample rate); "istft" (audio): ConvNeXt blocks at
+    # the code rate and an inverse STFT (Vocos, heads.py), several times cheaper on CPU
+    decoder_head: str = "conv"
+    head: HeadConfig = field(default_factory=HeadConfig)  # the istft head's size (unused by "conv")
+
+
+DECODER_HEADS = ("conv", "istft")
+
+
+def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+    """The decoder `level.decoder_head` names: (B, in_channels, *S) -> (B, out_channels, *S * prod(strides))."""
+    if level.decoder_head == "conv":
+        return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.res_depth,
+                       level.dilation_growth, act)
+    if level.decoder_head == "istft":
+        if dims != 1:
+            raise ValueError("decoder_head 'istft' is for audio (dims 1); images take 'conv'")
+        return IstftDecoder(in_channels, out_channels, math.prod(level.strides), level.head)
+    raise ValueError(f"unknown decoder_head '{level.decoder_head}'; choose one of {', '.join(DECODER_HEADS)}")
 
 
 @dataclass

@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vqtok.tokenizer.nets import Decoder, Encoder, ResBlock
+from vqtok.tokenizer.heads import ConvNeXtBlock, IstftDecoder
+from vqtok.tokenizer.nets import Decoder, Encoder, Patchify, ResBlock
 
 # Canonical block length: about this many seconds of audio (8000 samples when no sample rate is set).
 BLOCK_SECONDS = 1.0
@@ -63,17 +64,25 @@ def input_interval(module: nn.Module, out: Interval) -> Interval:
     """Indices of `module`'s input that output indices [lo, hi] depend on (1-D, along time).
 
     Handles the layers the tokenizers are built from: Conv1d, ConvTranspose1d, ResBlock, Sequential,
-    Encoder/Decoder and elementwise activations. Border padding is ignored (it only narrows the range).
+    Encoder/Decoder, Patchify, IstftDecoder, ConvNeXtBlock and elementwise activations. Border padding is ignored (it
+    only narrows the range).
     """
     lo, hi = out
     if isinstance(module, (Encoder, Decoder)):
         return input_interval(module.net, out)
+    if isinstance(module, IstftDecoder):  # embed conv -> ConvNeXt blocks -> per-frame maps -> overlap-add
+        return input_interval(module.embed, input_interval(module.blocks, module.istft.frames(out)))
     if isinstance(module, nn.Sequential):
         for layer in reversed(module):
             lo, hi = input_interval(layer, (lo, hi))
         return lo, hi
     if isinstance(module, ResBlock):  # x + block(x): the union of both paths
         blo, bhi = input_interval(module.block, out)
+        return min(lo, blo), max(hi, bhi)
+    if isinstance(module, Patchify):  # frame i holds samples [i s, i s + s)
+        return lo * module.stride, hi * module.stride + module.stride - 1
+    if isinstance(module, ConvNeXtBlock):  # x + mlp(dwconv(x)), the MLP per frame
+        blo, bhi = input_interval(module.dwconv, out)
         return min(lo, blo), max(hi, bhi)
     if isinstance(module, nn.ConvTranspose1d):
         (s,), (k,), (d,), (p,) = module.stride, module.kernel_size, module.dilation, module.padding

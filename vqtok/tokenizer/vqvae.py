@@ -6,8 +6,8 @@ import math
 
 from torch import Tensor
 
-from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
-from vqtok.tokenizer.nets import Decoder, Encoder
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
+from vqtok.tokenizer.nets import Encoder
 from vqtok.tokenizer.quantizer import VectorQuantizer
 from vqtok.tokenizer.streaming import LevelPath, input_interval
 
@@ -19,13 +19,10 @@ class VQVAE(Tokenizer):
         super().__init__()
         self.config = config
         net, dims, act = config.net, config.dims, config.activation
-        self.encoder = Encoder(
-            dims, config.in_channels, net.channels, net.strides, net.code_dim, net.res_depth, net.dilation_growth, act
-        )
+        self.encoder = Encoder(dims, config.in_channels, net.channels, net.strides, net.code_dim, net.res_depth,
+                               net.dilation_growth, act, net.encoder_stem)
         self.quantizer = VectorQuantizer(net.codebook_size, net.code_dim, config.quantizer)
-        self.decoder = Decoder(
-            dims, net.code_dim, net.channels, net.strides, config.in_channels, net.res_depth, net.dilation_growth, act
-        )
+        self.decoder = build_decoder(dims, net.code_dim, net, config.in_channels, act)
         self.level_strides = [math.prod(net.strides)]
 
     def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:

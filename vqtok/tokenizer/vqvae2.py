@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput
+from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
 from vqtok.tokenizer.nets import Decoder, Encoder, conv, upsample
 from vqtok.tokenizer.quantizer import VectorQuantizer
 from vqtok.tokenizer.streaming import Interval, LevelPath, input_interval
@@ -25,19 +25,21 @@ class VQVAE2(Tokenizer):
         super().__init__()
         if config.top is None:
             raise ValueError("arch 'vqvae2' needs a 'top' level config")
+        if config.top.decoder_head != "conv":  # the top level decodes to latents, not to audio
+            raise ValueError("top.decoder_head must be 'conv'; set net.decoder_head for the output decoder")
         self.config = config
         bot, top, dims, act = config.net, config.top, config.dims, config.activation
         c_b = bot.channels[-1]
-        self.enc_b = Encoder(dims, config.in_channels, bot.channels, bot.strides, c_b, bot.res_depth, bot.dilation_growth, act)
-        self.enc_t = Encoder(dims, c_b, top.channels, top.strides, top.code_dim, top.res_depth, top.dilation_growth, act)
+        self.enc_b = Encoder(dims, config.in_channels, bot.channels, bot.strides, c_b, bot.res_depth, bot.dilation_growth,
+                             act, bot.encoder_stem)
+        self.enc_t = Encoder(dims, c_b, top.channels, top.strides, top.code_dim, top.res_depth, top.dilation_growth, act,
+                             top.encoder_stem)
         self.quant_t = VectorQuantizer(top.codebook_size, top.code_dim, config.quantizer)
         self.dec_t = Decoder(dims, top.code_dim, top.channels, top.strides, bot.code_dim, top.res_depth, top.dilation_growth, act)
         self.proj_b = conv(dims, c_b + bot.code_dim, bot.code_dim, 1)
         self.quant_b = VectorQuantizer(bot.codebook_size, bot.code_dim, config.quantizer)
         self.up_t = upsample(dims, top.code_dim, bot.code_dim, math.prod(top.strides))
-        self.decoder = Decoder(
-            dims, 2 * bot.code_dim, bot.channels, bot.strides, config.in_channels, bot.res_depth, bot.dilation_growth, act
-        )
+        self.decoder = build_decoder(dims, 2 * bot.code_dim, bot, config.in_channels, act)
         s_b = math.prod(bot.strides)
         self.level_strides = [s_b * math.prod(top.strides), s_b]  # top first
 
