@@ -340,6 +340,17 @@ def sigterm_stops_like_ctrl_c() -> Callable[[], object]:
     return lambda: signal.signal(signal.SIGTERM, old_handler)
 
 
+def ignore_worker_deaths() -> None:
+    """Stop DataLoader's SIGCHLD check from raising in the main process.
+
+    A pre-emption (or `timeout`) signals the whole process group, so the loader's workers die with the
+    trainer; without this their deaths raise "DataLoader worker ... is killed" in the middle of the save
+    that the interruption started. Called once the loop is left, before that save.
+    """
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
 def draw_curves(run: Path) -> None:
     """curves.png for a finished run; a failure is reported, never raised (a plot must not lose a run)."""
     try:

@@ -52,8 +52,13 @@ def draw(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One code per row from (filtered) logits (..., K) -> (...,) int64, via torch.multinomial.
 
     Both Transformer paths and the PixelCNN sampler go through here, so they consume the RNG identically.
+    A generator on another device than the logits (the CPU generator of `vqtok sample --seed` with a
+    prior on CUDA) draws on its own device: a seed then gives the same draws from the same probabilities.
     """
-    probs = logits.softmax(dim=-1).reshape(-1, logits.shape[-1])  # (N, K)
+    probs = logits.float().softmax(dim=-1).reshape(-1, logits.shape[-1])  # (N, K)
+    if generator is not None and generator.device.type != probs.device.type:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(logits.device).reshape(
+            logits.shape[:-1])
     return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
 
 

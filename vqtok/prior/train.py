@@ -19,8 +19,8 @@ from vqtok.prior.data import CodeSet, load_or_encode
 from vqtok.prior.generate import decode_codes, sample_codes
 from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
-from vqtok.run import (RECIPE_FILE, STATE_FILE, Progress, StepBatches, Trainables, draw_curves, improved, load_state,
-                       save_state, set_rng_state, start_run, write_recipe)
+from vqtok.run import (RECIPE_FILE, STATE_FILE, Progress, StepBatches, Trainables, draw_curves, ignore_worker_deaths,
+                       improved, load_state, save_state, set_rng_state, start_run, write_recipe)
 from vqtok.tokenizer.base import level_names
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
@@ -279,6 +279,7 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
                     save(step)
         except KeyboardInterrupt:
             log.write(f"interrupted at step {step}: saving the prior(s) and {STATE_FILE} in {run}")
+            ignore_worker_deaths()
             save(step)
             raise
     if plot:

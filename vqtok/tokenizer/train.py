@@ -17,8 +17,9 @@ from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
 from vqtok.plots import image_grid, save_png, save_spectrograms
-from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, draw_curves, improved,
-                       init_distributed, load_state, save_state, set_rng_state, start_run, write_recipe)
+from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, draw_curves,
+                       ignore_worker_deaths, improved, init_distributed, load_state, save_state, set_rng_state,
+                       start_run, write_recipe)
 from vqtok.tokenizer.base import Tokenizer
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
@@ -285,6 +286,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
                         save(step)
             except KeyboardInterrupt:
                 log.write(f"interrupted at step {step}: saving {run / TOKENIZER_FILE} and {STATE_FILE}")
+                ignore_worker_deaths()
                 if ddp.main:
                     save(step)
                 raise
