@@ -14,7 +14,7 @@ The payload is one arithmetic-coded message (`vqtok.prior.arithmetic`): every le
 every code in raster order, and for a sequence with EOS its end as well, each under the frequency table of
 the prior's logits at that step. Encoder and decoder compute those logits through the same incremental path
 as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one thread, no autocast, and with
-oneDNN off: PyTorch's native convolution runs each map of a batch through its own GEMM, so a PixelCNN gives
+oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch through its own GEMM, so a PixelCNN gives
 every map bit-identical logits whether it is coded alone or in a batch (`compress_many`). A file decodes on
 the machine and torch build that wrote it (another CPU or library may round a logit differently).
 """
@@ -111,12 +111,13 @@ class CodedItem:
 def _deterministic() -> Iterator[None]:
     """One CPU thread, no autograd and PyTorch's native convolution while coding: the logits depend on the
     inputs alone, and on neither the thread count nor how many maps share a batch (oneDNN's convolution picks
-    its kernel by batch size, which changes the last bits of a logit)."""
+    its kernel by batch size, and NNPACK takes over from 16 maps on, either of which changes the last bits of
+    a logit)."""
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = False  # not mkldnn.flags(): it also sets TF32 and warns about it
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.backends.nnpack.flags(enabled=False):
             yield
     finally:
         torch.set_num_threads(threads)
