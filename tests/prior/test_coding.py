@@ -219,6 +219,25 @@ def test_compress_decompress_round_trip_at_the_priors_nll(which, request, tmp_pa
     assert "bits per code" in text and "smaller than the raw codes" in text
 
 
+def test_a_folder_compresses_in_batches_to_the_same_files_and_decompresses_to_a_folder(mnist_run, tmp_path):
+    run, _, files = mnist_run
+    packed, back = tmp_path / "packed", tmp_path / "back"
+    for args in (["compress", str(files[0].parent), "-p", str(run), "-o", str(packed)],
+                 ["decompress", str(packed), "-o", str(back)]):
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in packed.iterdir()) == [p.stem + ".vqz" for p in files]
+    for path in files:
+        original, restored = read_codes(path), read_codes(back / path.name)
+        assert np.array_equal(restored.levels[0], original.levels[0]) and restored.label == original.label
+    alone = tmp_path / "alone.vqz"  # the batch of six gives each file the bytes it gets alone
+    assert CliRunner().invoke(main, ["compress", str(files[3]), "-p", str(run), "-o", str(alone)]).exit_code == 0
+    assert alone.read_bytes() == (packed / (files[3].stem + ".vqz")).read_bytes()
+    (packed / "m2.vqz").write_bytes((packed / "m2.vqz").read_bytes()[:-1])  # one bad file: nothing written
+    result = CliRunner().invoke(main, ["decompress", str(packed), "-o", str(tmp_path / "again")])
+    assert result.exit_code == 2 and "m2.vqz: truncated" in result.output and not (tmp_path / "again").exists()
+
+
 def _repack_version(data: bytes, version: int) -> bytes:
     length = struct.unpack_from("<I", data, 6)[0]
     head = data[:4] + struct.pack("<H", version) + data[6 : 10 + length]
