@@ -3,7 +3,8 @@
 Every test map or clip (the run's cached test codes, or encoded by its tokenizer when missing) is compressed
 under the prior(s), decompressed, and checked identical. Printed: bits per image (or per second of audio) of
 the payloads beside the prior's NLL on the same codes, the overhead in percent, the header size, the ratio to
-the raw codes (ceil(log2 K) bits each), and the coding speed.
+the raw codes (ceil(log2 K) bits each), and the coding speed (PixelCNN priors code --batch items at once,
+byte-identical to coding each alone).
 
     python bench/compress.py runs/mnist_prior                  # 1,000 MNIST test maps
     python bench/compress.py runs/speech_prior                 # 250 FSDD test clips
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from digit_classifiers import print_table  # noqa: E402
 
-from vqtok.prior.coding import coded_class, compress, decode_payload, unpack  # noqa: E402
+from vqtok.prior.coding import CodedItem, batchable, coded_class, compress_many, decode_payloads, unpack  # noqa: E402
 from vqtok.prior.data import CodeSet, load_or_encode  # noqa: E402
 from vqtok.prior.generate import load_prior_run  # noqa: E402
 from vqtok.prior.recipe import load_prior_recipe  # noqa: E402
@@ -36,6 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prior", type=Path, help="prior run folder (holding recipe.yaml and the prior files)")
     parser.add_argument("--items", type=int, default=None, help="first N test items only (default: all)")
+    parser.add_argument("--batch", type=int, default=32,
+                        help="items coded together through a PixelCNN prior (Transformers: one at a time)")
     args = parser.parse_args()
 
     priors, tok, _ = load_prior_run(args.prior, device="cpu")
@@ -49,25 +52,26 @@ def main() -> None:
     seconds_audio = float(part.sizes.sum()) / tok.sample_rate if tok.dims == 1 else None
     nll_bits = nll["bits_per_image"] * n if tok.dims == 2 else nll["bits_per_second"] * seconds_audio
 
-    payload_bits = header_bits = symbols = 0
-    encode_s = decode_s = 0.0
+    items = []
     for i in range(n):
         levels = [subset["codes"][lv][i, : int(subset["lengths"][lv][i])].numpy() if tok.dims == 1
                   else subset["codes"][lv][i].numpy() for lv in range(len(priors))]
         label = int(subset["labels"][i])
         label = None if label < 0 else label
-        start = time.perf_counter()
-        data = compress(priors, tok.fingerprint, levels, label, coded_class(priors, label, f"item {i}"), {})
-        encode_s += time.perf_counter() - start
-        vqz = unpack(data, f"item {i}")
-        start = time.perf_counter()
-        back = decode_payload(priors, vqz.header, vqz.payload)
-        decode_s += time.perf_counter() - start
-        if not all(np.array_equal(a, b) for a, b in zip(back, levels)):
+        items.append(CodedItem(levels, label, coded_class(priors, label, f"item {i}"), {}))
+    start = time.perf_counter()
+    files = compress_many(priors, tok.fingerprint, items, batch=args.batch)
+    encode_s = time.perf_counter() - start
+    vqzs = [unpack(data, f"item {i}") for i, data in enumerate(files)]
+    start = time.perf_counter()
+    decoded = decode_payloads(priors, vqzs, batch=args.batch)
+    decode_s = time.perf_counter() - start
+    for i, (item, back) in enumerate(zip(items, decoded)):
+        if not all(np.array_equal(a, b) for a, b in zip(back, item.levels)):
             raise SystemExit(f"item {i}: decompressed codes differ from the input")
-        payload_bits += 8 * vqz.header.payload_bytes
-        header_bits += 8 * vqz.overhead_bytes
-        symbols += sum(lv.size for lv in levels)
+    payload_bits = sum(8 * v.header.payload_bytes for v in vqzs)
+    header_bits = sum(8 * v.overhead_bytes for v in vqzs)
+    symbols = sum(lv.size for item in items for lv in item.levels)
     raw = sum(math.prod(lv.shape[1:]) * math.ceil(math.log2(p.layout.codebook_size)) * n
               for lv, p in zip(part.levels, priors)) if tok.dims == 2 else sum(
         int(length.sum()) * math.ceil(math.log2(p.layout.codebook_size)) for length, p in zip(part.lengths, priors))
@@ -82,7 +86,8 @@ def main() -> None:
         ("raw codes / payload", f"{raw / payload_bits:.2f}x (raw: {raw / per:,.0f} bits per {unit})"),
         ("encode, decode speed (codes/s)", f"{symbols / encode_s:,.0f}, {symbols / decode_s:,.0f}"),
     ]
-    print_table(f"prior coding of {args.prior} ({n} test items, one thread)", rows)
+    batch = args.batch if batchable(priors) else 1
+    print_table(f"prior coding of {args.prior} ({n} test items, one thread, batches of {batch})", rows)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from vqtok.prior.model import CodePrior, PriorLayout
 from vqtok.prior.train import train_prior
 
 FSDD = MNIST.parent / "fsdd" / "recordings"
+TOK = "0123456789abcdef"  # a tokenizer fingerprint
 
 
 def test_frequency_tables_are_deterministic_full_and_close_to_the_softmax():
@@ -85,7 +86,7 @@ def test_payload_round_trip_and_encoder_tables_equal_decoder_tables(kind, monkey
         return frequencies(logits)
 
     monkeypatch.setattr(coding, "frequencies", recording)
-    data = coding.compress(priors, "tok", levels, 1, 1, {"kind": "image", "size": [8, 8]})
+    data = coding.compress(priors, TOK, levels, 1, 1, {"kind": "image", "size": [8, 8]})
     encoded, seen[:] = list(seen), []
     vqz = coding.unpack(data, "x.vqz")
     decoded = coding.decode_payload(priors, vqz.header, vqz.payload)
@@ -99,6 +100,44 @@ def test_payload_round_trip_and_encoder_tables_equal_decoder_tables(kind, monkey
             lengths = torch.tensor([codes.shape[0]]) if prior.layout.dims == 1 else None
             nll += float(prior.eval().nll(torch.from_numpy(codes)[None], torch.tensor([1]), cond, lengths)[0])
     assert 8 * vqz.header.payload_bytes <= nll / math.log(2) * 1.01 + 9
+
+
+@pytest.mark.parametrize("kind", ["pixelcnn", "vqvae2", "eos"])
+def test_files_coded_in_a_batch_are_byte_identical_to_files_coded_alone(kind):
+    priors, shapes = _random_priors(kind)
+    rng = np.random.default_rng(2)
+    # 18 items in batches of 17 and 1: 16 maps and more is where NNPACK would take over PyTorch's convolution
+    items = [coding.CodedItem([rng.integers(0, 12, s) for s in shapes], i % 3, i % 3, {}) for i in range(18)]
+    if kind == "eos":  # sequences of different lengths never share a batch, nor Transformer items at all
+        items[1].levels = [rng.integers(0, 12, (20,))]
+    alone = [coding.compress(priors, TOK, it.levels, it.label, it.coded_class, {}) for it in items]
+    together = coding.compress_many(priors, TOK, items, batch=17)
+    assert together == alone
+    assert coding.batchable(priors) == (kind != "eos")
+    vqzs = [coding.unpack(data, f"{i}.vqz") for i, data in enumerate(together)]
+    decoded = coding.decode_payloads(priors, vqzs, batch=16)
+    for item, levels, vqz in zip(items, decoded, vqzs):
+        assert all(np.array_equal(a, b) for a, b in zip(levels, item.levels))
+        assert all(np.array_equal(a, b) for a, b in zip(coding.decode_payload(priors, vqz.header, vqz.payload),
+                                                       item.levels))
+
+
+def test_binary_header_round_trips_and_is_small():
+    priors, shapes = _random_priors("vqvae2")
+    levels = [np.ones(s, dtype=np.int64) for s in shapes]
+    bare = coding.unpack(coding.compress(priors, TOK, levels, None, 0, {}), "x.vqz")
+    # prefix 10 + fixed 29 + two levels of rank 2 (13 each) + record length 2 + CRC32 4
+    assert bare.overhead_bytes == 10 + 29 + 2 * 13 + 2 + 4
+    source = {"kind": "image", "path": "d/ü.png", "size": [8, 12], "channels": 1}
+    data = coding.compress(priors, TOK, levels, 7, 2, source, "runs/p")
+    vqz = coding.unpack(data, "x.vqz")
+    assert vqz.header == coding.VqzHeader(
+        prior=coding.prior_fingerprint(priors), tokenizer=TOK,
+        levels=[{"name": "top", "shape": [2, 3], "codebook_size": 12},
+                {"name": "bottom", "shape": [4, 6], "codebook_size": 12}],
+        label=7, coded_class=2, source=source, payload_bytes=len(vqz.payload),
+        payload_crc32=zlib.crc32(vqz.payload), prior_path="runs/p")
+    assert coding.pack(vqz.header, vqz.payload) == data
 
 
 # ----------------------------------------------------------------------------------- trained priors, CLI
@@ -180,6 +219,25 @@ def test_compress_decompress_round_trip_at_the_priors_nll(which, request, tmp_pa
     assert "bits per code" in text and "smaller than the raw codes" in text
 
 
+def test_a_folder_compresses_in_batches_to_the_same_files_and_decompresses_to_a_folder(mnist_run, tmp_path):
+    run, _, files = mnist_run
+    packed, back = tmp_path / "packed", tmp_path / "back"
+    for args in (["compress", str(files[0].parent), "-p", str(run), "-o", str(packed)],
+                 ["decompress", str(packed), "-o", str(back)]):
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in packed.iterdir()) == [p.stem + ".vqz" for p in files]
+    for path in files:
+        original, restored = read_codes(path), read_codes(back / path.name)
+        assert np.array_equal(restored.levels[0], original.levels[0]) and restored.label == original.label
+    alone = tmp_path / "alone.vqz"  # the batch of six gives each file the bytes it gets alone
+    assert CliRunner().invoke(main, ["compress", str(files[3]), "-p", str(run), "-o", str(alone)]).exit_code == 0
+    assert alone.read_bytes() == (packed / (files[3].stem + ".vqz")).read_bytes()
+    (packed / "m2.vqz").write_bytes((packed / "m2.vqz").read_bytes()[:-1])  # one bad file: nothing written
+    result = CliRunner().invoke(main, ["decompress", str(packed), "-o", str(tmp_path / "again")])
+    assert result.exit_code == 2 and "m2.vqz: truncated" in result.output and not (tmp_path / "again").exists()
+
+
 def _repack_version(data: bytes, version: int) -> bytes:
     length = struct.unpack_from("<I", data, 6)[0]
     head = data[:4] + struct.pack("<H", version) + data[6 : 10 + length]
@@ -196,7 +254,9 @@ def _flip(data: bytes, at: int) -> bytes:
     (lambda d: d[:40], "truncated"),
     (lambda d: _flip(d, 30), "header is corrupted"),
     (lambda d: _flip(d, len(d) - 1), "payload is corrupted"),
-    (lambda d: _repack_version(d, 2), "format version 2 is newer than this vqtok reads"),
+    (lambda d: _repack_version(d, 3), "format version 3 is newer than this vqtok reads"),
+    (lambda d: _repack_version(d, 1), "format version 1 is older than this vqtok reads"),
+    (lambda d: _flip(d, 12), "header is corrupted"),  # the prior's fingerprint
     (lambda d: b"PK\x03\x04" + d[4:], "not a .vqz file"),
 ])
 def test_bad_vqz_files_are_one_line_errors_and_write_nothing(mnist_run, tmp_path, damage, message):

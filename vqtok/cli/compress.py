@@ -1,4 +1,4 @@
-"""`vqtok compress CODES -p PRIOR -o X.vqz`: a token file's codes arithmetic-coded under a prior."""
+"""`vqtok compress CODES -p PRIOR -o X.vqz`: token files (one, or a folder) arithmetic-coded under a prior."""
 
 from __future__ import annotations
 
@@ -15,42 +15,64 @@ from vqtok.errors import VqtokError
 @click.argument("codes", type=click.Path(path_type=Path))
 @click.option("-p", "--prior", required=True, type=click.Path(path_type=Path),
               help="Prior run folder (or prior .safetensors) trained on the tokenizer that wrote CODES.")
-@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Output .vqz file.")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+              help="Output .vqz file, or for a CODES folder the output folder (mirrors it, NAME.vqz each).")
 @click.option("--label", type=int, help="Class to code under (default: the token file's label; without one, a "
                                         "prior trained with cond_dropout codes it under its null class).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @friendly_errors
 def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool) -> None:
-    """Compress a token file (NAME.npy/.npz written by vqtok encode, with its sidecar) under PRIOR.
+    """Compress a token file (NAME.npy/.npz written by vqtok encode, with its sidecar), or a folder of them,
+    under PRIOR.
 
     Each code is arithmetic-coded with the probability the prior gives it after the codes before it (and the
     class), so the file takes about the prior's NLL in bits. The run's own tokenizer must be the one that
     encoded CODES. `vqtok decompress` gives back the identical token file; `vqtok info X.vqz` shows the rate.
+    A folder's files go through a PixelCNN prior in batches (each file as it would be alone): faster.
 
     \b
     Examples:
       vqtok compress digits/0_george_0.npy -p runs/speech_prior -o 0_george_0.vqz
       vqtok compress img.npy -p runs/mnist_prior -o img.vqz --force
+      vqtok compress mnist_codes/ -p mnist-prior -o mnist_vqz/
     """
     from vqtok.cli.common import setup_logging
+    from vqtok.data.audio import list_files
     from vqtok.files import atomic_write
-    from vqtok.prior.coding import SUFFIX, coded_class, compress
+    from vqtok.prior.coding import SUFFIX, CodedItem, coded_class, compress_many
     from vqtok.prior.generate import load_prior_run
-    from vqtok.tokenizer.codes import read_codes
+    from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
 
     setup_logging()
-    if out.suffix != SUFFIX:
-        raise VqtokError(f"{out}: compressed token files end in {SUFFIX}")
-    if out.exists() and not force:
-        raise VqtokError(f"{out}: already exists; pass --force to overwrite it or choose another -o")
+    if codes.is_dir():
+        inputs = list_files(codes, CODE_SUFFIXES)
+        if not inputs:
+            raise VqtokError(f"{codes}: no token files (.npy/.npz) in this folder")
+        if out.suffix == SUFFIX:
+            raise VqtokError(f"{out}: for the folder {codes}, -o is an output folder, not a {SUFFIX} file")
+        outputs = [out / p.relative_to(codes).with_suffix(SUFFIX) for p in inputs]
+        twice = {o for o in outputs if outputs.count(o) > 1}
+        if twice:
+            raise VqtokError(f"{sorted(twice)[0]}: two token files (.npy and .npz) would both compress to it")
+    else:
+        if out.suffix != SUFFIX:
+            raise VqtokError(f"{out}: compressed token files end in {SUFFIX}")
+        inputs, outputs = [codes], [out]
+    existing = [o for o in outputs if o.exists()]
+    if existing and not force:
+        raise VqtokError(f"{existing[0]}: already exists; pass --force to overwrite it or choose another -o")
     priors, tok, _ = load_prior_run(prior, device="cpu")  # a run folder, a prior file or a shipped name
-    file = read_codes(codes, tok)
-    coded = coded_class(priors, label if label is not None else file.label, str(codes))
+    items = []
+    for path in inputs:  # every input read and checked before anything is written
+        file = read_codes(path, tok)
+        cls = file.label if label is None else label
+        items.append(CodedItem(file.levels, cls, coded_class(priors, cls, str(path)), file.source))
     start = time.perf_counter()
-    data = compress(priors, tok.fingerprint, file.levels, file.label if label is None else label, coded,
-                    file.source, str(prior.resolve()) if prior.exists() else str(prior))
+    files = compress_many(priors, tok.fingerprint, items, str(prior.resolve()) if prior.exists() else str(prior))
     seconds = time.perf_counter() - start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
-    n = sum(c.size for c in file.levels)
-    click.echo(f"wrote {out}: {len(data)} bytes for {n} codes ({seconds:.2f} s)", err=True)
+    for path, data in zip(outputs, files):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+    n = sum(c.size for item in items for c in item.levels)
+    click.echo(f"wrote {out}: {sum(map(len, files))} bytes for {n} codes in {len(files)} file(s) "
+               f"({seconds:.2f} s)", err=True)

@@ -1,4 +1,4 @@
-"""`vqtok decompress X.vqz -o CODES`: a prior-coded token file back to NAME.npy/.npz and its sidecar."""
+"""`vqtok decompress X.vqz -o CODES`: prior-coded token files (one, or a folder) back to NAME.npy/.npz and sidecars."""
 
 from __future__ import annotations
 
@@ -13,38 +13,49 @@ from vqtok.errors import VqtokError
 @click.command("decompress")
 @click.argument("vqz", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Output token file: NAME.npy (one level) or NAME.npz (VQ-VAE-2); its sidecar is written beside it.")
+              help="Output token file: NAME.npy (one level) or NAME.npz (VQ-VAE-2), its sidecar written beside "
+                   "it; for a VQZ folder the output folder (mirrors it).")
 @click.option("-p", "--prior", type=click.Path(path_type=Path),
               help="The prior that compressed it (default: where it was at compression, recorded in the file).")
-@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @friendly_errors
 def command(vqz: Path, out: Path, prior: Path | None, force: bool) -> None:
-    """Decompress VQZ (written by vqtok compress) into the token file it was made from.
+    """Decompress VQZ (written by vqtok compress), or a folder of them, into the token files they were made from.
 
-    The prior must be the one that compressed it (its fingerprint is in the file); a truncated or corrupted
+    The prior must be the one that compressed them (its fingerprint is in each file); a truncated or corrupted
     file, another prior or a newer format version is an error, and nothing is written.
 
     \b
     Examples:
       vqtok decompress 0_george_0.vqz -o 0_george_0.npy
       vqtok decompress img.vqz -p runs/mnist_prior -o img.npy
+      vqtok decompress mnist_vqz/ -p mnist-prior -o mnist_codes/
     """
+    from vqtok.data.audio import list_files
     from vqtok.pretrained.registry import names
-    from vqtok.prior.coding import check_prior, decode_payload, read_vqz
+    from vqtok.prior.coding import SUFFIX, check_prior, decode_payloads, read_vqz
     from vqtok.prior.generate import load_prior_run
-    from vqtok.tokenizer.codes import sidecar_path, write_codes
+    from vqtok.tokenizer.codes import codes_suffix, sidecar_path, write_codes
 
-    file = read_vqz(vqz)
-    existing = [p for p in (out, sidecar_path(out)) if p.exists()]
+    inputs = list_files(vqz, (SUFFIX,)) if vqz.is_dir() else [vqz]
+    if not inputs:
+        raise VqtokError(f"{vqz}: no {SUFFIX} files in this folder")
+    files = [read_vqz(p) for p in inputs]  # every file read and checked before anything is written
+    outputs = ([out / p.relative_to(vqz).with_suffix(codes_suffix(len(f.header.levels))) for p, f in zip(inputs, files)]
+               if vqz.is_dir() else [out])
+    existing = [p for o in outputs for p in (o, sidecar_path(o)) if p.exists()]
     if existing and not force:
         raise VqtokError(f"{existing[0]}: already exists; pass --force to overwrite it or choose another -o")
-    where = prior if prior is not None else Path(file.header.prior_path or "")
+    recorded = files[0].header.prior_path
+    where = prior if prior is not None else Path(recorded or "")
     if not str(where) or not (where.exists() or str(where) in names("prior")):
-        raise VqtokError(f"{vqz}: its prior ({file.header.prior_path or 'not recorded'}) is not there; "
-                         "pass -p PRIOR")
+        raise VqtokError(f"{inputs[0]}: its prior ({recorded or 'not recorded'}) is not there; pass -p PRIOR")
     priors, tok, _ = load_prior_run(where, device="cpu")
-    check_prior(file, priors, str(vqz))
-    levels = decode_payload(priors, file.header, file.payload)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_codes(out, levels if len(levels) > 1 else levels[0], tok, file.header.source, file.header.label)
-    click.echo(f"wrote {out} ({sum(c.size for c in levels)} codes)", err=True)
+    for path, file in zip(inputs, files):
+        check_prior(file, priors, str(path))
+    decoded = decode_payloads(priors, files)
+    for path, file, levels in zip(outputs, files, decoded):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_codes(path, levels if len(levels) > 1 else levels[0], tok, file.header.source, file.header.label)
+    n = sum(c.size for levels in decoded for c in levels)
+    click.echo(f"wrote {out} ({n} codes in {len(outputs)} file(s))", err=True)
