@@ -19,7 +19,8 @@ def model_card(tok, path: Path) -> dict[str, Any]:
         level: dict[str, Any] = {"name": name, "codebook_size": k, "bits_per_code": round(math.log2(k), 3),
                                  "downsample": down, "code_dim": cfg.code_dim, "channels": list(cfg.channels),
                                  "strides": list(cfg.strides), "res_depth": cfg.res_depth,
-                                 "dilation_growth": cfg.dilation_growth}
+                                 "dilation_growth": cfg.dilation_growth, "encoder_stem": cfg.encoder_stem,
+                                 "decoder_head": cfg.decoder_head}
         if tok.sample_rate:
             level["frame_rate"] = tok.sample_rate / down
         levels.append(level)
@@ -63,7 +64,7 @@ def format_card(card: dict[str, Any]) -> str:
         rate = f", {lv['frame_rate']:g} frames/s" if "frame_rate" in lv else ""
         lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
                      f"downsample {lv['downsample']}{rate}; channels {lv['channels']}, strides {lv['strides']}, "
-                     f"code dim {lv['code_dim']}")
+                     f"code dim {lv['code_dim']}; {lv['encoder_stem']} stem, {lv['decoder_head']} decoder")
     if card["kind"] == "audio":
         lines.append(f"tokens/s      {card['tokens_per_second']:g}")
         lines.append(f"bitrate       {card['bitrate']:.1f} bit/s")
