@@ -3,7 +3,9 @@
 import multiprocessing as mp
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +52,17 @@ def mnist_root() -> Path:
 @pytest.fixture
 def fsdd_root() -> Path:
     return SHARED_DATA / "fsdd" / "recordings"
+
+
+@pytest.fixture
+def tone_folder(tmp_path):
+    """Nine short 8 kHz tones named like FSDD (digits 0-2, takes 0, 7, 8: take 0 is the fsdd rule's test split)."""
+    root = tmp_path / "audio"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for digit in range(3):
+        for take in (0, 7, 8):
+            n = int(rng.integers(1500, 3000))
+            wav = 0.3 * np.sin(2 * np.pi * (200 + 100 * digit) * np.arange(n) / 8000) * np.hanning(n)
+            sf.write(root / f"{digit}_spk_{take}.wav", wav.astype(np.float32), 8000)
+    return root

@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -161,3 +165,33 @@ def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ra
     assert (tmp_path / "run" / "tokenizer.safetensors").is_file()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (3, "train"), (3, "valid")]
+
+
+def test_sigterm_to_the_process_group_saves_despite_dying_loader_workers(tmp_path, tone_folder):
+    """`timeout` and cluster pre-emption signal the whole group: the loader's workers die with the trainer.
+
+    The trainer must still save the step it reached (before the fix, the workers' deaths raised in the save).
+    """
+    run = tmp_path / "run"
+    args = [f"{k}={v}" for k, v in {
+        "model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "data.kind": "audio",
+        "data.root": str(tone_folder), "data.rule": "fsdd", "data.segment_seconds": 0.25, "data.num_workers": 1,
+        "train.max_steps": 100000, "train.batch_size": 4, "train.log_every": 1, "train.valid_every": 100000,
+        "train.save_every": 100000, "loss.fft_sizes": "[64,128]"}.items()]
+    proc = subprocess.Popen([sys.executable, "-m", "vqtok", "train", str(REPO / "recipes" / "debug.yaml"), "--out",
+                             str(run), "--quiet", *args], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert "interrupted at step" in output, output
+    assert "is killed by signal" not in output, output
+    saved = load_tokenizer(run / "tokenizer.safetensors").train_info["step"]
+    logged = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    assert saved >= logged >= 3
+    assert torch.load(run / "state.pt", weights_only=True)["step"] == saved
