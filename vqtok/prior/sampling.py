@@ -56,10 +56,9 @@ def draw(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     prior on CUDA) draws on its own device: a seed then gives the same draws from the same probabilities.
     """
     probs = logits.float().softmax(dim=-1).reshape(-1, logits.shape[-1])  # (N, K)
-    if generator is not None and generator.device.type != probs.device.type:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(logits.device).reshape(
-            logits.shape[:-1])
-    return torch.multinomial(probs, 1, generator=generator).reshape(logits.shape[:-1])
+    where = logits.device if generator is None else generator.device
+    codes = torch.multinomial(probs.to(where), 1, generator=generator)  # (N, 1)
+    return codes.to(logits.device).reshape(logits.shape[:-1])
 
 
 def _code_axis(logits: Tensor, targets: Tensor, class_dim: int | None) -> int:
