@@ -39,6 +39,16 @@ class Judgement:
         return first, second
 
 
+def judge(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The shared body of every sub-discriminator: leaky-ReLU convs, each output kept as a feature map for
+    feature matching, then the score map of `post`."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAK)
+        features.append(x)
+    return post(x), features
+
+
 class PeriodDiscriminator(nn.Module):
     """HiFi-GAN's period discriminator: the waveform folded to (T/p, p), 2-D convs along the first axis only."""
 
@@ -56,12 +66,7 @@ class PeriodDiscriminator(nn.Module):
         """x: (B, 1, T) -> (scores (B, 1, T', p), features)."""
         b, c, t = x.shape
         x = F.pad(x, (0, (-t) % self.period), mode="reflect" if t > self.period else "constant")
-        x = x.view(b, c, -1, self.period)  # (B, 1, T/p, p)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAK)
-            features.append(x)
-        return self.post(x), features
+        return judge(self.convs, self.post, x.view(b, c, -1, self.period))  # (B, 1, T/p, p)
 
 
 class STFTDiscriminator(nn.Module):
@@ -88,11 +93,7 @@ class STFTDiscriminator(nn.Module):
             spec = torch.stft(x.float().squeeze(1), self.n_fft, self.n_fft // 4, window=self.window,
                               return_complex=True)  # (B, F, N)
         z = torch.stack([spec.real, spec.imag], dim=1).transpose(2, 3)  # (B, 2, N, F): time, then frequency
-        features = []
-        for conv in self.convs:
-            z = F.leaky_relu(conv(z), LEAK)
-            features.append(z)
-        return self.post(z), features
+        return judge(self.convs, self.post, z)
 
 
 class Discriminators(nn.Module):
