@@ -1,10 +1,11 @@
 """Benchmark: prior-coded token files (.vqz) on a prior run's whole test split.
 
 Every test map or clip (the run's cached test codes, or encoded by its tokenizer when missing) is compressed
-under the prior(s), decompressed, and checked identical. Printed: bits per image (or per second of audio) of
-the payloads beside the prior's NLL on the same codes, the overhead in percent, the header size, the ratio to
-the raw codes (ceil(log2 K) bits each), and the coding speed (PixelCNN priors code --batch items at once,
-byte-identical to coding each alone).
+under the prior(s) twice, one .vqz file per item and all items as one archive (what `vqtok compress FOLDER
+-o X.vqz` writes), decompressed, and checked identical. Printed for both: bits per image (or per second of
+audio) of the payloads beside the prior's NLL on the same codes, the overhead in percent, the header size,
+the ratio to the raw codes (ceil(log2 K) bits each), and the coding speed (PixelCNN priors code --batch items
+at once; per-item files are byte-identical to coding each alone).
 
     python bench/compress.py runs/mnist_prior                  # 1,000 MNIST test maps
     python bench/compress.py runs/speech_prior                 # 250 FSDD test clips
@@ -26,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from digit_classifiers import print_table  # noqa: E402
 
-from vqtok.prior.coding import CodedItem, batchable, coded_class, compress_many, decode_payloads, unpack  # noqa: E402
+from vqtok.prior.coding import (CodedItem, batchable, coded_class, compress_archive, compress_many,  # noqa: E402
+                                decode_files, unpack)
 from vqtok.prior.data import CodeSet, load_or_encode  # noqa: E402
 from vqtok.prior.generate import load_prior_run  # noqa: E402
 from vqtok.prior.recipe import load_prior_recipe  # noqa: E402
@@ -58,34 +60,43 @@ def main() -> None:
                   else subset["codes"][lv][i].numpy() for lv in range(len(priors))]
         label = int(subset["labels"][i])
         label = None if label < 0 else label
-        items.append(CodedItem(levels, label, coded_class(priors, label, f"item {i}"), {}))
-    start = time.perf_counter()
-    files = compress_many(priors, tok.fingerprint, items, batch=args.batch)
-    encode_s = time.perf_counter() - start
-    vqzs = [unpack(data, f"item {i}") for i, data in enumerate(files)]
-    start = time.perf_counter()
-    decoded = decode_payloads(priors, vqzs, batch=args.batch)
-    decode_s = time.perf_counter() - start
-    for i, (item, back) in enumerate(zip(items, decoded)):
-        if not all(np.array_equal(a, b) for a, b in zip(back, item.levels)):
-            raise SystemExit(f"item {i}: decompressed codes differ from the input")
-    payload_bits = sum(8 * v.header.payload_bytes for v in vqzs)
-    header_bits = sum(8 * v.overhead_bytes for v in vqzs)
+        name = f"{i}.npy" if len(priors) == 1 else f"{i}.npz"
+        items.append(CodedItem(levels, label, coded_class(priors, label, f"item {i}"), {}, name))
     symbols = sum(lv.size for item in items for lv in item.levels)
     raw = sum(math.prod(lv.shape[1:]) * math.ceil(math.log2(p.layout.codebook_size)) * n
               for lv, p in zip(part.levels, priors)) if tok.dims == 2 else sum(
         int(length.sum()) * math.ceil(math.log2(p.layout.codebook_size)) for length, p in zip(part.lengths, priors))
     unit, per = ("image", n) if tok.dims == 2 else ("second", seconds_audio)
-    rows = [
-        ("items compressed and decompressed identically", f"{n}/{n} ({symbols:,} codes)"),
-        (f"prior NLL, bits per {unit}", f"{nll_bits / per:,.1f}"),
-        (f"payload, bits per {unit}", f"{payload_bits / per:,.1f}"),
-        ("payload overhead over the NLL", f"{100 * (payload_bits / nll_bits - 1):.2f}%"),
-        ("header per file (bytes)", f"{header_bits / 8 / n:.0f}"),
-        (f"whole files, bits per {unit}", f"{(payload_bits + header_bits) / per:,.1f}"),
-        ("raw codes / payload", f"{raw / payload_bits:.2f}x (raw: {raw / per:,.0f} bits per {unit})"),
-        ("encode, decode speed (codes/s)", f"{symbols / encode_s:,.0f}, {symbols / decode_s:,.0f}"),
-    ]
+
+    def run(write) -> tuple[list, float, float]:
+        """Compress with `write`, read back, decompress, check; (the .vqz files, encode s, decode s)."""
+        start = time.perf_counter()
+        files = write()
+        encode_s = time.perf_counter() - start
+        vqzs = [unpack(data, f"file {i}") for i, data in enumerate(files)]
+        start = time.perf_counter()
+        decoded = [entry for entries in decode_files(priors, vqzs, batch=args.batch) for entry in entries]
+        decode_s = time.perf_counter() - start
+        for i, (item, back) in enumerate(zip(items, decoded, strict=True)):
+            if not all(np.array_equal(a, b) for a, b in zip(back, item.levels)):
+                raise SystemExit(f"item {i}: decompressed codes differ from the input")
+        return vqzs, encode_s, decode_s
+
+    singles = run(lambda: compress_many(priors, tok.fingerprint, items, batch=args.batch))
+    archive = run(lambda: [compress_archive(priors, tok.fingerprint, items, batch=args.batch)])
+    rows = [("items compressed and decompressed identically", f"{n}/{n} ({symbols:,} codes), both ways"),
+            (f"prior NLL, bits per {unit}", f"{nll_bits / per:,.1f}")]
+    for what, (vqzs, encode_s, decode_s) in (("one file per item", singles), ("one archive", archive)):
+        payload_bits = sum(8 * v.header.payload_bytes for v in vqzs)
+        header_bits = sum(8 * v.overhead_bytes for v in vqzs)
+        rows += [
+            (f"{what}: payload, bits per {unit}", f"{payload_bits / per:,.1f} "
+                                                   f"({100 * (payload_bits / nll_bits - 1):+.2f}% over the NLL)"),
+            (f"{what}: header bytes", f"{header_bits / 8 / len(vqzs):,.0f} per file"),
+            (f"{what}: whole files, bits per {unit}", f"{(payload_bits + header_bits) / per:,.1f}"),
+            (f"{what}: raw codes / payload", f"{raw / payload_bits:.2f}x (raw: {raw / per:,.0f} bits per {unit})"),
+            (f"{what}: encode, decode (codes/s)", f"{symbols / encode_s:,.0f}, {symbols / decode_s:,.0f}"),
+        ]
     batch = args.batch if batchable(priors) else 1
     print_table(f"prior coding of {args.prior} ({n} test items, one thread, batches of {batch})", rows)
 

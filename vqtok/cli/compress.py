@@ -1,4 +1,4 @@
-"""`vqtok compress CODES -p PRIOR -o X.vqz`: token files (one, or a folder) arithmetic-coded under a prior."""
+"""`vqtok compress CODES -p PRIOR -o X.vqz`: token files (one, or a folder) range-coded under a prior."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from vqtok.errors import VqtokError
 @click.option("-p", "--prior", required=True, type=click.Path(path_type=Path),
               help="Prior run folder (or prior .safetensors) trained on the tokenizer that wrote CODES.")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Output .vqz file, or for a CODES folder the output folder (mirrors it, NAME.vqz each).")
+              help="Output .vqz file (for a CODES folder: one archive of all its files), or for a CODES folder "
+                   "an output folder (mirrors it, NAME.vqz each).")
 @click.option("--label", type=int, help="Class to code under (default: the token file's label; without one, a "
                                         "prior trained with cond_dropout codes it under its null class).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
@@ -28,29 +29,31 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
     Each code is arithmetic-coded with the probability the prior gives it after the codes before it (and the
     class), so the file takes about the prior's NLL in bits. The run's own tokenizer must be the one that
     encoded CODES. `vqtok decompress` gives back the identical token file; `vqtok info X.vqz` shows the rate.
-    A folder's files go through a PixelCNN prior in batches (each file as it would be alone): faster.
+    A folder compresses to one archive (-o NAME.vqz: all its codes one message, so the message's end and the
+    header are paid once) or to a folder of .vqz files, one per token file. Its files go through a PixelCNN
+    prior in batches: faster.
 
     \b
     Examples:
       vqtok compress digits/0_george_0.npy -p runs/speech_prior -o 0_george_0.vqz
       vqtok compress img.npy -p runs/mnist_prior -o img.vqz --force
+      vqtok compress mnist_codes/ -p mnist-prior -o mnist_codes.vqz
       vqtok compress mnist_codes/ -p mnist-prior -o mnist_vqz/
     """
     from vqtok.cli.common import setup_logging
     from vqtok.data.audio import list_files
     from vqtok.files import atomic_write
-    from vqtok.prior.coding import SUFFIX, CodedItem, coded_class, compress_many
+    from vqtok.prior.coding import SUFFIX, CodedItem, coded_class, compress_archive, compress_many
     from vqtok.prior.generate import load_prior_run
-    from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
+    from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix, read_codes
 
     setup_logging()
+    archive = codes.is_dir() and out.suffix == SUFFIX
     if codes.is_dir():
         inputs = list_files(codes, CODE_SUFFIXES)
         if not inputs:
             raise VqtokError(f"{codes}: no token files (.npy/.npz) in this folder")
-        if out.suffix == SUFFIX:
-            raise VqtokError(f"{out}: for the folder {codes}, -o is an output folder, not a {SUFFIX} file")
-        outputs = [out / p.relative_to(codes).with_suffix(SUFFIX) for p in inputs]
+        outputs = [out] if archive else [out / p.relative_to(codes).with_suffix(SUFFIX) for p in inputs]
         twice = {o for o in outputs if outputs.count(o) > 1}
         if twice:
             raise VqtokError(f"{sorted(twice)[0]}: two token files (.npy and .npz) would both compress to it")
@@ -66,13 +69,21 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
     for path in inputs:  # every input read and checked before anything is written
         file = read_codes(path, tok)
         cls = file.label if label is None else label
-        items.append(CodedItem(file.levels, cls, coded_class(priors, cls, str(path)), file.source))
+        # the entry's path in the folder, with the suffix decompress writes (.npy / .npz, lower case)
+        name = path.relative_to(codes).with_suffix(codes_suffix(len(file.levels))).as_posix() if archive else None
+        items.append(CodedItem(file.levels, cls, coded_class(priors, cls, str(path)), file.source, name))
+    named = [item.name for item in items if item.name]
+    twice = sorted({n for n in named if named.count(n) > 1})
+    if twice:
+        raise VqtokError(f"{codes}: two token files would both be {twice[0]} in the archive")
+    where = str(prior.resolve()) if prior.exists() else str(prior)
     start = time.perf_counter()
-    files = compress_many(priors, tok.fingerprint, items, str(prior.resolve()) if prior.exists() else str(prior))
+    files = ([compress_archive(priors, tok.fingerprint, items, where)] if archive
+             else compress_many(priors, tok.fingerprint, items, where))
     seconds = time.perf_counter() - start
     for path, data in zip(outputs, files):
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
     n = sum(c.size for item in items for c in item.levels)
-    click.echo(f"wrote {out}: {sum(map(len, files))} bytes for {n} codes in {len(files)} file(s) "
-               f"({seconds:.2f} s)", err=True)
+    what = f"an archive of {len(items)} token files" if archive else f"{len(files)} file(s)"
+    click.echo(f"wrote {out}: {sum(map(len, files))} bytes for {n} codes in {what} ({seconds:.2f} s)", err=True)

@@ -1,22 +1,28 @@
-"""Prior-coded token files (.vqz): a token file's codes arithmetic-coded under a prior's next-code distributions.
+"""Prior-coded token files (.vqz): token files' codes range-coded under a prior's next-code distributions.
 
-File layout (format version 2), little-endian::
+A .vqz file holds one token file, or a folder's token files (an archive) coded as one message, so the end of
+the message (~2.6 bits) and the header are paid once. File layout (format version 3), little-endian::
 
     magic b"VQTZ" | format version u16 | header length u32 | header | CRC32 of all before u32 | payload
 
 The header is binary: the prior's and the tokenizer's fingerprints (8 raw bytes each), the number of levels,
-the token file's label and the class the codes were coded under (i16, -1: none), the payload's length and
-CRC32, then per level (top first) its rank, codebook size and shape (u32 each), and last an optional record
-(compact JSON, length u16, 0 bytes when empty) with the token file's source record (what its sidecar needs
-back) and where the prior was (a hint for `vqtok decompress`). Level names follow from the level count.
+the batch size the entries were coded in (it fixes the order of the codes in the message), the number of
+entries, the payload's length and CRC32 (u32 each), every level's codebook size (u32, top first); then one
+byte saying whether the rest is zlib-compressed (1) or not (0), and the rest: per entry its label and the
+class it was coded under (i16, -1: none) and per level its rank (u8) and shape (u32 each), followed by an
+optional compact JSON record (empty when there is nothing to say): `prior_path`, where the prior was (a hint
+for `vqtok decompress`), and `entries`, per entry its `name` (the path inside the compressed folder, for an
+archive) and `source` (the token file's source record, what its sidecar needs back).
 
-The payload is one arithmetic-coded message (`vqtok.prior.arithmetic`): every level in turn (top first),
-every code in raster order, and for a sequence with EOS its end as well, each under the frequency table of
-the prior's logits at that step. Encoder and decoder compute those logits through the same incremental path
-as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one thread, no autocast, and with
-oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch through its own GEMM, so a PixelCNN gives
-every map bit-identical logits whether it is coded alone or in a batch (`compress_many`). A file decodes on
-the machine and torch build that wrote it (another CPU or library may round a logit differently).
+The payload is one range-coded message (`vqtok.prior.arithmetic`). Entries of equal shapes go through the
+prior `batch` at a time (`_batches`); inside a batch every level in turn (top first), every step in raster
+order (for a sequence with EOS, its end as well), and at each step every entry of the batch, each code under
+the frequency table of the prior's logits for it at that step. Encoder and decoder compute those logits
+through the same incremental path as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one
+thread, no autocast, and with oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch
+through its own GEMM, so a PixelCNN gives every map bit-identical logits whether it is coded alone or in a
+batch. A file decodes on the machine and torch build that wrote it (another CPU or library may round a
+logit differently).
 """
 
 from __future__ import annotations
@@ -28,29 +34,45 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
 
 from vqtok.errors import VqtokError
-from vqtok.prior.arithmetic import ArithmeticDecoder, ArithmeticEncoder, frequencies
+from vqtok.prior.arithmetic import RangeDecoder, RangeEncoder, frequencies
 from vqtok.prior.model import CodePrior
 from vqtok.prior.sampling import PixelCNNSteps, TransformerSteps
 from vqtok.tokenizer.base import LEVEL_NAMES
 from vqtok.tokenizer.checkpoint import fingerprint
+from vqtok.tokenizer.codes import codes_suffix
 
 MAGIC = b"VQTZ"
-FORMAT_VERSION = 2  # 2: binary header (1: JSON header, no longer read)
+FORMAT_VERSION = 3  # 3: range coder, any number of entries in one message (2: one file per message; 1: JSON)
 SUFFIX = ".vqz"
 _PREFIX = struct.Struct("<4sHI")  # magic, format version, header length
 _CRC = struct.Struct("<I")
-_FIXED = struct.Struct("<8s8sBhhII")  # prior and tokenizer fingerprints, levels, label, class, payload length, CRC32
-_LEVEL = struct.Struct("<BI")  # rank, codebook size; then the shape, u32 each
-_DIM = struct.Struct("<I")
-_EXTRA = struct.Struct("<H")  # length of the optional JSON record
+_FIXED = struct.Struct("<8s8sBHIII")  # prior and tokenizer fingerprints, levels, batch, entries, payload length, CRC32
+_U32 = struct.Struct("<I")  # a codebook size, a dimension
+_ENTRY = struct.Struct("<hh")  # label, coded class
+_RANK = struct.Struct("<B")
 _NONE = -1  # label / coded class absent
+
+
+@dataclass
+class VqzEntry:
+    """One token file in a .vqz: its shape per level (top first) and what its sidecar holds."""
+
+    shapes: list[list[int]]
+    label: int | None  # the token file's label, restored in its sidecar
+    coded_class: int | None  # class the codes were coded under (num_classes: the null class); None: no classes
+    source: dict = field(default_factory=dict)  # the token file's source record; {} when not kept
+    name: str | None = None  # an archive's entries: the path inside the folder that was compressed
+
+    @property
+    def num_codes(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes)
 
 
 @dataclass
@@ -59,22 +81,31 @@ class VqzHeader:
 
     prior: str  # prior_fingerprint of the prior(s) that coded it
     tokenizer: str  # fingerprint of the tokenizer that made the codes
-    levels: list[dict]  # per level, top first: {"name", "shape", "codebook_size"}
-    label: int | None  # the token file's label, restored in its sidecar
-    coded_class: int | None  # class the codes were coded under (num_classes: the null class); None: no classes
-    source: dict  # the token file's source record (input size, rate, path); {} when not kept
+    codebook_sizes: list[int]  # per level, top first
+    entries: list[VqzEntry]
     payload_bytes: int
     payload_crc32: int
+    batch: int = 1  # entries of equal shapes coded together: fixes the order of the codes in the payload
     prior_path: str | None = None  # where the prior was at compression (vqtok decompress looks there by default)
 
     @property
+    def level_names(self) -> list[str]:
+        return list(LEVEL_NAMES[len(self.codebook_sizes)])
+
+    @property
+    def is_archive(self) -> bool:
+        """Written from a folder: the entries carry their names and decompress into a folder."""
+        return any(entry.name is not None for entry in self.entries)
+
+    @property
     def num_codes(self) -> int:
-        return sum(math.prod(level["shape"]) for level in self.levels)
+        return sum(entry.num_codes for entry in self.entries)
 
     @property
     def raw_bits(self) -> int:
         """The codes at ceil(log2 K) bits each: what the payload is compared with."""
-        return sum(math.prod(lv["shape"]) * max(1, math.ceil(math.log2(lv["codebook_size"]))) for lv in self.levels)
+        bits = [max(1, math.ceil(math.log2(k))) for k in self.codebook_sizes]
+        return sum(math.prod(shape) * b for entry in self.entries for shape, b in zip(entry.shapes, bits))
 
 
 @dataclass
@@ -105,6 +136,7 @@ class CodedItem:
     label: int | None
     coded_class: int | None  # from `coded_class`
     source: dict
+    name: str | None = None  # in an archive: its path inside the compressed folder (POSIX, relative)
 
 
 @contextmanager
@@ -199,46 +231,46 @@ def _batches(shapes: list[tuple], priors: list[CodePrior], batch: int) -> list[l
     return [group[j : j + batch] for group in groups.values() for j in range(0, len(group), batch)]
 
 
-def encode_payloads(priors: list[CodePrior], items: list[list[np.ndarray]], classes: list[int | None],
-                    batch: int = 32) -> list[bytes]:
-    """Each item's codes per level (top first) -> its arithmetic-coded payload, items of the same shapes
-    sharing a batch through the prior: every payload is byte-identical to coding its item alone."""
-    payloads: list[bytes] = [b""] * len(items)
-    for group in _batches([tuple(c.shape for c in item) for item in items], priors, batch):
-        encoders = [ArithmeticEncoder() for _ in group]
-        symbols = [[_symbols(p, codes) for p, codes in zip(priors, items[i])] for i in group]
+def _encode(priors: list[CodePrior], items: list[CodedItem], encoders: list[RangeEncoder], batch: int) -> None:
+    """Feed every item's codes to its encoder (items may share one) in the stream order of `batch`."""
+    for group in _batches([tuple(c.shape for c in item.levels) for item in items], priors, batch):
+        symbols = [[_symbols(p, codes) for p, codes in zip(priors, items[i].levels)] for i in group]
 
-        def choose(i: int, level: int, t: int, freqs: np.ndarray) -> int:
-            encoders[i].encode(int(symbols[i][level][t]), freqs)
-            return int(symbols[i][level][t])
+        def choose(j: int, level: int, t: int, freqs: np.ndarray) -> int:
+            encoders[group[j]].encode(int(symbols[j][level][t]), freqs)
+            return int(symbols[j][level][t])
 
-        _code(priors, [tuple(c.shape) for c in items[group[0]]], [classes[i] for i in group], choose)
-        for i, encoder in zip(group, encoders):
-            payloads[i] = encoder.finish()
-    return payloads
+        _code(priors, [tuple(c.shape) for c in items[group[0]].levels], [items[i].coded_class for i in group],
+              choose)
 
 
-def decode_payloads(priors: list[CodePrior], vqzs: list[Vqz], batch: int = 32) -> list[list[np.ndarray]]:
-    """Checked .vqz files -> each one's codes per level (top first), files of the same shapes sharing a batch."""
-    out: list[list[np.ndarray]] = [[] for _ in vqzs]
-    shapes = [tuple(tuple(lv["shape"]) for lv in v.header.levels) for v in vqzs]
+def _decode(priors: list[CodePrior], entries: list[VqzEntry], decoders: list[RangeDecoder],
+            batch: int) -> list[list[np.ndarray]]:
+    """Read every entry's codes per level (top first) from its decoder (entries may share one), in `_encode`'s order."""
+    out: list[list[np.ndarray]] = [[] for _ in entries]
+    shapes = [tuple(tuple(s) for s in entry.shapes) for entry in entries]
     for group in _batches(shapes, priors, batch):
-        decoders = [ArithmeticDecoder(vqzs[i].payload) for i in group]
-        decoded = _code(priors, list(shapes[group[0]]), [vqzs[i].header.coded_class for i in group],
-                        lambda i, level, t, freqs: decoders[i].decode(freqs))
+        decoded = _code(priors, list(shapes[group[0]]), [entries[i].coded_class for i in group],
+                        lambda j, level, t, freqs: decoders[group[j]].decode(freqs))
         for i, levels in zip(group, decoded):
             out[i] = levels
     return out
 
 
-def encode_payload(priors: list[CodePrior], levels: list[np.ndarray], coded: int | None) -> bytes:
-    """The codes of every level (top first) -> one arithmetic-coded payload."""
-    return encode_payloads(priors, [levels], [coded])[0]
-
-
-def decode_payload(priors: list[CodePrior], header: VqzHeader, payload: bytes) -> list[np.ndarray]:
-    """A payload and its header -> the codes of every level (top first)."""
-    return decode_payloads(priors, [Vqz(header, payload, 0)])[0]
+def decode_files(priors: list[CodePrior], vqzs: list[Vqz], batch: int = 32) -> list[list[list[np.ndarray]]]:
+    """Checked .vqz files -> per file, per entry, the codes per level (top first). Single-entry files of
+    equal shapes share batches through the prior; an archive decodes in the batches it was coded in."""
+    out: list[list[list[np.ndarray]]] = [[] for _ in vqzs]
+    singles = [i for i, v in enumerate(vqzs) if len(v.header.entries) == 1]
+    decoded = _decode(priors, [vqzs[i].header.entries[0] for i in singles],
+                      [RangeDecoder(vqzs[i].payload) for i in singles], batch)
+    for i, levels in zip(singles, decoded):
+        out[i] = [levels]
+    for i, vqz in enumerate(vqzs):
+        if len(vqz.header.entries) > 1:
+            decoder = RangeDecoder(vqz.payload)
+            out[i] = _decode(priors, vqz.header.entries, [decoder] * len(vqz.header.entries), vqz.header.batch)
+    return out
 
 
 # --------------------------------------------------------------------------- the file
@@ -252,47 +284,75 @@ def _fingerprint_bytes(text: str, what: str) -> bytes:
     return raw
 
 
+def _optional(value: int | None) -> int:
+    return _NONE if value is None else value
+
+
 def pack(header: VqzHeader, payload: bytes) -> bytes:
     """Header and payload -> the bytes of a .vqz file."""
-    def optional(value: int | None) -> int:
-        return _NONE if value is None else value
-
-    fields = [_FIXED.pack(_fingerprint_bytes(header.prior, "prior"), _fingerprint_bytes(header.tokenizer, "tokenizer"),
-                          len(header.levels), optional(header.label), optional(header.coded_class),
-                          header.payload_bytes, header.payload_crc32)]
-    for level in header.levels:
-        fields.append(_LEVEL.pack(len(level["shape"]), level["codebook_size"]))
-        fields.extend(_DIM.pack(d) for d in level["shape"])
-    extra = {k: v for k, v in (("source", header.source), ("prior_path", header.prior_path)) if v}
-    text = json.dumps(extra, sort_keys=True, separators=(",", ":")).encode() if extra else b""
-    fields.append(_EXTRA.pack(len(text)) + text)
-    body = b"".join(fields)
+    fixed = _FIXED.pack(_fingerprint_bytes(header.prior, "prior"), _fingerprint_bytes(header.tokenizer, "tokenizer"),
+                        len(header.codebook_sizes), header.batch, len(header.entries), header.payload_bytes,
+                        header.payload_crc32)
+    table = []
+    for entry in header.entries:
+        table.append(_ENTRY.pack(_optional(entry.label), _optional(entry.coded_class)))
+        for shape in entry.shapes:
+            table.append(_RANK.pack(len(shape)) + b"".join(_U32.pack(d) for d in shape))
+    records = [{k: v for k, v in (("name", e.name), ("source", e.source)) if v} for e in header.entries]
+    extra = {k: v for k, v in (("prior_path", header.prior_path), ("entries", records if any(records) else None)) if v}
+    if extra:
+        table.append(json.dumps(extra, sort_keys=True, separators=(",", ":")).encode())
+    rest = b"".join(table)
+    packed = zlib.compress(rest, 9)
+    rest = b"\x01" + packed if len(packed) < len(rest) else b"\x00" + rest
+    body = fixed + b"".join(_U32.pack(k) for k in header.codebook_sizes) + rest
     head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(body)) + body
     return head + _CRC.pack(zlib.crc32(head)) + payload
 
 
+def _entry_name(name: object, levels: int) -> str:
+    """An archive entry's name, checked: a relative path inside the output folder, ending in the codes suffix."""
+    path = PurePosixPath(name) if isinstance(name, str) else None
+    if path is None or path.is_absolute() or ".." in path.parts or "\\" in str(path) or path.suffix != codes_suffix(levels):
+        raise ValueError(f"entry name {name!r} is not a relative {codes_suffix(levels)} path")
+    return str(path)
+
+
 def _parse_header(body: bytes) -> VqzHeader:
     """The binary header (its CRC already checked) -> VqzHeader; struct.error or ValueError if malformed."""
-    prior, tok, count, label, coded, payload_bytes, payload_crc = _FIXED.unpack_from(body)
-    at, levels = _FIXED.size, []
-    names = LEVEL_NAMES.get(count)
-    if names is None:
-        raise ValueError(f"{count} levels")
-    for name in names:
-        rank, size = _LEVEL.unpack_from(body, at)
-        at += _LEVEL.size
-        shape = [_DIM.unpack_from(body, at + _DIM.size * d)[0] for d in range(rank)]
-        at += _DIM.size * rank
-        levels.append({"name": name, "shape": shape, "codebook_size": size})
-    (length,) = _EXTRA.unpack_from(body, at)
-    at += _EXTRA.size
-    if at + length != len(body):
-        raise ValueError(f"{len(body) - at - length} bytes left over")
-    extra = json.loads(body[at:]) if length else {}
-    return VqzHeader(prior=prior.hex(), tokenizer=tok.hex(), levels=levels,
-                     label=None if label == _NONE else label, coded_class=None if coded == _NONE else coded,
-                     source=dict(extra.get("source", {})), payload_bytes=payload_bytes,
-                     payload_crc32=payload_crc, prior_path=extra.get("prior_path"))
+    prior, tok, levels, batch, count, payload_bytes, payload_crc = _FIXED.unpack_from(body)
+    if levels not in LEVEL_NAMES or not count or not batch:
+        raise ValueError(f"{levels} levels, {count} entries, batch {batch}")
+    at = _FIXED.size + levels * _U32.size
+    sizes = [_U32.unpack_from(body, _FIXED.size + _U32.size * i)[0] for i in range(levels)]
+    rest = body[at + 1 :]
+    if body[at] == 1:
+        rest = zlib.decompress(rest)
+    elif body[at] != 0:
+        raise ValueError(f"unknown packing {body[at]}")
+    at, entries = 0, []
+    for _ in range(count):
+        label, coded = _ENTRY.unpack_from(rest, at)
+        at += _ENTRY.size
+        shapes = []
+        for _ in range(levels):
+            (rank,) = _RANK.unpack_from(rest, at)
+            shapes.append([_U32.unpack_from(rest, at + _RANK.size + _U32.size * d)[0] for d in range(rank)])
+            at += _RANK.size + _U32.size * rank
+        entries.append(VqzEntry(shapes, None if label == _NONE else label, None if coded == _NONE else coded))
+    extra = json.loads(rest[at:]) if at < len(rest) else {}
+    records = extra.get("entries") or [{}] * count
+    if len(records) != count:
+        raise ValueError(f"{len(records)} entry records for {count} entries")
+    for entry, record in zip(entries, records):
+        entry.source = dict(record.get("source", {}))
+        entry.name = _entry_name(record["name"], levels) if "name" in record else None
+    named = {e.name for e in entries if e.name is not None}
+    if (named or count > 1) and len(named) < count:  # an archive names every entry, each once
+        raise ValueError(f"{count} entries, {len(named)} distinct names")
+    return VqzHeader(prior=prior.hex(), tokenizer=tok.hex(), codebook_sizes=sizes, entries=entries,
+                     payload_bytes=payload_bytes, payload_crc32=payload_crc, batch=batch,
+                     prior_path=extra.get("prior_path"))
 
 
 def unpack(data: bytes, name: str) -> Vqz:
@@ -317,7 +377,7 @@ def unpack(data: bytes, name: str) -> Vqz:
                          "compress the token file again")
     try:
         header = _parse_header(data[_PREFIX.size : end])
-    except (struct.error, ValueError, TypeError) as err:
+    except (struct.error, ValueError, TypeError, KeyError, AttributeError, zlib.error) as err:
         raise VqtokError(f"{name}: unreadable header ({err})") from None
     payload = data[end + _CRC.size :]
     if len(payload) < header.payload_bytes:
@@ -346,22 +406,38 @@ def check_prior(vqz: Vqz, priors: list[CodePrior], name: str) -> None:
                          "decompress with the prior that compressed it")
 
 
+def _header(priors: list[CodePrior], tok_fingerprint: str, items: list[CodedItem], payload: bytes, batch: int,
+            prior_path: str | None) -> VqzHeader:
+    return VqzHeader(
+        prior=prior_fingerprint(priors), tokenizer=tok_fingerprint,
+        codebook_sizes=[p.layout.codebook_size for p in priors],
+        entries=[VqzEntry([list(c.shape) for c in item.levels], item.label, item.coded_class, item.source, item.name)
+                 for item in items],
+        payload_bytes=len(payload), payload_crc32=zlib.crc32(payload), batch=batch, prior_path=prior_path)
+
+
 def compress_many(priors: list[CodePrior], tok_fingerprint: str, items: list[CodedItem],
                   prior_path: str | None = None, batch: int = 32) -> list[bytes]:
-    """Token files -> the bytes of their .vqz files (each the same as `compress` gives for it alone)."""
-    payloads = encode_payloads(priors, [item.levels for item in items], [item.coded_class for item in items], batch)
-    prior = prior_fingerprint(priors)
-    files = []
-    for item, payload in zip(items, payloads):
-        header = VqzHeader(
-            prior=prior, tokenizer=tok_fingerprint,
-            levels=[{"name": p.layout.level, "shape": list(c.shape), "codebook_size": p.layout.codebook_size}
-                    for p, c in zip(priors, item.levels)],
-            label=item.label, coded_class=item.coded_class, source=item.source, payload_bytes=len(payload),
-            payload_crc32=zlib.crc32(payload), prior_path=prior_path,
-        )
-        files.append(pack(header, payload))
-    return files
+    """Token files -> the bytes of one .vqz file each (each the same as `compress` gives for it alone; a
+    PixelCNN prior codes items of equal shapes `batch` at a time). Names are for archives: not kept."""
+    items = [replace(item, name=None) for item in items]
+    encoders = [RangeEncoder() for _ in items]
+    _encode(priors, items, encoders, batch)
+    return [pack(_header(priors, tok_fingerprint, [item], payload, 1, prior_path), payload)
+            for item, payload in ((item, encoder.finish()) for item, encoder in zip(items, encoders))]
+
+
+def compress_archive(priors: list[CodePrior], tok_fingerprint: str, items: list[CodedItem],
+                     prior_path: str | None = None, batch: int = 32) -> bytes:
+    """Token files (named: their paths inside a folder) -> the bytes of one .vqz archive, all their codes one
+    range-coded message: the message's end and the header are paid once, not per file."""
+    if not items or any(item.name is None for item in items):
+        raise ValueError("an archive needs at least one item, and every item needs a name")
+    batch = batch if batchable(priors) else 1
+    encoder = RangeEncoder()
+    _encode(priors, items, [encoder] * len(items), batch)
+    payload = encoder.finish()
+    return pack(_header(priors, tok_fingerprint, items, payload, batch, prior_path), payload)
 
 
 def compress(priors: list[CodePrior], tok_fingerprint: str, levels: list[np.ndarray], label: int | None,
@@ -372,29 +448,39 @@ def compress(priors: list[CodePrior], tok_fingerprint: str, levels: list[np.ndar
 
 # --------------------------------------------------------------------------- vqtok info
 def vqz_summary(vqz: Vqz) -> dict:
-    """What `vqtok info X.vqz` shows: levels, label, sizes, bits per code and the ratio to the raw codes."""
+    """What `vqtok info X.vqz` shows: levels, entries, sizes, bits per code and the ratio to the raw codes."""
     head = vqz.header
     payload_bits = 8 * head.payload_bytes
     total_bits = 8 * (head.payload_bytes + vqz.overhead_bytes)
+    single = None if head.is_archive else head.entries[0]
+    levels = [{"name": name, "codebook_size": k} for name, k in zip(head.level_names, head.codebook_sizes)]
+    if single is not None:
+        for level, shape in zip(levels, single.shapes):
+            level["shape"] = shape
     summary = {
-        "prior": head.prior, "tokenizer": head.tokenizer,
-        "levels": head.levels, "label": head.label, "codes": head.num_codes,
+        "prior": head.prior, "tokenizer": head.tokenizer, "files": len(head.entries),
+        "levels": levels, "label": single.label if single else None, "codes": head.num_codes,
         "payload_bytes": head.payload_bytes, "file_bytes": head.payload_bytes + vqz.overhead_bytes,
         "bits_per_code": payload_bits / max(head.num_codes, 1),
+        "bits_per_file": payload_bits / len(head.entries),
         "raw_bits_per_code": head.raw_bits / max(head.num_codes, 1),
         "ratio_to_raw": head.raw_bits / max(payload_bits, 1),
         "ratio_to_raw_with_header": head.raw_bits / total_bits,
     }
-    if head.source.get("kind") == "audio" and head.source.get("duration"):
-        summary["bits_per_second"] = payload_bits / float(head.source["duration"])
+    sources = [entry.source for entry in head.entries]
+    if all(s.get("kind") == "audio" and s.get("duration") for s in sources):
+        summary["bits_per_second"] = payload_bits / sum(float(s["duration"]) for s in sources)
     return summary
 
 
 def format_vqz(s: dict) -> str:
-    shapes = ", ".join(f"{lv['name']} {'x'.join(map(str, lv['shape']))} (K={lv['codebook_size']})" for lv in s["levels"])
-    lines = [f"prior-coded token file: prior {s['prior']}, tokenizer {s['tokenizer']}",
-             f"levels        {shapes}; label {s['label']}",
-             f"size          {s['payload_bytes']} bytes of payload, {s['file_bytes']} bytes with the header",
+    kind = "prior-coded token file" if s["files"] == 1 else f"archive of {s['files']} prior-coded token files"
+    shapes = ", ".join(f"{lv['name']} {'x'.join(map(str, lv['shape'])) + ' ' if 'shape' in lv else ''}"
+                       f"(K={lv['codebook_size']})" for lv in s["levels"])
+    per_file = "" if s["files"] == 1 else f" ({s['bits_per_file']:.1f} bits per file)"
+    lines = [f"{kind}: prior {s['prior']}, tokenizer {s['tokenizer']}",
+             f"levels        {shapes}" + (f"; label {s['label']}" if s["files"] == 1 else ""),
+             f"size          {s['payload_bytes']} bytes of payload{per_file}, {s['file_bytes']} bytes with the header",
              f"rate          {s['bits_per_code']:.3f} bits per code (raw codes: {s['raw_bits_per_code']:.0f}); "
              f"{s['ratio_to_raw']:.2f}x smaller than the raw codes ({s['ratio_to_raw_with_header']:.2f}x with the header)"]
     if "bits_per_second" in s:
