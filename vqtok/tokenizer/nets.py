@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
@@ -16,12 +18,50 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation '{name}'; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
+def _rows(x: Tensor) -> Tensor:
+    """(B, C, T) -> (B, C, 1, T) in channels-last memory (a view when x already has channels-last strides)."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d (same weights, same state_dict) that on the CPU runs as a 2-D convolution over a channels-last
+    (B, C, 1, T) view: oneDNN's kernels for that layout beat its 1-D path on these shapes, and its output keeps
+    that layout (B, C, T with stride 1 over C), so the next layer takes it without a copy. On one thread
+    (bench/encode.py) the shipped speech models decode ~1.4x faster and speech-8k encodes ~1.3x faster (same
+    codes); a CPU training step takes ~10% less. Other devices take nn.Conv1d's path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or isinstance(self.padding, str) or self.padding_mode != "zeros":
+            return super().forward(x)
+        if self.in_channels == 1 and self.groups == 1:  # a waveform stem: one GEMM over the unfolded windows
+            (k,), (s,), (p,), (d,) = self.kernel_size, self.stride, self.padding, self.dilation
+            windows = F.pad(x[:, 0], (p, p)).unfold(1, d * (k - 1) + 1, s)[..., ::d].contiguous()  # (B, T', k)
+            flat, weight = windows.flatten(0, 1), self.weight[:, 0].t()  # (B T', k), (k, C)
+            y = flat @ weight if self.bias is None else torch.addmm(self.bias, flat, weight)  # (B T', C)
+            return y.view(x.shape[0], -1, self.out_channels).transpose(1, 2)  # (B, C, T'), channels-last
+        weight = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return F.conv2d(_rows(x), weight, self.bias, (1, *self.stride), (0, *self.padding), (1, *self.dilation),
+                        self.groups).squeeze(2)
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """nn.ConvTranspose1d run like `Conv1d` on the CPU: oneDNN's channels-last transposed convolution is 2-5x
+    faster than PyTorch's 1-D one here (which falls back to a slow path and copies its output)."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.device.type != "cpu" or output_size is not None:
+            return super().forward(x, output_size)
+        return F.conv_transpose2d(_rows(x), self.weight.unsqueeze(2), self.bias, (1, *self.stride),
+                                  (0, *self.padding), (0, *self.output_padding), self.groups,
+                                  (1, *self.dilation)).squeeze(2)
+
+
 def conv(dims: int, *args, **kwargs) -> nn.Module:
-    return (nn.Conv1d if dims == 1 else nn.Conv2d)(*args, **kwargs)
+    return (Conv1d if dims == 1 else nn.Conv2d)(*args, **kwargs)
 
 
 def conv_transpose(dims: int, *args, **kwargs) -> nn.Module:
-    return (nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d)(*args, **kwargs)
+    return (ConvTranspose1d if dims == 1 else nn.ConvTranspose2d)(*args, **kwargs)
 
 
 def downsample(dims: int, c_in: int, c_out: int, stride: int) -> nn.Module:

@@ -1,0 +1,62 @@
+"""nets.Conv1d / ConvTranspose1d: the CPU channels-last paths compute what nn.Conv1d / nn.ConvTranspose1d do."""
+
+import pytest
+import torch
+from torch import nn
+
+from vqtok.tokenizer import nets
+
+CONVS = [  # (in, out, kernel, stride, padding, dilation, bias)
+    (1, 32, 7, 1, 3, 1, True),  # a waveform stem: the unfolded-GEMM path
+    (1, 8, 5, 2, 1, 2, False),  # stem with stride, dilation, no bias
+    (32, 16, 3, 1, 9, 9, True),  # dilated residual conv
+    (16, 32, 1, 1, 0, 1, True),  # 1x1
+    (32, 64, 10, 5, 3, 1, True),  # downsample
+]
+
+
+@pytest.mark.parametrize("c_in, c_out, k, s, p, d, bias", CONVS)
+def test_conv1d_matches_torch_in_values_gradients_and_state_dict(c_in, c_out, k, s, p, d, bias):
+    torch.manual_seed(0)
+    ours = nets.Conv1d(c_in, c_out, k, stride=s, padding=p, dilation=d, bias=bias)
+    ref = nn.Conv1d(c_in, c_out, k, stride=s, padding=p, dilation=d, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(3, c_in, 401, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = ours(x), ref(x_ref)
+    assert y.shape == y_ref.shape and torch.allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(y_ref)
+    y.backward(grad)
+    y_ref.backward(grad)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+    z = ours(y.detach()[:, :, 5:]) if c_out == c_in else None  # a cropped, channels-last input is fine too
+    assert z is None or torch.allclose(z, ref(y_ref.detach()[:, :, 5:]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("c_in, c_out, stride", [(32, 32, 2), (64, 32, 5), (8, 1, 3)])
+def test_conv_transpose1d_matches_torch(c_in, c_out, stride):
+    torch.manual_seed(1)
+    ours = nets.upsample(1, c_in, c_out, stride)
+    ref = nn.ConvTranspose1d(c_in, c_out, ours.kernel_size, stride=ours.stride, padding=ours.padding,
+                             output_padding=ours.output_padding)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, c_in, 250, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    y, y_ref = ours(x), ref(x_ref)
+    assert y.shape == (2, c_out, 250 * stride) == y_ref.shape
+    assert torch.allclose(y, y_ref, atol=1e-5, rtol=1e-5)
+    y.sum().backward()
+    y_ref.sum().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_a_1d_encoder_and_decoder_use_them_and_images_keep_torchs():
+    enc = nets.Encoder(1, 1, [8, 16], [2, 2], 4)
+    dec = nets.Decoder(1, 4, [8, 16], [2, 2], 1)
+    assert any(type(m) is nets.Conv1d for m in enc.modules())
+    assert any(type(m) is nets.ConvTranspose1d for m in dec.modules())
+    assert not any(isinstance(m, nets.Conv1d) for m in nets.Encoder(2, 1, [8], [2], 4).modules())
+    x = torch.randn(2, 1, 64)
+    assert dec(enc(x)).shape == x.shape
