@@ -394,6 +394,22 @@ def test_bad_vqz_files_are_one_line_errors_and_write_nothing(mnist_run, tmp_path
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out.npy").exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:-1], "truncated"),
+    (lambda d: _flip(d, len(d) - 3), "payload is corrupted"),
+    (lambda d: _flip(d, 45), "header is corrupted"),
+])
+def test_a_bad_archive_is_a_one_line_error_and_writes_no_file(mnist_run, tmp_path, damage, message):
+    run, _, files = mnist_run
+    good = tmp_path / "all.vqz"
+    assert CliRunner().invoke(main, ["compress", str(files[0].parent), "-p", str(run), "-o", str(good)]).exit_code == 0
+    bad = tmp_path / "bad.vqz"
+    bad.write_bytes(damage(good.read_bytes()))
+    result = CliRunner().invoke(main, ["decompress", str(bad), "-p", str(run), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_another_prior_is_refused_naming_both(mnist_run, tmp_path):
     run, prior, files = mnist_run
     packed = tmp_path / "m.vqz"
