@@ -53,6 +53,14 @@ def test_unknown_key_is_an_error_listing_valid_keys():
         load_recipe(REPO / "recipes" / "debug.yaml", ["train.max_step=3"])
     with pytest.raises(VqtokError, match="expected an integer"):
         load_recipe(REPO / "recipes" / "debug.yaml", ["train.max_steps=many"])
+    with pytest.raises(VqtokError, match="train.lr: expected a number, got 'fast'"):
+        load_recipe(REPO / "recipes" / "debug.yaml", ["train.lr=fast"])
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    """PyYAML follows YAML 1.1, which reads 2e-4 (no dot) as a string: a float field takes it as 0.0002."""
+    r = load_recipe(REPO / "recipes" / "debug.yaml", ["train.lr=2e-4", "train.weight_decay=1E2"])
+    assert r.train.lr == 2e-4 and r.train.weight_decay == 100.0
 
 
 def test_overrides_reach_nested_fields():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any, TypeVar
 import yaml
 
 from vqtok.errors import VqtokError
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 2e-4, 1.5E3, .5e-2
 
 T = TypeVar("T")
 
@@ -62,6 +65,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         raise VqtokError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):  # YAML 1.1 reads 2e-4 as a string
             return float(value)
         raise VqtokError(f"{where}: expected a number, got {value!r}")
     if tp is str:
