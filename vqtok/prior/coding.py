@@ -377,7 +377,7 @@ def unpack(data: bytes, name: str) -> Vqz:
                          "compress the token file again")
     try:
         header = _parse_header(data[_PREFIX.size : end])
-    except (struct.error, ValueError, TypeError, KeyError, AttributeError, zlib.error) as err:
+    except (struct.error, ValueError, TypeError, KeyError, AttributeError, IndexError, zlib.error) as err:
         raise VqtokError(f"{name}: unreadable header ({err})") from None
     payload = data[end + _CRC.size :]
     if len(payload) < header.payload_bytes:
