@@ -118,6 +118,31 @@ def test_resume_gives_the_same_final_weights(tmp_path):
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
+def test_init_from_keeps_the_weights_and_applies_the_recipe_quantizer_settings(tmp_path):
+    quick = {"train.max_steps": 2, "train.log_every": 2, "train.valid_every": 100, "train.save_every": 100}
+    train_tokenizer(debug_recipe(**quick), tmp_path / "a", progress=False)
+    start = tmp_path / "a" / "tokenizer.safetensors"
+
+    def revived_in_two_steps(**settings):
+        recipe = debug_recipe(**quick, **{"train.lr": 0.0, "train.warmup_steps": 0}, **settings)
+        run = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        model = train_tokenizer(recipe, run, init_from=str(start), progress=False)
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        last = [r for r in rows if r["split"] == "train"][-1]
+        return model, load_tokenizer(run / "tokenizer.safetensors"), last["revived"]
+
+    # dead_ratio 100: every code's EMA count is below 100 x the average, so all 32 codes revive every step
+    model, saved, revived = revived_in_two_steps(**{"model.quantizer.dead_ratio": 100})
+    assert revived == 2 * 32
+    assert model.quantizer.config.dead_ratio == 100 and saved.config.quantizer.dead_ratio == 100
+    _, _, revived = revived_in_two_steps()  # the recipe's 0.1: a trained codebook has (almost) none dead
+    assert revived < 2 * 32
+    # the architecture and the weights (lr 0) are the start's
+    for name, value in load_tokenizer(start).state_dict().items():
+        if not name.startswith("quantizer."):
+            assert torch.equal(saved.state_dict()[name], value), name
+
+
 def test_audio_training_path_with_masks(tmp_path):
     root = tmp_path / "audio"
     root.mkdir()

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 
 from vqtok import VqtokError
-from vqtok.pretrained.export import TOLERANCE, export_prior, export_tokenizer, load_card_input, main, within_tolerance
+from vqtok.config import to_dict
+from vqtok.pretrained.export import (TOLERANCE, export_prior, export_tokenizer, load_card_input, main,
+                                     tokenizer_recipe_check, within_tolerance)
+from vqtok.tokenizer.recipe import load_recipe
 from standins import CARD, _card
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,6 +18,17 @@ def test_recipe_must_build_the_weights(work, tmp_path):
     with pytest.raises(VqtokError, match=r"speech-16k.yaml: does not build the exported tokenizer \(sample_rate: "
                                          r"16000 != 8000\)"):
         export_tokenizer(work / "speech-8k", "x", _card(work / "speech-16k.yaml"), tmp_path, "auto", 2, print)
+
+
+def test_recipe_check_compares_the_architecture_not_the_quantizer_settings():
+    recipe = REPO / "recipes" / "speech8k.yaml"
+    config = to_dict(load_recipe(recipe).model)
+    config["quantizer"]["dead_ratio"] = 0.3  # a later stage's training setting (an override)
+    tokenizer_recipe_check(recipe, config)
+    config["net"]["codebook_size"] = 2048
+    with pytest.raises(VqtokError, match=r"speech8k.yaml: does not build the exported tokenizer "
+                                         r"\(net.codebook_size: 1024 != 2048\)"):
+        tokenizer_recipe_check(recipe, config)
 
 
 def test_prior_needs_its_tokenizer_shipped_first(work, tmp_path):

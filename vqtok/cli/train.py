@@ -26,7 +26,8 @@ def default_run_dir(name: str) -> Path:
 @click.option("--out", "out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME).")
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this folder.")
 @click.option("--init-from", "init_from", type=click.Path(dir_okay=False),
-              help="Start from this tokenizer's weights (fine-tune on new data).")
+              help="Start from this tokenizer's weights and codebook (fine-tune): its architecture, the "
+                   "recipe's training and quantizer settings (EMA decay, dead_ratio, ...).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def command(args: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, quiet: bool) -> None:

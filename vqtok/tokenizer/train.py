@@ -24,6 +24,7 @@ from vqtok.tokenizer.base import Tokenizer
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
                                             generator_loss)
+from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer
 from vqtok.tokenizer.recipe import DataConfig, Recipe
 
 
@@ -194,6 +195,14 @@ def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) 
 
 
 # ------------------------------------------------------------------------- the loop
+def use_quantizer_settings(model: Tokenizer, settings: QuantizerConfig) -> None:
+    """Give every quantizer of `model` (and its stored config) the training settings `settings`."""
+    model.config.quantizer = settings
+    for module in model.modules():
+        if isinstance(module, VectorQuantizer):
+            module.config = settings
+
+
 def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: str | None = None,
                     stop_after: int | None = None, progress: bool = True) -> Tokenizer:
     """Train `recipe` into folder `run` and return the trained tokenizer (eval mode).
@@ -214,7 +223,10 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
 
     # Model, optimizer and schedule; the discriminators (GAN recipes) are a second trained part
     if init_from:
+        # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
+        # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply.
         model = load_tokenizer(init_from)
+        use_quantizer_settings(model, recipe.model.quantizer)
         recipe.model = model.config
     else:
         model = build_tokenizer(recipe.model)
