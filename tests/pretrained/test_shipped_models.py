@@ -9,7 +9,7 @@ import torch
 import vqtok
 from vqtok.config import to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
-from vqtok.pretrained.export import architecture_mismatch, parameter_count, prior_recipe_check
+from vqtok.pretrained.export import architecture, architecture_mismatch, parameter_count, prior_recipe_check
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
@@ -27,7 +27,7 @@ def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Pa
         if model.kind == "tokenizer":
             tok = vqtok.load_tokenizer(model.path)
             built = vqtok.build_tokenizer(load_recipe(recipe).model)
-            assert architecture_mismatch(to_dict(built.config), to_dict(tok.config)) == [], recipe
+            assert architecture_mismatch(architecture(to_dict(built.config)), architecture(to_dict(tok.config))) == [], recipe
             assert parameter_count(built) == parameter_count(tok) == model.card["parameters"]
         else:
             prior = load_prior(model.path)

@@ -139,11 +139,15 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- tokenizers
+def architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """A tokenizer config dict without its quantizer section: those are training settings (EMA decay, beta,
+    dead-code thresholds, k-means init) that a later stage may change with overrides, not the architecture."""
+    return {k: v for k, v in config.items() if k != "quantizer"}
+
+
 def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
-    """The recipe file must build this tokenizer's architecture. The quantizer section holds training settings
-    (EMA decay, dead-code thresholds) that a later stage may change with overrides, so it is not compared."""
-    built = {k: v for k, v in to_dict(load_recipe(recipe_file).model).items() if k != "quantizer"}
-    mismatch = architecture_mismatch(built, {k: v for k, v in config.items() if k != "quantizer"})
+    """The recipe file must build this tokenizer's architecture."""
+    mismatch = architecture_mismatch(architecture(to_dict(load_recipe(recipe_file).model)), architecture(config))
     if mismatch:
         raise VqtokError(f"{recipe_file}: does not build the exported tokenizer ({'; '.join(mismatch[:3])})")
 
