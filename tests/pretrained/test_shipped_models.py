@@ -27,7 +27,8 @@ def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Pa
         if model.kind == "tokenizer":
             tok = vqtok.load_tokenizer(model.path)
             built = vqtok.build_tokenizer(load_recipe(recipe).model)
-            assert architecture_mismatch(architecture(to_dict(built.config)), architecture(to_dict(tok.config))) == [], recipe
+            built_arch, stored_arch = architecture(to_dict(built.config)), architecture(to_dict(tok.config))
+            assert architecture_mismatch(built_arch, stored_arch) == [], recipe
             assert parameter_count(built) == parameter_count(tok) == model.card["parameters"]
         else:
             prior = load_prior(model.path)
