@@ -17,7 +17,7 @@ import torch
 from vqtok import VqtokError, load_tokenizer
 from vqtok.run import load_recipe_dict
 from vqtok.tokenizer.recipe import load_recipe
-from vqtok.tokenizer import build_tokenizer
+from vqtok.tokenizer import build_tokenizer, nets
 from vqtok.run import StepBatches, lr_lambda
 from vqtok.tokenizer.train import train_tokenizer
 
@@ -141,6 +141,33 @@ def test_init_from_keeps_the_weights_and_applies_the_recipe_quantizer_settings(t
     for name, value in load_tokenizer(start).state_dict().items():
         if not name.startswith("quantizer."):
             assert torch.equal(saved.state_dict()[name], value), name
+
+
+def test_init_from_takes_the_recipe_activation_and_keeps_every_weight(tmp_path):
+    quick = {"train.max_steps": 2, "train.log_every": 2, "train.valid_every": 100, "train.save_every": 100}
+    train_tokenizer(debug_recipe(**quick), tmp_path / "a", progress=False)  # the debug recipe's ELU
+    start = load_tokenizer(tmp_path / "a" / "tokenizer.safetensors")
+    assert start.config.activation == "elu"
+    recipe = debug_recipe(**quick, **{"train.lr": 0.0, "train.warmup_steps": 0, "model.activation": "hard_elu"})
+    train_tokenizer(recipe, tmp_path / "b", init_from=str(tmp_path / "a" / "tokenizer.safetensors"), progress=False)
+    saved = load_tokenizer(tmp_path / "b" / "tokenizer.safetensors").eval()
+    assert saved.config.activation == "hard_elu"
+    kinds = {type(m).__name__ for m in saved.modules()}
+    assert "HardELU" in kinds and "ELU" not in kinds
+    for name, value in start.state_dict().items():  # lr 0: every weight is the start's
+        if not name.startswith("quantizer."):
+            assert torch.equal(saved.state_dict()[name], value), name
+    # the same network with ELU's exp(x) - 1 below 0 become max(x, -1): equal once the start's ELUs are swapped
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        start.eval()
+        assert not torch.equal(saved.encoder(x), start.encoder(x))
+        for module in list(start.modules()):
+            for n, child in module.named_children():
+                if isinstance(child, torch.nn.ELU):
+                    setattr(module, n, nets.HardELU())
+        assert torch.equal(saved.encoder(x), start.encoder(x))
+        assert torch.equal(saved.decoder(saved.encoder(x)), start.decoder(start.encoder(x)))
 
 
 def test_audio_training_path_with_masks(tmp_path):

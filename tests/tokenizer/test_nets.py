@@ -1,4 +1,4 @@
-"""nets.Conv1d / ConvTranspose1d: the CPU channels-last paths compute what nn.Conv1d / nn.ConvTranspose1d do."""
+"""nets: the CPU channels-last convolutions compute what nn.Conv1d / nn.ConvTranspose1d do; HardELU is max(x, -1)."""
 
 import pytest
 import torch
@@ -60,3 +60,21 @@ def test_a_1d_encoder_and_decoder_use_them_and_images_keep_torchs():
     assert not any(isinstance(m, nets.Conv1d) for m in nets.Encoder(2, 1, [8], [2], 4).modules())
     x = torch.randn(2, 1, 64)
     assert dec(enc(x)).shape == x.shape
+
+
+def test_hard_elu_is_max_x_minus_one_with_its_gradient_and_matches_elu_above_zero():
+    x = torch.tensor([-3.0, -1.5, -0.5, -1e-3, 0.0, 0.25, 2.0], requires_grad=True)
+    act = nets.activation("hard_elu")
+    y = act(x)
+    assert torch.equal(y, torch.tensor([-1.0, -1.0, -0.5, -1e-3, 0.0, 0.25, 2.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]))  # floor flat, slope 1 above it
+    pos = torch.linspace(0, 5, 11)
+    assert torch.equal(act(pos), nn.ELU()(pos))  # same as ELU above 0, same floor far below it
+    assert act(torch.tensor([-30.0])).item() == nn.ELU()(torch.tensor([-30.0])).item() == -1.0
+    assert act(torch.zeros(2, 3)).abs().sum() == 0  # maps 0 to 0, as streaming's padding rule needs
+
+
+def test_unknown_activation_names_the_choices():
+    with pytest.raises(ValueError, match="hard_elu"):
+        nets.activation("softsign")

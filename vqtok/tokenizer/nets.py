@@ -8,7 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+
+class HardELU(nn.Module):
+    """max(x, -1): ELU's piecewise-linear twin (identity above 0, floor -1), as hardtanh is tanh's.
+
+    On one CPU thread it costs ~0.16 ns an element against ELU's ~2.4 (exp), and ELU was a third of the
+    speech models' encode and decode time. A model trained with ELU changes little when its ELUs become
+    HardELUs (speech-8k on 30 pieces of speech/test: log-mel 0.274 -> 0.323 before any training), so a short
+    fine-tune (--init-from with `activation: hard_elu`) makes a fast model of a slow one.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp_min(x, -1.0)
+
+
+ACTIVATIONS = {"elu": nn.ELU, "hard_elu": HardELU, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU,
+               "leaky_relu": nn.LeakyReLU}
 
 
 def activation(name: str) -> nn.Module:

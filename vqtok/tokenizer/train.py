@@ -203,6 +203,13 @@ def use_quantizer_settings(model: Tokenizer, settings: QuantizerConfig) -> None:
             module.config = settings
 
 
+def with_activation(model: Tokenizer, activation: str) -> Tokenizer:
+    """A copy of `model` whose encoder and decoder use `activation` (same weights and codebook)."""
+    swapped = build_tokenizer(replace(model.config, activation=activation))
+    swapped.load_state_dict(model.state_dict())
+    return swapped
+
+
 def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: str | None = None,
                     stop_after: int | None = None, progress: bool = True) -> Tokenizer:
     """Train `recipe` into folder `run` and return the trained tokenizer (eval mode).
@@ -222,10 +229,16 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
 
     # Model, optimizer and schedule; the discriminators (GAN recipes) are a second trained part
+    notes: list[str] = []  # lines for the training log
     if init_from:
         # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
-        # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply.
+        # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
+        # does its activation, which holds no weights (an ELU model fine-tunes into a HardELU one).
         model = load_tokenizer(init_from)
+        if model.config.activation != recipe.model.activation:
+            notes.append(f"--init-from {init_from}: activation {model.config.activation} -> "
+                         f"{recipe.model.activation} (the recipe's)")
+            model = with_activation(model, recipe.model.activation)
         use_quantizer_settings(model, recipe.model.quantizer)
         recipe.model = model.config
     else:
@@ -266,6 +279,8 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     step = start
     try:
         with Progress(run, cfg, recipe.name, start, stop, progress, ddp.main, sums=("revived",)) as log:
+            for note in notes:
+                log.write(note)
             try:
                 for batch in batches:
                     x = batch["x"].to(device, non_blocking=True)
