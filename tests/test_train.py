@@ -170,6 +170,46 @@ def test_init_from_takes_the_recipe_activation_and_keeps_every_weight(tmp_path):
         assert torch.equal(saved.decoder(saved.encoder(x)), start.decoder(start.encoder(x)))
 
 
+def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path, tone_folder):
+    from vqtok.tokenizer.checkpoint import save_tokenizer
+    from vqtok.tokenizer.distill import student_from
+
+    audio = {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 2,
+             "model.net.dilation_growth": 3, "model.activation": "hard_elu", "data.kind": "audio",
+             "data.root": str(tone_folder), "data.rule": "fsdd", "data.segment_seconds": 0.25,
+             "train.batch_size": 4, "loss.fft_sizes": "[64,128]"}
+    teacher = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2, "train.valid_every": 100}),
+                              tmp_path / "teacher", progress=False)
+    save_tokenizer(teacher, tmp_path / "teacher.safetensors")
+    lighter = {"model.net.encoder_res_depth": 1, "model.net.encoder_stem": "patch"}
+    recipe = debug_recipe(**audio, **lighter, **{"loss.teacher": str(tmp_path / "teacher.safetensors"),
+                                                 "train.max_steps": 12, "train.lr": 3e-3, "train.log_every": 1,
+                                                 "train.valid_every": 12})
+    start = student_from(teacher, recipe.model)
+    student = train_tokenizer(recipe, tmp_path / "run", progress=False)
+    saved = load_tokenizer(tmp_path / "run" / "tokenizer.safetensors")
+    assert saved.config.net.encoder_depth == 1 and saved.config.net.encoder_stem == "patch"
+    assert len(saved.encoder.parts().stages[0].blocks) == 1 and len(saved.decoder.net) == len(teacher.decoder.net)
+    for name, value in teacher.state_dict().items():  # decoder and codebook: the teacher's, untouched
+        if not name.startswith("encoder."):
+            assert torch.equal(saved.state_dict()[name], value), name
+    moved = [n for n, v in start.encoder.state_dict().items() if not torch.equal(student.encoder.state_dict()[n], v)]
+    assert len(moved) == len(start.encoder.state_dict())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(train) == 12 and all(0 <= r["agree"] <= 1 for r in train)
+    assert np.mean([r["loss"] for r in train[-3:]]) < np.mean([r["loss"] for r in train[:3]])
+    assert "mel_distance" in [r for r in rows if r["split"] == "valid"][-1]
+    # interrupted and resumed: the teacher comes back from the run's recipe, the weights end the same
+    train_tokenizer(recipe, tmp_path / "cut", stop_after=5, progress=False)
+    resumed = train_tokenizer(load_recipe(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True,
+                              progress=False)
+    for name, value in student.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    with pytest.raises(VqtokError, match="drop --init-from"):
+        train_tokenizer(recipe, tmp_path / "other", init_from=str(tmp_path / "teacher.safetensors"), progress=False)
+
+
 def test_audio_training_path_with_masks(tmp_path):
     root = tmp_path / "audio"
     root.mkdir()

@@ -19,6 +19,7 @@ def model_card(tok, path: Path) -> dict[str, Any]:
         level: dict[str, Any] = {"name": name, "codebook_size": k, "bits_per_code": round(math.log2(k), 3),
                                  "downsample": down, "code_dim": cfg.code_dim, "channels": list(cfg.channels),
                                  "strides": list(cfg.strides), "res_depth": cfg.res_depth,
+                                 "encoder_res_depth": cfg.encoder_depth,
                                  "dilation_growth": cfg.dilation_growth, "encoder_stem": cfg.encoder_stem,
                                  "decoder_head": cfg.decoder_head}
         if tok.sample_rate:
@@ -64,7 +65,9 @@ def format_card(card: dict[str, Any]) -> str:
         rate = f", {lv['frame_rate']:g} frames/s" if "frame_rate" in lv else ""
         lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
                      f"downsample {lv['downsample']}{rate}; channels {lv['channels']}, strides {lv['strides']}, "
-                     f"code dim {lv['code_dim']}; {lv['encoder_stem']} stem, {lv['decoder_head']} decoder")
+                     f"code dim {lv['code_dim']}; {lv['encoder_stem']} stem, {lv['decoder_head']} decoder"
+                     + (f", {lv['encoder_res_depth']} residual blocks a stage in the encoder ({lv['res_depth']} "
+                        f"in the decoder)" if lv.get("encoder_res_depth", lv["res_depth"]) != lv["res_depth"] else ""))
     if card["kind"] == "audio":
         lines.append(f"tokens/s      {card['tokens_per_second']:g}")
         lines.append(f"bitrate       {card['bitrate']:.1f} bit/s")

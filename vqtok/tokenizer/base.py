@@ -32,6 +32,7 @@ class LevelConfig:
     channels: list[int] = field(default_factory=lambda: [64, 128])  # width after each downsampling stage
     strides: list[int] = field(default_factory=lambda: [2, 2])  # per-stage stride
     res_depth: int = 2  # residual blocks per stage
+    encoder_res_depth: int | None = None  # the encoder's, when lighter than the decoder's (None: res_depth)
     dilation_growth: int = 1  # dilations 1, g, g^2, ... inside a stage (3 for waveforms, 1 for images)
     code_dim: int = 64  # codebook vector size
     codebook_size: int = 512
@@ -40,6 +41,10 @@ class LevelConfig:
     # the code rate and an inverse STFT (Vocos, heads.py), several times cheaper on CPU
     decoder_head: str = "conv"
     head: HeadConfig = field(default_factory=HeadConfig)  # the istft head's size (unused by "conv")
+
+    @property
+    def encoder_depth(self) -> int:
+        return self.res_depth if self.encoder_res_depth is None else self.encoder_res_depth
 
 
 DECODER_HEADS = ("conv", "istft")

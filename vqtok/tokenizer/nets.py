@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -179,9 +180,35 @@ class Encoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.stride = math.prod(strides)
         self.out_channels = out_channels if out_channels is not None else prev
+        self.stem, self.res_depth, self.num_stages = stem, res_depth, len(channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def parts(self) -> EncoderParts:
+        """The layers of `net` grouped as built: stem, then per stage its downsampling conv and residual blocks."""
+        layers = list(self.net)
+        i = 2 if self.stem == "patch" else 1
+        stem, stages = layers[:i], []
+        for s in range(self.num_stages):
+            down = None if s == 0 and self.stem == "patch" else layers[i]
+            i += down is not None
+            stages.append(EncoderStage(down, layers[i:i + self.res_depth]))
+            i += self.res_depth
+        return EncoderParts(stem, stages, layers[i:])
+
+
+@dataclass
+class EncoderStage:
+    down: nn.Module | None  # the strided conv (None: the patch stem took this stage's stride)
+    blocks: list[nn.Module]  # ResBlocks, dilations 1, g, g^2, ...
+
+
+@dataclass
+class EncoderParts:
+    stem: list[nn.Module]  # [conv] or [Patchify, conv]
+    stages: list[EncoderStage]
+    tail: list[nn.Module]  # [activation, conv to the code dimension] (empty without out_channels)
 
 
 class Decoder(nn.Module):

@@ -27,13 +27,18 @@ class DataConfig(DataSource):
 
 @dataclass
 class LossConfig:
-    """Loss weights. Images use `mse`; audio uses `l1` + `stft`, plus discriminators if `adversarial` is set."""
+    """Loss weights. Images use `mse`; audio uses `l1` + `stft`, plus discriminators if `adversarial` is set;
+    `teacher` replaces them all with encoder distillation."""
 
     mse: float = 1.0
     l1: float = 1.0
     stft: float = 1.0
     fft_sizes: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
     adversarial: AdversarialConfig | None = None  # audio only: GAN terms (tokenizer/discriminators.py)
+    # Encoder distillation (tokenizer/distill.py): a tokenizer file, run folder or shipped name. The model then
+    # takes this tokenizer's decoder and codebook as they are and trains only its (lighter) encoder to
+    # reproduce the teacher's latents; the weights above are unused, validation is as usual.
+    teacher: str | None = None
 
 
 @dataclass

@@ -22,6 +22,7 @@ from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, Trai
                        start_run, write_recipe)
 from vqtok.tokenizer.base import Tokenizer
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.distill import EncoderDistillation, student_from
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
                                             generator_loss)
 from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer
@@ -230,7 +231,15 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
 
     # Model, optimizer and schedule; the discriminators (GAN recipes) are a second trained part
     notes: list[str] = []  # lines for the training log
-    if init_from:
+    distiller = None
+    if recipe.loss.teacher:
+        if init_from:
+            raise VqtokError("loss.teacher starts the model from the teacher's weights; drop --init-from")
+        teacher = load_tokenizer(recipe.loss.teacher)
+        model = student_from(teacher, recipe.model)
+        distiller = EncoderDistillation(model.encoder, teacher.encoder, model.quantizer).to(device)
+        notes.append(f"loss.teacher {recipe.loss.teacher}: training the encoder only, to reproduce its latents")
+    elif init_from:
         # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
         # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
         # does its activation, which holds no weights (an ELU model fine-tunes into a HardELU one).
@@ -245,7 +254,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         model = build_tokenizer(recipe.model)
     model = model.to(device).train()
     trainables = Trainables()
-    gen = trainables.add("main", model.parameters(), cfg)
+    gen = trainables.add("main", (model.encoder if distiller else model).parameters(), cfg)
     loss_fn = ReconstructionLoss(recipe).to(device)
     adversary = None
     if recipe.loss.adversarial is not None:
@@ -258,12 +267,12 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         model.load_state_dict(load_tokenizer(run / TOKENIZER_FILE).state_dict())
         trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
-    net = model
+    net = model if distiller is None else distiller
     if ddp.world > 1:
         # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
         # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+            net, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
     stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, ddp.rank, ddp.world)
@@ -286,24 +295,29 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
                     x = batch["x"].to(device, non_blocking=True)
                     mask = batch.get("mask")
                     mask = mask.to(device) if mask is not None else None
-                    with autocast(device, cfg.precision):
-                        out = net(x, mask=mask)
-                    terms = loss_fn(out.recon, x, mask)
-                    loss = terms["rec"] + out.commit_loss
-                    if adversary is not None and adversary.active(step):
-                        recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
-                        terms["disc"] = adversary.update(x, recon)
-                        terms.update(adversary.generator_terms(x, recon))
-                        loss = loss + terms["gan"]
-                    grad_norm = gen.step(loss)
+                    if distiller is not None:  # the encoder alone, against the teacher's latents
+                        x, mask = model.pad(x), None if mask is None else model.pad(mask)
+                        with autocast(device, cfg.precision):
+                            d = net(x, model.code_mask(mask, model.downsample[0]))
+                        loss, row = d.loss, {"loss": d.loss.detach(), "agree": d.agree}
+                    else:
+                        with autocast(device, cfg.precision):
+                            out = net(x, mask=mask)
+                        terms = loss_fn(out.recon, x, mask)
+                        loss = terms["rec"] + out.commit_loss
+                        if adversary is not None and adversary.active(step):
+                            recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
+                            terms["disc"] = adversary.update(x, recon)
+                            terms.update(adversary.generator_terms(x, recon))
+                            loss = loss + terms["gan"]
+                        row = {"loss": loss.detach(), "commit": out.commit_loss.detach(),
+                               **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
+                        for level, q in enumerate(out.quant):
+                            suffix = level_suffix(model, level)
+                            row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage,
+                                        f"revived{suffix}": q.revived})
+                    row["grad_norm"] = gen.step(loss).detach()
                     step += 1
-
-                    row = {"loss": loss.detach(), "commit": out.commit_loss.detach(), "grad_norm": grad_norm.detach(),
-                           **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
-                    for level, q in enumerate(out.quant):
-                        suffix = level_suffix(model, level)
-                        row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage,
-                                    f"revived{suffix}": q.revived})
                     log.train(step, row, gen.lr)
                     if ddp.main and (step % cfg.valid_every == 0 or step == cfg.max_steps):
                         metrics = validate(model, valid_loader, loss_fn, device, cfg.precision, run, step, True)

@@ -19,7 +19,7 @@ class VQVAE(Tokenizer):
         super().__init__()
         self.config = config
         net, dims, act = config.net, config.dims, config.activation
-        self.encoder = Encoder(dims, config.in_channels, net.channels, net.strides, net.code_dim, net.res_depth,
+        self.encoder = Encoder(dims, config.in_channels, net.channels, net.strides, net.code_dim, net.encoder_depth,
                                net.dilation_growth, act, net.encoder_stem)
         self.quantizer = VectorQuantizer(net.codebook_size, net.code_dim, config.quantizer)
         self.decoder = build_decoder(dims, net.code_dim, net, config.in_channels, act)

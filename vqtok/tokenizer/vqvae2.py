@@ -30,10 +30,10 @@ class VQVAE2(Tokenizer):
         self.config = config
         bot, top, dims, act = config.net, config.top, config.dims, config.activation
         c_b = bot.channels[-1]
-        self.enc_b = Encoder(dims, config.in_channels, bot.channels, bot.strides, c_b, bot.res_depth, bot.dilation_growth,
-                             act, bot.encoder_stem)
-        self.enc_t = Encoder(dims, c_b, top.channels, top.strides, top.code_dim, top.res_depth, top.dilation_growth, act,
-                             top.encoder_stem)
+        self.enc_b = Encoder(dims, config.in_channels, bot.channels, bot.strides, c_b, bot.encoder_depth,
+                             bot.dilation_growth, act, bot.encoder_stem)
+        self.enc_t = Encoder(dims, c_b, top.channels, top.strides, top.code_dim, top.encoder_depth,
+                             top.dilation_growth, act, top.encoder_stem)
         self.quant_t = VectorQuantizer(top.codebook_size, top.code_dim, config.quantizer)
         self.dec_t = Decoder(dims, top.code_dim, top.channels, top.strides, bot.code_dim, top.res_depth, top.dilation_growth, act)
         self.proj_b = conv(dims, c_b + bot.code_dim, bot.code_dim, 1)
