@@ -170,6 +170,20 @@ def test_init_from_takes_the_recipe_activation_and_keeps_every_weight(tmp_path):
         assert torch.equal(saved.decoder(saved.encoder(x)), start.decoder(start.encoder(x)))
 
 
+def test_a_run_started_from_another_architecture_records_it_and_resumes(tmp_path):
+    quick = {"train.max_steps": 4, "train.log_every": 2, "train.valid_every": 100, "train.save_every": 100}
+    train_tokenizer(debug_recipe(**quick), tmp_path / "a", progress=False)  # res_depth 1
+    recipe = debug_recipe(**quick, **{"model.net.res_depth": 2})
+    straight = train_tokenizer(recipe, tmp_path / "b", init_from=str(tmp_path / "a"), progress=False)
+    assert load_recipe(tmp_path / "b" / "recipe.yaml").model.net.res_depth == 1  # the model's, not the file's
+    recipe = debug_recipe(**quick, **{"model.net.res_depth": 2})
+    train_tokenizer(recipe, tmp_path / "c", init_from=str(tmp_path / "a"), stop_after=2, progress=False)
+    resumed = train_tokenizer(load_recipe(tmp_path / "c" / "recipe.yaml"), tmp_path / "c", resume=True,
+                              progress=False)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+
+
 def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path, tone_folder):
     from vqtok.tokenizer.checkpoint import save_tokenizer
     from vqtok.tokenizer.distill import student_from

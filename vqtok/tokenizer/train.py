@@ -221,10 +221,6 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     ddp = init_distributed()
     cfg = recipe.train
     device = start_run(cfg, seed_offset=ddp.rank)
-    if ddp.main:
-        run.mkdir(parents=True, exist_ok=True)
-        write_recipe(run, recipe)
-
     # Data
     train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
     valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
@@ -252,6 +248,9 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         recipe.model = model.config
     else:
         model = build_tokenizer(recipe.model)
+    if ddp.main:  # after --init-from settled the architecture, so that --resume rebuilds this model
+        run.mkdir(parents=True, exist_ok=True)
+        write_recipe(run, recipe)
     model = model.to(device).train()
     trainables = Trainables()
     gen = trainables.add("main", (model.encoder if distiller else model).parameters(), cfg)
