@@ -103,6 +103,18 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+def differences(a: dict[str, Any], b: dict[str, Any], where: str = "") -> list[str]:
+    """The dotted keys where two nested config dicts differ, as `key: a != b` (empty: the same)."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differences(va, vb, f"{where}{key}.")
+        elif va != vb:
+            out.append(f"{where}{key}: {va!r} != {vb!r}")
+    return out
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b=3` -> (["a", "b"], 3); the value is parsed as YAML so numbers/lists/bools work."""
     if "=" not in text:

@@ -9,7 +9,8 @@ import torch
 import vqtok
 from vqtok.config import to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
-from vqtok.pretrained.export import architecture, architecture_mismatch, parameter_count, prior_recipe_check
+from vqtok.config import differences
+from vqtok.pretrained.export import architecture, parameter_count, prior_recipe_check
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
@@ -28,7 +29,7 @@ def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Pa
             tok = vqtok.load_tokenizer(model.path)
             built = vqtok.build_tokenizer(load_recipe(recipe).model)
             built_arch, stored_arch = architecture(to_dict(built.config)), architecture(to_dict(tok.config))
-            assert architecture_mismatch(built_arch, stored_arch) == [], recipe
+            assert differences(built_arch, stored_arch) == [], recipe
             assert parameter_count(built) == parameter_count(tok) == model.card["parameters"]
         else:
             prior = load_prior(model.path)

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 import yaml
 
-from vqtok.config import from_dict, load_yaml, to_dict
+from vqtok.config import differences, from_dict, load_yaml, to_dict
 from vqtok.errors import VqtokError
 from vqtok.evaluate import evaluate, iter_recipe
 from vqtok.pretrained import registry
@@ -89,18 +89,6 @@ def load_card_input(path: str | Path) -> CardInput:
 
 
 # ----------------------------------------------------------------------------- shared checks
-def architecture_mismatch(a: dict[str, Any], b: dict[str, Any], where: str = "") -> list[str]:
-    """The dotted keys where two nested config dicts differ (empty: same architecture)."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += architecture_mismatch(va, vb, f"{where}{key}.")
-        elif va != vb:
-            out.append(f"{where}{key}: {va!r} != {vb!r}")
-    return out
-
-
 def half_names(model: torch.nn.Module) -> frozenset[str]:
     """Tensors stored as fp16: the parameters and the codebooks (not the EMA statistics, kept for fine-tuning)."""
     names = {n for n, p in model.named_parameters() if p.is_floating_point()}
@@ -147,7 +135,7 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
 
 def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
     """The recipe file must build this tokenizer's architecture."""
-    mismatch = architecture_mismatch(architecture(to_dict(load_recipe(recipe_file).model)), architecture(config))
+    mismatch = differences(architecture(to_dict(load_recipe(recipe_file).model)), architecture(config))
     if mismatch:
         raise VqtokError(f"{recipe_file}: does not build the exported tokenizer ({'; '.join(mismatch[:3])})")
 
@@ -314,7 +302,7 @@ def prior_recipe_check(recipe_file: Path, prior) -> None:
     stored = {k: v for k, v in prior.config.items() if k not in DERIVED_FIELDS}
     _, config_cls = NETWORKS[recipe.model.kind]
     built = {k: v for k, v in to_dict(config_cls(num_codes=2, **recipe.model.config)).items() if k not in DERIVED_FIELDS}
-    mismatch = architecture_mismatch(built, stored)
+    mismatch = differences(built, stored)
     if recipe.model.kind != prior.layout.kind:
         mismatch.insert(0, f"model.kind: {recipe.model.kind!r} != {prior.layout.kind!r}")
     if recipe.model.class_conditional != bool(prior.layout.num_classes):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from vqtok.config import differences, to_dict
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
 from vqtok.tokenizer.checkpoint import build_tokenizer
@@ -99,13 +100,11 @@ def student_from(teacher: Tokenizer, config: TokenizerConfig) -> Tokenizer:
         raise VqtokError("loss.teacher distils single-level tokenizers (arch vqvae)")
     expected = replace(teacher.config, activation=config.activation, quantizer=config.quantizer,
                        net=replace(teacher.config.net, **{f: getattr(config.net, f) for f in ENCODER_FIELDS}))
-    if config != expected:
-        wrong = [f"{k}: {getattr(config.net, k)!r} (teacher {getattr(teacher.config.net, k)!r})"
-                 for k in vars(config.net) if getattr(config.net, k) != getattr(expected.net, k)]
-        wrong += [f"{k}: {getattr(config, k)!r} (teacher {getattr(teacher.config, k)!r})"
-                  for k in ("arch", "dims", "in_channels", "sample_rate") if getattr(config, k) != getattr(expected, k)]
+    wrong = differences(to_dict(config), to_dict(expected))
+    if wrong:
         raise VqtokError("loss.teacher: the recipe's model may differ from the teacher's only in "
-                         f"{', '.join(ENCODER_FIELDS)} and activation; it differs in " + "; ".join(wrong))
+                         f"{', '.join(ENCODER_FIELDS)} and activation; it differs in (recipe != teacher) "
+                         + "; ".join(wrong))
     student = build_tokenizer(config)
     teacher_state = teacher.state_dict()
     student.load_state_dict({k: v for k, v in teacher_state.items() if not k.startswith("encoder.")}, strict=False)
