@@ -195,7 +195,8 @@ def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path,
     teacher = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2, "train.valid_every": 100}),
                               tmp_path / "teacher", progress=False)
     save_tokenizer(teacher, tmp_path / "teacher.safetensors")
-    lighter = {"model.net.encoder_res_depth": 1, "model.net.encoder_stem": "patch"}
+    lighter = {"model.net.encoder_res_depth": 1, "model.net.encoder_stem": "patch",
+               "loss.adversarial": "{periods: [2], fft_sizes: [64], channels: 2}"}  # a GAN recipe: not used
     recipe = debug_recipe(**audio, **lighter, **{"loss.teacher": str(tmp_path / "teacher.safetensors"),
                                                  "train.max_steps": 12, "train.lr": 3e-3, "train.log_every": 1,
                                                  "train.valid_every": 12})
@@ -214,6 +215,8 @@ def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path,
     assert len(train) == 12 and all(0 <= r["agree"] <= 1 for r in train)
     assert np.mean([r["loss"] for r in train[-3:]]) < np.mean([r["loss"] for r in train[:3]])
     assert "mel_distance" in [r for r in rows if r["split"] == "valid"][-1]
+    assert all("adv" not in r for r in train)  # no discriminators built, trained or saved
+    assert not [k for k in torch.load(tmp_path / "run" / "state.pt", weights_only=True) if k.endswith("_disc")]
     # interrupted and resumed: the teacher comes back from the run's recipe, the weights end the same
     train_tokenizer(recipe, tmp_path / "cut", stop_after=5, progress=False)
     resumed = train_tokenizer(load_recipe(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True,

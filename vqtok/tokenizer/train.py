@@ -256,7 +256,9 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     gen = trainables.add("main", (model.encoder if distiller else model).parameters(), cfg)
     loss_fn = ReconstructionLoss(recipe).to(device)
     adversary = None
-    if recipe.loss.adversarial is not None:
+    if recipe.loss.adversarial is not None and distiller is not None:
+        notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
+    elif recipe.loss.adversarial is not None:
         if model.dims != 1:
             raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
         adversary = Adversary(recipe.loss.adversarial, cfg, trainables, device, ddp)
