@@ -9,7 +9,9 @@ SECONDS-long piece of real speech (the first files of ../shared/data/speech/test
 model's rate), in one `Tokenizer.encode` / `decode` call and block-wise as `vqtok encode` / `decode` run
 (`encode_long` / `decode_long`). Real-time factor = seconds of audio / CPU seconds (best of --repeat,
 after one warm-up). CPU time, not wall time: on a shared machine a descheduled thread inflates wall
-times, not CPU times.
+times, not CPU times. CPU times still swing with what the other cores do (shared caches and memory), so
+--rounds runs every model's process that many times, interleaved (A B A B ...), and reports the median
+round with the range of rounds beside it.
 
 --streaming (the first model): builds a MINUTES-long 8 kHz WAV by concatenating FSDD recordings, then in a
 fresh process per setting (so `ru_maxrss` is that setting's peak) encodes it the way `vqtok encode` does
@@ -188,19 +190,30 @@ def speed_table(models: list[Path], args, tmp: Path) -> None:
            "--speech", str(args.speech)], "preparing the speech piece")
     print(f"input: {args.seconds:g} s of {args.speech.resolve()} (first files, joined), read at each model's rate; "
           f"{args.threads} torch thread(s); CPU time, best of {args.repeat}\n")
+    rounds: dict[Path, list[dict]] = {model: [] for model in models}
+    for i in range(args.rounds):  # interleaved, so a busy spell on the machine hits every model alike
+        for model in models:
+            cmd = [sys.executable, __file__, "--worker", "--mode", "speed", "--wav", str(wav), "-m", str(model),
+                   "--threads", str(args.threads), "--repeat", str(args.repeat)]
+            rounds[model].append(json.loads(child(cmd, str(model))))
+        print(f"round {i + 1} of {args.rounds} done", file=sys.stderr, flush=True)
+    spread = f", median of {args.rounds} rounds (range)" if args.rounds > 1 else ""
+    print(f"real-time factors{spread}\n")
     cols = ["model", "rate", "kbit/s", "params", "load s", "encode RTF", "decode RTF", "encode_long RTF",
             "decode_long RTF"]
     print(f"| {' | '.join(cols)} |")
     print("|---|" + "---:|" * (len(cols) - 1))
-    for model in models:
-        cmd = [sys.executable, __file__, "--worker", "--mode", "speed", "--wav", str(wav), "-m", str(model),
-               "--threads", str(args.threads), "--repeat", str(args.repeat)]
-        r = json.loads(child(cmd, str(model)))
-        keys = ("encode_cpu", "decode_cpu", "encode_long_cpu", "decode_long_cpu")
-        rtf = [f"{r['seconds'] / r[k]:.0f}x" for k in keys]
+    for model, runs in rounds.items():
+        r = runs[0]
+        rtf = []
+        for key in ("encode_cpu", "decode_cpu", "encode_long_cpu", "decode_long_cpu"):
+            factors = sorted(run["seconds"] / run[key] for run in runs)
+            cell = f"{factors[(len(factors) - 1) // 2]:.0f}x"  # the median (the lower one of an even count)
+            rtf.append(cell + (f" ({factors[0]:.0f}-{factors[-1]:.0f})" if len(factors) > 1 else ""))
+        load_s = sorted(run["load_s"] for run in runs)[(len(runs) - 1) // 2]
         name = model.parent.name if model.name == "tokenizer.safetensors" else model.name
         print(f"| {name} | {r['rate'] / 1000:g} kHz | {r['bitrate'] / 1000:.2f} | {r['params'] / 1e6:.2f} M | "
-              f"{r['load_s']:.2f} | {' | '.join(rtf)} |", flush=True)
+              f"{load_s:.2f} | {' | '.join(rtf)} |", flush=True)
 
 
 def streaming_table(model: Path, args, tmp: Path) -> None:
@@ -246,6 +259,7 @@ def main() -> None:
                         help="tokenizer run folders or files (repeatable)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the speech piece")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (the least counts)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per model, interleaved (median)")
     parser.add_argument("--speech", type=Path, default=SPEECH, help="folder the speech piece is taken from")
     parser.add_argument("--streaming", action="store_true", help="the long-file memory and code-identity table")
     parser.add_argument("--minutes", type=float, default=10.0)
