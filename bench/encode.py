@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -207,10 +208,10 @@ def speed_table(models: list[Path], args, tmp: Path) -> None:
         r = runs[0]
         rtf = []
         for key in ("encode_cpu", "decode_cpu", "encode_long_cpu", "decode_long_cpu"):
-            factors = sorted(run["seconds"] / run[key] for run in runs)
-            cell = f"{factors[(len(factors) - 1) // 2]:.0f}x"  # the median (the lower one of an even count)
-            rtf.append(cell + (f" ({factors[0]:.0f}-{factors[-1]:.0f})" if len(factors) > 1 else ""))
-        load_s = sorted(run["load_s"] for run in runs)[(len(runs) - 1) // 2]
+            factors = [run["seconds"] / run[key] for run in runs]
+            cell = f"{statistics.median_low(factors):.0f}x"  # a measured round, not a mean of two
+            rtf.append(cell + (f" ({min(factors):.0f}-{max(factors):.0f})" if len(factors) > 1 else ""))
+        load_s = statistics.median_low(run["load_s"] for run in runs)
         name = model.parent.name if model.name == "tokenizer.safetensors" else model.name
         print(f"| {name} | {r['rate'] / 1000:g} kHz | {r['bitrate'] / 1000:.2f} | {r['params'] / 1e6:.2f} M | "
               f"{load_s:.2f} | {' | '.join(rtf)} |", flush=True)

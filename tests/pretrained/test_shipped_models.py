@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import vqtok
-from vqtok.config import to_dict
+from vqtok.config import differences, to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
-from vqtok.config import differences
 from vqtok.pretrained.export import architecture, parameter_count, prior_recipe_check
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior

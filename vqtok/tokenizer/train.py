@@ -235,6 +235,8 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         model = student_from(teacher, recipe.model)
         distiller = EncoderDistillation(model.encoder, teacher.encoder, model.quantizer).to(device)
         notes.append(f"loss.teacher {recipe.loss.teacher}: training the encoder only, to reproduce its latents")
+        if recipe.loss.adversarial is not None:
+            notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
     elif init_from:
         # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
         # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
@@ -256,9 +258,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     gen = trainables.add("main", (model.encoder if distiller else model).parameters(), cfg)
     loss_fn = ReconstructionLoss(recipe).to(device)
     adversary = None
-    if recipe.loss.adversarial is not None and distiller is not None:
-        notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
-    elif recipe.loss.adversarial is not None:
+    if recipe.loss.adversarial is not None and distiller is None:
         if model.dims != 1:
             raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
         adversary = Adversary(recipe.loss.adversarial, cfg, trainables, device, ddp)
