@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vqtok import VqtokError
 from vqtok.config import to_dict
@@ -43,15 +44,33 @@ def test_tolerance_rule():
     assert not within_tolerance({"nll": 2.5}, {"nll": float("nan")})
 
 
-def test_command_line_refuses_to_overwrite(shipped, work, capsys):
-    card = work / "card.yaml"
-    card.write_text(f"description: x\ntraining_data: [{{name: d, licence: {CARD.training_data[0].licence}}}]\n")
+@pytest.fixture
+def card(work):
+    path = work / "card.yaml"
+    path.write_text(f"description: x\ntraining_data: [{{name: d, licence: {CARD.training_data[0].licence}}}]\n")
+    return path
+
+
+def test_command_line_refuses_to_overwrite(shipped, work, card, capsys):
     assert main([str(work / "mnist"), "mnist", "--card", str(card), "--out", str(shipped)]) == 2
     assert "mnist.safetensors: already exists; pass --force" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("card", sorted((REPO / "recipes" / "cards").glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_cards_parse(card):
-    data = load_card_input(card)
+def test_command_line_threads(shipped, work, card, capsys):
+    args = [str(work / "mnist"), "mnist", "--card", str(card), "--out", str(shipped)]
+    before = torch.get_num_threads()
+    try:
+        assert main([*args, "--threads", "0"]) == 2
+        assert capsys.readouterr().err.strip() == "error: --threads 0: must be at least 1"
+        torch.set_num_threads(2)
+        assert main([*args, "--threads", "1"]) == 2  # refused (exists), after the thread count was set
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes" / "cards").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_cards_parse(path):
+    data = load_card_input(path)
     assert data.recipe.startswith("recipes/") and data.description
     assert all(source.licence and source.attribution for source in data.training_data)
