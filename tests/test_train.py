@@ -227,6 +227,56 @@ def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path,
         train_tokenizer(recipe, tmp_path / "other", init_from=str(tmp_path / "teacher.safetensors"), progress=False)
 
 
+def test_decoder_only_training_keeps_every_code_and_trains_only_the_decoder(tmp_path, tone_folder):
+    audio = {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 1,
+             "data.kind": "audio", "data.root": str(tone_folder), "data.rule": "fsdd", "data.segment_seconds": 0.25,
+             "train.batch_size": 4, "loss.fft_sizes": "[64,128]", "train.valid_every": 100}
+    start = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2}), tmp_path / "start", progress=False)
+    recipe = debug_recipe(**audio, **{"loss.decoder_only": True, "train.max_steps": 8, "train.lr": 3e-3,
+                                      "train.log_every": 1, "model.quantizer.dead_ratio": 0.9})
+    tuned = train_tokenizer(recipe, tmp_path / "run", init_from=str(tmp_path / "start"), progress=False)
+    saved = load_tokenizer(tmp_path / "run" / "tokenizer.safetensors")
+    before, after = start.state_dict(), saved.state_dict()
+    frozen = [n for n in before if not n.startswith("decoder.")]
+    assert any(n.startswith("quantizer.") for n in frozen)  # codebook, EMA sums and counters among them
+    for name in frozen:
+        assert torch.equal(after[name], before[name]), name
+    moved = [n for n in before if n.startswith("decoder.") and not torch.equal(after[n], before[n])]
+    assert len(moved) == len([n for n, _ in start.decoder.named_parameters()])
+    x = torch.from_numpy(sf.read(sorted(tone_folder.glob("*.wav"))[0], dtype="float32")[0])
+    with torch.no_grad():
+        assert torch.equal(saved.encode(x), start.encode(x))
+        assert not torch.equal(saved.decode(saved.encode(x)), start.decode(start.encode(x)))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(train) == 8 and all(r["commit"] == 0 and "revived" not in r for r in train)
+    # interrupted and resumed: the same decoder at the end, the encoder still the start's
+    train_tokenizer(recipe, tmp_path / "cut", init_from=str(tmp_path / "start"), stop_after=3, progress=False)
+    resumed = train_tokenizer(load_recipe(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True,
+                              progress=False)
+    for name, value in tuned.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    with pytest.raises(VqtokError, match="start with --init-from"):
+        train_tokenizer(recipe, tmp_path / "scratch", progress=False)
+
+
+def test_decoder_only_path_of_a_vqvae2_reproduces_decode_and_trains_its_decoder_modules():
+    from vqtok.tokenizer.train import DecoderTraining
+
+    torch.manual_seed(0)
+    model = build_tokenizer(debug_recipe(**{"model.arch": "vqvae2", "model.top": "{channels: [16], strides: [2]}"}
+                                         ).model).eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.decode(model.encode(x), size=(28, 28))
+    out = DecoderTraining(model)(x)
+    assert torch.allclose(out.recon, expected, atol=1e-6)
+    out.recon.square().mean().backward()
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    decoding = {f"{prefix}.{n}" for prefix in ("up_t", "decoder") for n, _ in getattr(model, prefix).named_parameters()}
+    assert trained == decoding and all(not p.requires_grad for n, p in model.named_parameters() if n not in trained)
+
+
 def test_audio_training_path_with_masks(tmp_path):
     root = tmp_path / "audio"
     root.mkdir()

@@ -186,6 +186,10 @@ class Tokenizer(nn.Module):
             out = self._trim(out, (size,) if isinstance(size, int) else tuple(size))
         return out if batched else out[0]
 
+    def decoder_modules(self) -> list[nn.Module]:
+        """The modules between the codes and the output: what `decode_padded` runs after the codebook lookup."""
+        raise NotImplementedError
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> TokenizerOutput:
         """x: (B, C, *S); mask (audio): (B, 1, T), 1 on real samples, keeps padding out of the codebook."""
         size = tuple(x.shape[2:])

@@ -28,7 +28,7 @@ class DataConfig(DataSource):
 @dataclass
 class LossConfig:
     """Loss weights. Images use `mse`; audio uses `l1` + `stft`, plus discriminators if `adversarial` is set;
-    `teacher` replaces them all with encoder distillation."""
+    `teacher` replaces them all with encoder distillation; `decoder_only` trains the decoder alone."""
 
     mse: float = 1.0
     l1: float = 1.0
@@ -39,6 +39,10 @@ class LossConfig:
     # takes this tokenizer's decoder and codebook as they are and trains only its (lighter) encoder to
     # reproduce the teacher's latents; the weights above are unused, validation is as usual.
     teacher: str | None = None
+    # Decoder-only training (needs --init-from or --resume): the encoder and codebooks stay frozen (no gradient,
+    # no EMA update, no restarts), so every input keeps its codes; the decoder alone learns, with the weights
+    # above. A better decoder for codes already written: token files and priors trained on them stay valid.
+    decoder_only: bool = False
 
 
 @dataclass

@@ -20,7 +20,7 @@ from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, draw_curves,
                        ignore_worker_deaths, improved, init_distributed, load_state, save_state, set_rng_state,
                        start_run, write_recipe)
-from vqtok.tokenizer.base import Tokenizer
+from vqtok.tokenizer.base import Tokenizer, TokenizerOutput
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.distill import EncoderDistillation, student_from
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
@@ -196,6 +196,25 @@ def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) 
 
 
 # ------------------------------------------------------------------------- the loop
+class DecoderTraining(torch.nn.Module):
+    """loss.decoder_only: codes from the frozen encoder and codebooks (no gradient, no EMA update), then the
+    decoder path with gradient. A module, so that DDP wraps it as it wraps a whole tokenizer."""
+
+    def __init__(self, model: Tokenizer):
+        super().__init__()
+        self.model = model
+        model.requires_grad_(False)
+        for module in model.decoder_modules():
+            module.requires_grad_(True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> TokenizerOutput:
+        model = self.model
+        with torch.no_grad():
+            codes = model.encode_padded(model.pad(x))
+        recon = model._trim(model.decode_padded(codes), tuple(x.shape[2:]))
+        return TokenizerOutput(recon=recon, codes=codes, commit_loss=recon.new_zeros(()), quant=[])
+
+
 def use_quantizer_settings(model: Tokenizer, settings: QuantizerConfig) -> None:
     """Give every quantizer of `model` (and its stored config) the training settings `settings`."""
     model.config.quantizer = settings
@@ -237,6 +256,8 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         notes.append(f"loss.teacher {recipe.loss.teacher}: training the encoder only, to reproduce its latents")
         if recipe.loss.adversarial is not None:
             notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
+        if recipe.loss.decoder_only:
+            raise VqtokError("loss.teacher trains the encoder, loss.decoder_only the decoder: choose one")
     elif init_from:
         # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
         # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
@@ -249,13 +270,19 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         use_quantizer_settings(model, recipe.model.quantizer)
         recipe.model = model.config
     else:
+        if recipe.loss.decoder_only and not resume:
+            raise VqtokError("loss.decoder_only freezes a trained encoder and codebook: start with --init-from")
         model = build_tokenizer(recipe.model)
     if ddp.main:  # after --init-from settled the architecture, so that --resume rebuilds this model
         run.mkdir(parents=True, exist_ok=True)
         write_recipe(run, recipe)
     model = model.to(device).train()
+    decoding = DecoderTraining(model) if recipe.loss.decoder_only else None
+    if decoding is not None:
+        notes.append("loss.decoder_only: encoder and codebook frozen, every input keeps its codes")
     trainables = Trainables()
-    gen = trainables.add("main", (model.encoder if distiller else model).parameters(), cfg)
+    trained = model.encoder if distiller else model
+    gen = trainables.add("main", [p for p in trained.parameters() if p.requires_grad], cfg)
     loss_fn = ReconstructionLoss(recipe).to(device)
     adversary = None
     if recipe.loss.adversarial is not None and distiller is None:
@@ -268,7 +295,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         model.load_state_dict(load_tokenizer(run / TOKENIZER_FILE).state_dict())
         trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
-    net = model if distiller is None else distiller
+    net = model if distiller is None and decoding is None else distiller if decoding is None else decoding
     if ddp.world > 1:
         # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
         # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.

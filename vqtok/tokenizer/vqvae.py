@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
 from vqtok.tokenizer.nets import Encoder
@@ -32,6 +32,9 @@ class VQVAE(Tokenizer):
 
     def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self.decoder(self.quantizer.decode(codes[0]))
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.decoder]
 
     def _forward_padded(self, x: Tensor, mask: Tensor | None) -> TokenizerOutput:
         q = self.quantizer(self.encoder(x), mask=self.code_mask(mask, self.level_strides[0]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig, TokenizerOutput, build_decoder
 from vqtok.tokenizer.nets import Decoder, Encoder, conv, upsample
@@ -59,6 +59,9 @@ class VQVAE2(Tokenizer):
 
     def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self._decode_latents(self.quant_t.decode(codes[0]), self.quant_b.decode(codes[1]))
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.up_t, self.decoder]
 
     def _forward_padded(self, x: Tensor, mask: Tensor | None) -> TokenizerOutput:
         h_b = self.enc_b(x)
