@@ -295,7 +295,11 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
         model.load_state_dict(load_tokenizer(run / TOKENIZER_FILE).state_dict())
         trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
-    net = model if distiller is None and decoding is None else distiller if decoding is None else decoding
+    net = model  # what a training step runs, and DDP wraps: the model, or the part of it being trained
+    if distiller is not None:
+        net = distiller
+    elif decoding is not None:
+        net = decoding
     if ddp.world > 1:
         # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
         # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
