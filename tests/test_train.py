@@ -236,6 +236,7 @@ def test_decoder_only_training_keeps_every_code_and_trains_only_the_decoder(tmp_
                                       "train.log_every": 1, "model.quantizer.dead_ratio": 0.9})
     tuned = train_tokenizer(recipe, tmp_path / "run", init_from=str(tmp_path / "start"), progress=False)
     saved = load_tokenizer(tmp_path / "run" / "tokenizer.safetensors")
+    assert saved.codes_fingerprint == load_tokenizer(tmp_path / "start").codes_fingerprint  # its token files too
     before, after = start.state_dict(), saved.state_dict()
     frozen = [n for n in before if not n.startswith("decoder.")]
     assert any(n.startswith("quantizer.") for n in frozen)  # codebook, EMA sums and counters among them

@@ -9,10 +9,11 @@ import torch
 import vqtok
 from vqtok.config import differences, to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
-from vqtok.pretrained.export import architecture, parameter_count, prior_recipe_check
+from vqtok.pretrained.export import parameter_count, prior_recipe_check
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
+from vqtok.tokenizer.checkpoint import architecture
 from vqtok.tokenizer.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]

@@ -70,6 +70,9 @@ def format_shipped_card(model) -> str:
         lines += [f"fingerprint   {model.fingerprint}" + (f" (trained as {store['source_fingerprint']})"
                                                        if store.get("source_fingerprint") not in (None, model.fingerprint)
                                                        else "")]
+        if model.same_codes_as:
+            lines.append(f"same codes as {', '.join(model.same_codes_as)} (earlier versions: their token files "
+                         "decode with this one)")
     lines += [f"recipe        {c.get('recipe')}, step {c.get('step')} (vqtok train {c.get('recipe')} rebuilds it)"]
     quality = c.get("quality", {})
     lines.append(f"quality       {quality.get('split', '')}: {_quality(quality)}")

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from vqtok.data.audio import get_rule
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer
-from vqtok.tokenizer.codes import describe_tokenizer, read_codes
+from vqtok.tokenizer.codes import describe_tokenizer, read_codes, same_codes
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class TokenDataset(Dataset):
             made_by = file.meta["tokenizer"]
             if self.tokenizer is None:
                 self.tokenizer = made_by
-            elif made_by.get("fingerprint") != self.tokenizer.get("fingerprint"):
+            elif not same_codes(made_by, self.tokenizer):
                 raise VqtokError(f"{file.path}: made by {describe_tokenizer(made_by)}, but the first file of "
                                  f"{path} by {describe_tokenizer(self.tokenizer)}; one dataset, one tokenizer")
             self.codes.append([torch.from_numpy(a) for a in file.levels])

@@ -11,6 +11,9 @@ recipe.yaml + its tokenizer copy). The tool
 3. stores fp16 when the change is within `TOLERANCE` (`--dtype auto`), else fp32;
 4. writes vqtok/pretrained/NAME.safetensors with the config, the recipe (YAML) and the card (JSON: what
    card.yaml says about the data, licences and quality, plus everything measured or read off the model).
+   A tokenizer that replaces NAME and makes its codes (a decoder-only update) lists the replaced file's
+   fingerprint, and those it listed, as ``same_codes_as``: token files of the earlier versions decode with it.
+   ``--same-codes-as OLD.safetensors`` adds an earlier version by hand (one from git history), checked alike.
 
 A prior is exported after its tokenizer: its record of the tokenizer is pointed at the shipped tokenizer
 exported from the same run (same fingerprint, or the card's ``storage.source_fingerprint``), so
@@ -49,7 +52,8 @@ from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
 from vqtok.prior.model import DERIVED_FIELDS, NETWORKS
 from vqtok.prior.recipe import load_prior_recipe
-from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.checkpoint import (TOKENIZER_FILE, architecture, codes_fingerprint, load_tokenizer,
+                                        save_tokenizer)
 from vqtok.tokenizer.codes import tokenizer_summary
 from vqtok.tokenizer.recipe import load_recipe
 
@@ -128,12 +132,6 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- tokenizers
-def architecture(config: dict[str, Any]) -> dict[str, Any]:
-    """A tokenizer config dict without its quantizer section: those are training settings (EMA decay, beta,
-    dead-code thresholds, k-means init) that a later stage may change with overrides, not the architecture."""
-    return {k: v for k, v in config.items() if k != "quantizer"}
-
-
 def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
     """The recipe file must build this tokenizer's architecture."""
     mismatch = differences(architecture(to_dict(load_recipe(recipe_file).model)), architecture(config))
@@ -182,16 +180,24 @@ def tokenizer_card(tok, recipe, name: str) -> dict[str, Any]:
 
 
 def export_tokenizer(run: Path, name: str, card_in: CardInput, out: Path, dtype: str, items: int | None,
-                     echo) -> Path:
+                     echo, same_codes_as: tuple[Path, ...] = ()) -> Path:
     file, recipe_path = run_files(run, TOKENIZER_FILE, "tokenizer")
     src = load_tokenizer(file)
     recipe = load_recipe(recipe_path)
     repo_recipe = Path(card_in.recipe or f"recipes/{recipe.name}.yaml")
     tokenizer_recipe_check(repo_recipe, to_dict(src.config))
+    target = out / f"{name}{registry.SUFFIX}"
     echo(f"{file}: tokenizer {src.fingerprint}, {parameter_count(src):,} parameters; {repo_recipe} builds it")
 
     names = half_names(src)
     half = rounded(src, names)
+    for candidate in (half, src):  # a hand-given earlier version that fits neither storage fails before measuring
+        try:
+            earlier_same_codes(target, candidate, same_codes_as)
+            break
+        except VqtokError:
+            if candidate is src:
+                raise
     echo("measuring fp32 and fp16 weights on the recipe's test split ...")
     ref = measure_tokenizer(src, recipe_path, items, full=False)
     new = measure_tokenizer(half, recipe_path, items, full=True)
@@ -207,13 +213,40 @@ def export_tokenizer(run: Path, name: str, card_in: CardInput, out: Path, dtype:
             "reported": dict(card_in.quality),
             "storage": {"dtype": "float16" if use_half else "float32", "source_fingerprint": src.fingerprint,
                         "fp32_quality": ref, "codes_agreeing_with_fp32": round(agree, 5)}}
-    target = out / f"{name}{registry.SUFFIX}"
+    earlier = earlier_same_codes(target, model, same_codes_as)
+    if earlier:
+        echo(f"  {target.name} is replaced by a model with the same codes: token files of {', '.join(earlier)} "
+             "decode with it")
     out.mkdir(parents=True, exist_ok=True)
+    extra = {"card": json.dumps(card, sort_keys=True), "recipe": recipe_path.read_text(),
+             **({"same_codes_as": json.dumps(earlier)} if earlier else {})}
     fp = save_tokenizer(model, target, train_info=src.train_info, half=names if use_half else frozenset(),
-                        extra={"card": json.dumps(card, sort_keys=True), "recipe": recipe_path.read_text()})
+                        extra=extra)
     check = load_tokenizer(target)
     assert check.fingerprint == fp  # the stored header and the stored tensors agree
     return target
+
+
+def earlier_same_codes(target: Path, model, files: tuple[Path, ...] = ()) -> list[str]:
+    """The fingerprints of earlier versions whose token files `model` can take over: the shipped file `target`
+    it replaces, when it makes its codes (a decoder-only update), and each of `files` (given by hand, so one
+    with other codes is an error), with those they listed."""
+    found: list[str] = []
+    for path in ([target] if target.is_file() else []) + list(files):
+        try:
+            old = load_tokenizer(path)
+        except VqtokError:
+            if path == target:
+                continue  # an unreadable file is simply replaced
+            raise
+        if old.codes_fingerprint != codes_fingerprint(model):
+            if path == target:
+                continue
+            raise VqtokError(f"{path}: makes other codes than the exported model (its encoder or codebook "
+                             "differ), so its token files cannot be taken over")
+        same = all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), model.state_dict().values()))
+        found += [*([] if same else [old.fingerprint]), *old.same_codes_as]
+    return list(dict.fromkeys(found))
 
 
 # ----------------------------------------------------------------------------- priors
@@ -325,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=None, help="test items to measure on (default: the recipe's "
                         "data.valid_items)")
     parser.add_argument("--force", action="store_true", help="replace an existing NAME.safetensors")
+    parser.add_argument("--same-codes-as", type=Path, action="append", default=[], metavar="FILE",
+                        help="an earlier version of the tokenizer with the same codes (repeatable): its token "
+                        "files decode with the new one (the replaced NAME is checked and listed by itself)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; "
                         "1 when other work shares the cores, where 2 threads measured 2.3x slower on 2 cores)")
     args = parser.parse_args(argv)
@@ -343,10 +379,13 @@ def main(argv: list[str] | None = None) -> int:
         echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
         folder = args.run if args.run.is_dir() else args.run.parent
         is_prior = (folder / PRIOR_FILE).is_file() or args.run.name == PRIOR_FILE
+        if is_prior and args.same_codes_as:
+            raise VqtokError("--same-codes-as applies to tokenizers; a prior follows its tokenizer")
         if is_prior:
             target = export_prior(args.run, args.name, card_in, args.out, args.dtype, echo)
         else:
-            target = export_tokenizer(args.run, args.name, card_in, args.out, args.dtype, args.items, echo)
+            target = export_tokenizer(args.run, args.name, card_in, args.out, args.dtype, args.items, echo,
+                                      tuple(args.same_codes_as))
     except VqtokError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,10 @@ and ``recipe`` (the YAML the run was trained from).
 Fingerprints: a shipped tokenizer's fingerprint is the usual one (config + stored tensors, dtypes
 included) of the shipped file itself, so it is what `load_tokenizer` verifies, what token files record
 and what `vqtok decode` looks up here. Weights stored in fp16 make a fingerprint other than the training
-run's fp32 file; the card keeps that one as ``storage.source_fingerprint``.
+run's fp32 file; the card keeps that one as ``storage.source_fingerprint``. The header's
+``codes_fingerprint`` covers what makes the codes (all but the decoder), and ``same_codes_as`` lists the
+fingerprints of the earlier shipped versions it replaced with the same codes (decoder-only updates), so
+token files made by those decode with it.
 
 This module reads headers only (never weights) and imports nothing else of vqtok but its error type, so
 every layer can ask it "is this a name?" without an import cycle.
@@ -41,6 +44,8 @@ class ShippedModel:
     fingerprint: str | None
     card: dict[str, Any] = field(default_factory=dict)
     recipe: str = ""  # the YAML text of the training recipe
+    codes_fingerprint: str | None = None  # tokenizers: the header's codes fingerprint
+    same_codes_as: tuple[str, ...] = ()  # tokenizers: earlier versions' fingerprints, same codes
 
     @property
     def megabytes(self) -> float:
@@ -76,7 +81,11 @@ def get(name: str) -> ShippedModel:
         raise VqtokError(f"{path}: the shipped model's card is not JSON") from None
     kind = KINDS.get(meta.get("format", ""), meta.get("format", "?"))
     fp = meta.get("fingerprint") if kind == "tokenizer" else meta.get("tokenizer_fingerprint")
-    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""))
+    try:
+        earlier = tuple(json.loads(meta.get("same_codes_as") or "[]"))
+    except json.JSONDecodeError:
+        raise VqtokError(f"{path}: same_codes_as in the header is not a JSON list") from None
+    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""), meta.get("codes_fingerprint"), earlier)
 
 
 def models() -> list[ShippedModel]:
@@ -106,13 +115,16 @@ def lookup(name_or_path: str | Path, kind: str) -> Path | None:
     return model.path
 
 
-def by_fingerprint(fingerprint: str | None) -> ShippedModel | None:
-    """The shipped tokenizer with this fingerprint, if any."""
-    if not fingerprint:
-        return None
-    for name in names():
-        model = get(name)
-        if model.kind == "tokenizer" and model.fingerprint == fingerprint:
+def by_fingerprint(fingerprint: str | None, codes_fingerprint: str | None = None) -> ShippedModel | None:
+    """The shipped tokenizer with this fingerprint, else the one that replaced it with the same codes (its
+    `same_codes_as` lists the fingerprint, or it has this codes fingerprint), if any."""
+    tokenizers = [model for model in models() if model.kind == "tokenizer"]
+    for model in tokenizers:
+        if fingerprint and model.fingerprint == fingerprint:
+            return model
+    for model in tokenizers:
+        if (fingerprint and fingerprint in model.same_codes_as) or (
+                codes_fingerprint and model.codes_fingerprint == codes_fingerprint):
             return model
     return None
 

@@ -15,7 +15,7 @@ from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
 from vqtok.prior.model import DERIVED_FIELDS, NETWORKS, CodePrior, PriorLayout
-from vqtok.tokenizer.checkpoint import read_header
+from vqtok.tokenizer.checkpoint import read_header, reads_codes_of
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 from vqtok.version import __version__
 
@@ -54,9 +54,10 @@ def read_prior_metadata(path: str | Path) -> dict[str, str]:
 
 
 def check_tokenizer(prior: CodePrior, tok, path: str | Path, tok_path: str | Path | None = None) -> None:
-    """Refuse a tokenizer other than the one `prior` (read from `path`) was trained on, naming both."""
+    """Refuse a tokenizer other than the one `prior` (read from `path`) was trained on (or a later version
+    with the same codes), naming both."""
     made_for = prior.tokenizer
-    if made_for.get("fingerprint") != tok.fingerprint:
+    if not reads_codes_of(tok, made_for):
         where = f" ({tok_path})" if tok_path else ""
         raise VqtokError(f"{path}: this prior models the codes of {describe_tokenizer(made_for)}, but the tokenizer"
                          f"{where} is {describe_tokenizer(tokenizer_summary(tok))}; use the tokenizer it was "

@@ -16,6 +16,7 @@ from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.tokens import TokenDataset
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.tokenizer.checkpoint import reads_codes_of
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ def codes_from_manifest(tok, data, split: str) -> CodeSet:
         raise VqtokError("data.shifts needs the data itself; with data.kind 'codes' the codes are fixed (set 0)")
     limit = data.max_items if split == "train" else data.valid_items
     tokens = TokenDataset(data.root, split=split, rule=data.rule, max_items=limit)
-    made_by = tokens.tokenizer.get("fingerprint")
-    if made_by != tok.fingerprint:
+    if not reads_codes_of(tok, tokens.tokenizer):
         raise VqtokError(f"{tokens.manifest}: encoded by {describe_tokenizer(tokens.tokenizer)}, but this prior "
                          f"models {describe_tokenizer(tokenizer_summary(tok))}; encode with that tokenizer")
     return _stack([[c.to(torch.int32) for c in levels] for levels in tokens.codes], tok.dims, tokens.labels,

@@ -96,6 +96,8 @@ class Tokenizer(nn.Module):
 
     config: TokenizerConfig
     fingerprint: str | None = None  # set by save_tokenizer/load_tokenizer: hash of config + weights
+    codes_fingerprint: str | None = None  # likewise: hash of config + what makes the codes (all but the decoder)
+    same_codes_as: tuple[str, ...] = ()  # fingerprints of earlier versions with these codes (a shipped file's list)
 
     # ------------------------------------------------------------ properties
     @property

@@ -45,6 +45,33 @@ def fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """A tokenizer config dict without its quantizer section: those are training settings (EMA decay, beta,
+    dead-code thresholds, k-means init) that a later stage may change with overrides, not the architecture."""
+    return {k: v for k, v in config.items() if k != "quantizer"}
+
+
+def codes_fingerprint(model: Tokenizer, tensors: dict[str, torch.Tensor] | None = None) -> str:
+    """The fingerprint of what makes and reads the codes: the architecture and every tensor outside the
+    decoder path (`decoder_modules()`), as loaded (fp32; `tensors`, default the model's own). A decoder-only
+    update (loss.decoder_only, whatever its quantizer settings) keeps it, so token files of the earlier
+    version decode with the later one; any other change of weights moves it."""
+    decoder = tuple(f"{name}." for name, module in model.named_modules()
+                    if any(module is d for d in model.decoder_modules()))
+    tensors = _state_tensors(model) if tensors is None else tensors
+    coding = {k: v for k, v in tensors.items() if not k.startswith(decoder)}
+    return fingerprint(json.dumps(architecture(to_dict(model.config)), sort_keys=True), coding)
+
+
+def reads_codes_of(tok: Tokenizer, made_by: dict[str, Any]) -> bool:
+    """True when `tok` reads the codes of the tokenizer that `made_by` (a sidecar's or a prior's record)
+    describes: it is that tokenizer, a later version whose file lists it (`same_codes_as`), or one with the
+    same codes fingerprint."""
+    fp, codes = made_by.get("fingerprint"), made_by.get("codes_fingerprint")
+    return (fp is not None and (fp == tok.fingerprint or fp in tok.same_codes_as)) or (
+        codes is not None and codes == tok.codes_fingerprint)
+
+
 def _state_tensors(model: Tokenizer) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
@@ -54,23 +81,25 @@ def save_tokenizer(model: Tokenizer, path: str | Path, train_info: dict[str, Any
     """Write `model` to `path` (.safetensors) atomically; returns its fingerprint.
 
     `train_info` (recipe, step, ...) is stored as JSON metadata for `vqtok info`. `half` names tensors stored
-    as float16 (shipped models; loading casts them back), `extra` adds metadata (a shipped model's card).
-    The fingerprint covers the tensors as stored.
+    as float16 (shipped models; loading casts them back), `extra` adds metadata (a shipped model's card,
+    `same_codes_as`). The fingerprint covers the tensors as stored, the codes fingerprint them as loaded.
     """
     config_json = json.dumps(to_dict(model.config), sort_keys=True)
     tensors = {k: v.half() if k in half else v for k, v in _state_tensors(model).items()}
     fp = fingerprint(config_json, tensors)
+    codes_fp = codes_fingerprint(model, {k: v.float() if k in half else v for k, v in tensors.items()})
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "vqtok_version": __version__,
         "config": config_json,
         "fingerprint": fp,
+        "codes_fingerprint": codes_fp,
         "train": json.dumps(train_info or {}, sort_keys=True, default=str),
         **(extra or {}),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    model.fingerprint = fp
+    model.fingerprint, model.codes_fingerprint = fp, codes_fp
     return fp
 
 
@@ -123,19 +152,21 @@ def tokenizer_file(name_or_path: str | Path) -> Path:
 
 def locate_tokenizer(made_by: dict[str, Any], where: str | Path) -> Path:
     """The file of the tokenizer that `made_by` (a codes sidecar's or a prior's record) describes: the
-    shipped one with its fingerprint, else the path recorded at encode time if that file still holds it.
-    Otherwise a one-line error naming the fingerprint (both, when the recorded path holds another)."""
-    fp = made_by.get("fingerprint")
-    shipped = registry.by_fingerprint(fp)
+    shipped one with its fingerprint (or a later shipped version with the same codes), else the path recorded
+    at encode time if that file still holds it (or the same codes). Otherwise a one-line error naming the
+    fingerprint (both, when the recorded path holds another)."""
+    fp, codes = made_by.get("fingerprint"), made_by.get("codes_fingerprint")
+    shipped = registry.by_fingerprint(fp, codes)
     if shipped is not None:
         return shipped.path
     recorded = made_by.get("path")
     if recorded and Path(recorded).is_file():
         try:
-            found = read_metadata(recorded).get("fingerprint")
+            meta = read_metadata(recorded)
         except VqtokError:
-            found = "unreadable"
-        if found == fp:
+            meta = {"fingerprint": "unreadable"}
+        found = meta.get("fingerprint")
+        if found == fp or (codes is not None and meta.get("codes_fingerprint") == codes):
             return Path(recorded)
         raise VqtokError(f"{where}: made by tokenizer {fp}, but {recorded} (its path at encode time) now holds "
                          f"tokenizer {found}; pass -m with the tokenizer that made it")
@@ -170,7 +201,13 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise VqtokError(f"{path}: weights do not fit the stored config ({'; '.join(parts)})")
     model.load_state_dict(tensors, strict=True)
-    model.fingerprint = fp
+    model.fingerprint, model.codes_fingerprint = fp, codes_fingerprint(model)
+    if meta.get("codes_fingerprint") not in (None, model.codes_fingerprint):
+        raise VqtokError(f"{path}: weights do not match the stored codes fingerprint (file corrupted or edited)")
+    try:
+        model.same_codes_as = tuple(json.loads(meta.get("same_codes_as") or "[]"))
+    except json.JSONDecodeError:
+        raise VqtokError(f"{path}: same_codes_as in the header is not a JSON list") from None
     model.train_info = json.loads(meta.get("train", "{}") or "{}")
     model.path, model.name = path.resolve(), registry.name_of(path)
     return model.to(device).eval()

@@ -9,7 +9,7 @@ Layout (format "vqtok.codes", version 1):
 * Beside it, ``NAME.npy.json`` (or ``NAME.npz.json``), the sidecar::
 
       {"format": "vqtok.codes", "format_version": 1, "vqtok_version": "0.1.0",
-       "tokenizer": {"fingerprint": "...", "arch": "vqvae", "dims": 1, "sample_rate": 8000,
+       "tokenizer": {"fingerprint": "...", "codes_fingerprint": "...", "arch": "vqvae", "dims": 1, "sample_rate": 8000,
                      "codebook_size": [512], "downsample": [40], "hop": 40, "block_frames": 200,
                      "path": "/abs/runs/speech/tokenizer.safetensors", "name": null},
        "levels": [{"name": "codes", "shape": [200], "dtype": "int16"}],
@@ -24,6 +24,8 @@ Layout (format "vqtok.codes", version 1):
   encode time) and ``tokenizer.name`` (a shipped model's name) let decoding find the tokenizer without
   being told: ``TokenFile.load_tokenizer()`` (and ``vqtok decode`` without -m) takes the shipped tokenizer
   with the recorded fingerprint, else the file at the recorded path if it still has that fingerprint.
+  A later version with the same codes (a decoder-only update: same ``codes_fingerprint``, or a shipped file
+  whose ``same_codes_as`` lists the fingerprint) is taken in its place and accepted by ``read_codes``.
 
 Both files are written atomically (temporary file + rename), the array first, so the sidecar's
 presence with a matching hash means the pair is complete: an interrupted folder run resumes from it.
@@ -47,7 +49,7 @@ import numpy as np
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
 from vqtok.tokenizer.base import LEVEL_NAMES
-from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer
+from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer, reads_codes_of
 from vqtok.version import __version__
 
 FORMAT = "vqtok.codes"
@@ -74,6 +76,7 @@ def tokenizer_summary(tok) -> dict[str, Any]:
     """What a codes file records about the tokenizer that made it."""
     summary = {
         "fingerprint": tok.fingerprint,
+        "codes_fingerprint": tok.codes_fingerprint,
         "arch": tok.config.arch,
         "dims": tok.dims,
         "sample_rate": tok.sample_rate,
@@ -84,6 +87,12 @@ def tokenizer_summary(tok) -> dict[str, Any]:
     if tok.dims == 1:
         summary["block_frames"] = tok.block_frames
     return summary
+
+
+def same_codes(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two sidecar records of tokenizers that make the same codes: one fingerprint, or one codes fingerprint."""
+    codes = a.get("codes_fingerprint")
+    return a.get("fingerprint") == b.get("fingerprint") or (codes is not None and codes == b.get("codes_fingerprint"))
 
 
 def tokenizer_location(tok) -> dict[str, Any]:
@@ -251,7 +260,7 @@ def read_codes(path: str | os.PathLike, tok=None) -> TokenFile:
         raise VqtokError(f"{path}: no such codes file; check the path")
     meta = read_sidecar(path)
     made_by = meta["tokenizer"]
-    if tok is not None and made_by.get("fingerprint") != tok.fingerprint:
+    if tok is not None and not reads_codes_of(tok, made_by):
         raise VqtokError(f"{path}: made by {describe_tokenizer(made_by)}, but decoding with "
                          f"{describe_tokenizer(tokenizer_summary(tok))}; pass the tokenizer that encoded it")
     n_levels = len(made_by.get("codebook_size", []))
