@@ -94,8 +94,8 @@ def test_new_codes_do_not_take_over_and_a_token_file_is_refused(models, work, tm
     replaced = export(moved_run(work / "mnist", tmp_path, "retrained", "encoder"), models)
     assert replaced.same_codes_as == () and replaced.codes_fingerprint != first.codes_fingerprint
     for path in (legacy, current):
-        with pytest.raises(VqtokError, match=f"made by tokenizer {first.fingerprint}, but .*mnist.safetensors "
-                                             f"\\(its path at encode time\\) now holds tokenizer {replaced.fingerprint}"):
+        with pytest.raises(VqtokError, match=f"made by tokenizer {first.fingerprint}, but .*mnist.safetensors \\(its "
+                                             f"path at encode time\\) now holds tokenizer {replaced.fingerprint}"):
             read_codes(path).load_tokenizer()
         with pytest.raises(VqtokError, match="pass the tokenizer that encoded it"):
             read_codes(path, "mnist")
