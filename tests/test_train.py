@@ -304,26 +304,30 @@ def test_audio_training_path_with_masks(tmp_path):
 
 
 # ------------------------------------------------------------------------ DDP
-def _ddp_worker(rank: int, port: int, tmp: str) -> None:
+def _ddp_worker(rank: int, port: int, tmp: str, init_from: str | None = None) -> None:
     try:
         os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
         torch.set_num_threads(1)
         recipe = debug_recipe(**{"train.max_steps": 3, "train.batch_size": 8, "train.valid_every": 100,
-                                 "train.save_every": 100, "train.log_every": 1})
-        model = train_tokenizer(recipe, Path(tmp) / "run", progress=False)
+                                 "train.save_every": 100, "train.log_every": 1, "loss.decoder_only": bool(init_from)})
+        model = train_tokenizer(recipe, Path(tmp) / "run", init_from=init_from, progress=False)
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, Path(tmp) / f"rank{rank}.pt")
     except BaseException:
         traceback.print_exc()
         raise
 
 
-def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ranks):
+def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ranks):
+    port = _free_port()
     spawn_ranks(_ddp_worker, [(r, port, str(tmp_path)) for r in range(2)], timeout=600)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     for name in a:
@@ -333,6 +337,20 @@ def test_ddp_two_cpu_ranks_hold_the_same_codebook_and_weights(tmp_path, spawn_ra
     assert (tmp_path / "run" / "tokenizer.safetensors").is_file()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (3, "train"), (3, "valid")]
+
+
+def test_ddp_decoder_only_ranks_agree_and_keep_the_encoder_and_codebook(tmp_path, spawn_ranks):
+    start = train_tokenizer(debug_recipe(**{"train.max_steps": 2, "train.batch_size": 8}), tmp_path / "start",
+                            progress=False)
+    port = _free_port()
+    spawn_ranks(_ddp_worker, [(r, port, str(tmp_path), str(tmp_path / "start")) for r in range(2)], timeout=600)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    before = start.state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+        assert torch.equal(a[name], before[name]) != name.startswith("decoder."), name  # only the decoder moved
+    saved = load_tokenizer(tmp_path / "run" / "tokenizer.safetensors")
+    assert saved.codes_fingerprint == load_tokenizer(tmp_path / "start").codes_fingerprint
 
 
 def test_sigterm_to_the_process_group_saves_despite_dying_loader_workers(tmp_path, tone_folder):
