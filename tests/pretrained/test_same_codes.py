@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import vqtok.pretrained.registry as registry
 from vqtok import VqtokError
+from vqtok.cli import main as main_cli
 from vqtok.pretrained.export import export_tokenizer, main
 from vqtok.prior.checkpoint import load_prior
 from vqtok.tokenizer import load_tokenizer, save_tokenizer
@@ -84,6 +86,10 @@ def test_decoder_update_takes_over_the_token_files_of_earlier_versions(models, w
         tok = read_codes(path).load_tokenizer()
         assert tok.fingerprint == third.fingerprint
         assert read_codes(path, "mnist").levels[0].shape == (7, 7)
+    res = CliRunner().invoke(main_cli, ["decode", str(legacy)], catch_exceptions=False)  # vqtok decode, no -m
+    assert res.exit_code == 0 and (tmp_path / "legacy.decoded.png").is_file(), res.output
+    assert (f"decoding with mnist (tokenizer {third.fingerprint}, a later version of the sidecar's "
+            f"{first.fingerprint}, with the same codes)") in res.output
     exported_again = export(tmp_path / "stage3", models)  # the same weights once more: the list stays
     assert exported_again.fingerprint == third.fingerprint and exported_again.same_codes_as == third.same_codes_as
 

@@ -19,7 +19,7 @@ class TokenizerFinder:
     def __init__(self, model: Path | None, device: str, threads: int | None):
         self.model, self.device, self.threads = model, device, threads
         self.loaded: dict[Path, object] = {}
-        self.announced: set[str] = set()
+        self.announced: set[tuple[str, str]] = set()
 
     def __call__(self, codes: Path):
         from vqtok.tokenizer.checkpoint import locate_tokenizer, tokenizer_file
@@ -27,11 +27,13 @@ class TokenizerFinder:
 
         if self.model is not None:
             return self._load(tokenizer_file(self.model))
-        tok = self._load(locate_tokenizer(read_sidecar(codes)["tokenizer"], codes))
-        if tok.fingerprint not in self.announced:
-            self.announced.add(tok.fingerprint)
-            click.echo(f"decoding with {tok.name or tok.path} (tokenizer {tok.fingerprint}, as the sidecar records)",
-                       err=True)
+        made_by = read_sidecar(codes)["tokenizer"]
+        tok, recorded = self._load(locate_tokenizer(made_by, codes)), made_by.get("fingerprint")
+        if (tok.fingerprint, recorded) not in self.announced:
+            self.announced.add((tok.fingerprint, recorded))
+            how = ("as the sidecar records" if recorded == tok.fingerprint
+                   else f"a later version of the sidecar's {recorded}, with the same codes")
+            click.echo(f"decoding with {tok.name or tok.path} (tokenizer {tok.fingerprint}, {how})", err=True)
         return tok
 
     def _load(self, path: Path):
