@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import vqtok.pretrained.registry as registry
 from vqtok import VqtokError
 from vqtok.cli import main as main_cli
+from vqtok.data.tokens import TokenDataset
 from vqtok.pretrained.export import export_tokenizer, main
 from vqtok.prior.checkpoint import load_prior
 from vqtok.tokenizer import load_tokenizer, save_tokenizer
@@ -150,3 +151,16 @@ def test_an_earlier_version_given_by_hand_is_checked_and_listed(models, work, tm
                                             "encoder or codebook differ), so its token files cannot be taken over")
     assert "measuring" not in err  # refused before the minutes of measuring
     assert load_tokenizer(fresh / "mnist.safetensors").fingerprint != load_tokenizer(encoder).fingerprint  # kept
+
+
+def test_a_token_dataset_may_mix_versions_with_the_same_codes(models, work, tmp_path):
+    legacy, first = codes_file(tmp_path, "legacy", legacy=True)  # by the first version, an old sidecar
+    export(moved_run(work / "mnist", tmp_path, "stage2", "decoder"), models)
+    newer, second = codes_file(tmp_path, "newer", legacy=True)  # by the second version, an old sidecar too
+    assert second.fingerprint != first.fingerprint
+    (tmp_path / "manifest.jsonl").write_text('{"codes": "legacy.npy"}\n{"codes": "newer.npy"}\n')
+    tokens = TokenDataset(tmp_path / "manifest.jsonl", rule=None)
+    assert len(tokens) == 2 and tokens.load_tokenizer().fingerprint == second.fingerprint
+    export(moved_run(work / "mnist", tmp_path, "retrained", "encoder"), models)  # other codes: one tokenizer each
+    with pytest.raises(VqtokError, match="one dataset, one tokenizer"):
+        TokenDataset(tmp_path / "manifest.jsonl", rule=None)

@@ -48,6 +48,7 @@ import numpy as np
 
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.pretrained import registry
 from vqtok.tokenizer.base import LEVEL_NAMES
 from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer, reads_codes_of
 from vqtok.version import __version__
@@ -90,9 +91,13 @@ def tokenizer_summary(tok) -> dict[str, Any]:
 
 
 def same_codes(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Two sidecar records of tokenizers that make the same codes: one fingerprint, or one codes fingerprint."""
+    """Two sidecar records of tokenizers that make the same codes: one fingerprint, one codes fingerprint, or
+    two versions of one shipped tokenizer (records older than codes fingerprints: its `same_codes_as`)."""
     codes = a.get("codes_fingerprint")
-    return a.get("fingerprint") == b.get("fingerprint") or (codes is not None and codes == b.get("codes_fingerprint"))
+    if a.get("fingerprint") == b.get("fingerprint") or (codes is not None and codes == b.get("codes_fingerprint")):
+        return True
+    first, second = (registry.by_fingerprint(r.get("fingerprint"), r.get("codes_fingerprint")) for r in (a, b))
+    return first is not None and second is not None and first.path == second.path
 
 
 def tokenizer_location(tok) -> dict[str, Any]:
