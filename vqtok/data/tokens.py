@@ -102,14 +102,16 @@ class TokenDataset(Dataset):
         self.labels: list[int] = []
         self.sizes: list[int] = []
         self.tokenizer: dict[str, Any] | None = None
+        accepted: set[str | None] = set()  # fingerprints found to make the first file's codes (checked once)
         for entry, rule_label in zip(entries, rule_labels):
             file = read_codes(path.parent / entry["codes"])
             made_by = file.meta["tokenizer"]
-            if self.tokenizer is None:
-                self.tokenizer = made_by
-            elif not same_codes(made_by, self.tokenizer):
-                raise VqtokError(f"{file.path}: made by {describe_tokenizer(made_by)}, but the first file of "
-                                 f"{path} by {describe_tokenizer(self.tokenizer)}; one dataset, one tokenizer")
+            self.tokenizer = self.tokenizer or made_by
+            if made_by.get("fingerprint") not in accepted:
+                if not same_codes(made_by, self.tokenizer):
+                    raise VqtokError(f"{file.path}: made by {describe_tokenizer(made_by)}, but the first file of "
+                                     f"{path} by {describe_tokenizer(self.tokenizer)}; one dataset, one tokenizer")
+                accepted.add(made_by.get("fingerprint"))
             self.codes.append([torch.from_numpy(a) for a in file.levels])
             label = entry.get("label", file.label)
             label = rule_label if label is None and rule_label not in (None, -1) else label

@@ -81,11 +81,16 @@ def get(name: str) -> ShippedModel:
         raise VqtokError(f"{path}: the shipped model's card is not JSON") from None
     kind = KINDS.get(meta.get("format", ""), meta.get("format", "?"))
     fp = meta.get("fingerprint") if kind == "tokenizer" else meta.get("tokenizer_fingerprint")
+    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""), meta.get("codes_fingerprint"),
+                        same_codes_as(meta, path))
+
+
+def same_codes_as(meta: dict[str, str], path: str | Path) -> tuple[str, ...]:
+    """A tokenizer header's `same_codes_as`: earlier versions' fingerprints (JSON list; none when absent)."""
     try:
-        earlier = tuple(json.loads(meta.get("same_codes_as") or "[]"))
+        return tuple(json.loads(meta.get("same_codes_as") or "[]"))
     except json.JSONDecodeError:
         raise VqtokError(f"{path}: same_codes_as in the header is not a JSON list") from None
-    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""), meta.get("codes_fingerprint"), earlier)
 
 
 def models() -> list[ShippedModel]:

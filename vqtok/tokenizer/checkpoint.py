@@ -204,10 +204,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Toke
     model.fingerprint, model.codes_fingerprint = fp, codes_fingerprint(model)
     if meta.get("codes_fingerprint") not in (None, model.codes_fingerprint):
         raise VqtokError(f"{path}: weights do not match the stored codes fingerprint (file corrupted or edited)")
-    try:
-        model.same_codes_as = tuple(json.loads(meta.get("same_codes_as") or "[]"))
-    except json.JSONDecodeError:
-        raise VqtokError(f"{path}: same_codes_as in the header is not a JSON list") from None
+    model.same_codes_as = registry.same_codes_as(meta, path)
     model.train_info = json.loads(meta.get("train", "{}") or "{}")
     model.path, model.name = path.resolve(), registry.name_of(path)
     return model.to(device).eval()
