@@ -154,12 +154,13 @@ def locate_tokenizer(made_by: dict[str, Any], where: str | Path) -> Path:
     """The file of the tokenizer that `made_by` (a codes sidecar's or a prior's record) describes: the
     shipped one with its fingerprint (or a later shipped version with the same codes), else the path recorded
     at encode time if that file still holds it (or the same codes). Otherwise a one-line error naming the
-    fingerprint (both, when the recorded path holds another)."""
+    fingerprint (both, when the recorded path holds another or the shipped model of the recorded name has other
+    codes)."""
     fp, codes = made_by.get("fingerprint"), made_by.get("codes_fingerprint")
     shipped = registry.by_fingerprint(fp, codes)
     if shipped is not None:
         return shipped.path
-    recorded = made_by.get("path")
+    recorded, found = made_by.get("path"), None  # found: the fingerprint the recorded path holds now
     if recorded and Path(recorded).is_file():
         try:
             meta = read_metadata(recorded)
@@ -168,6 +169,12 @@ def locate_tokenizer(made_by: dict[str, Any], where: str | Path) -> Path:
         found = meta.get("fingerprint")
         if found == fp or (codes is not None and meta.get("codes_fingerprint") == codes):
             return Path(recorded)
+    name = made_by.get("name")
+    if name in registry.names("tokenizer"):  # a release of a shipped model whose codes this one does not share
+        raise VqtokError(f"{where}: made by another version of {name} (tokenizer {fp}), with other codes than this "
+                         f"vqtok's {name} (tokenizer {registry.get(name).fingerprint}); pass -m with the file "
+                         "that made it (the vqtok release that encoded it ships it)")
+    if found is not None:
         raise VqtokError(f"{where}: made by tokenizer {fp}, but {recorded} (its path at encode time) now holds "
                          f"tokenizer {found}; pass -m with the tokenizer that made it")
     was = f"; it was at {recorded} when encoding" if recorded else ""
