@@ -78,3 +78,42 @@ def test_hard_elu_is_max_x_minus_one_with_its_gradient_and_matches_elu_above_zer
 def test_unknown_activation_names_the_choices():
     with pytest.raises(ValueError, match="hard_elu"):
         nets.activation("softsign")
+
+
+@pytest.mark.parametrize("act, dims", [("hard_elu", 1), ("hard_elu", 2), ("elu", 1)])
+def test_without_autograd_the_in_place_path_gives_the_same_numbers_and_leaves_the_input_alone(act, dims):
+    torch.manual_seed(0)
+    enc = nets.Encoder(dims, 1, [8, 16], [2, 2], 4, res_depth=2, dilation_growth=3 if dims == 1 else 1, act=act)
+    dec = nets.Decoder(dims, 4, [8, 16], [2, 2], 1, res_depth=2, dilation_growth=3 if dims == 1 else 1, act=act)
+    x = 2 * torch.randn(2, 1, *([64] * dims))  # large enough that many activations hit HardELU's floor
+    keep = x.clone()
+    with torch.enable_grad():
+        z_ref = enc(x)
+        y_ref = dec(z_ref)
+    assert z_ref.requires_grad  # the reference ran the autograd path
+    with torch.no_grad():
+        z = enc(x)
+        y = dec(z)
+        h = dec.net[0](z)
+        block_in = h.clone()
+        block_out = dec.net[1](h)  # a ResBlock alone
+    assert torch.equal(x, keep) and torch.equal(h, block_in)  # inputs untouched
+    assert torch.equal(z, z_ref) and torch.equal(y, y_ref)
+    assert torch.equal(block_out, dec.net[1](h.requires_grad_()).detach())
+
+
+def test_the_kept_channels_last_weight_follows_weight_changes():
+    conv = nets.Conv1d(4, 6, 3, padding=1)
+    ref = nn.Conv1d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 20)
+    with torch.no_grad():
+        for change in (lambda w: w.mul_(-2.0), lambda w: w.copy_(torch.randn_like(w))):
+            ref.load_state_dict(conv.state_dict())
+            torch.testing.assert_close(conv(x), ref(x), rtol=1e-5, atol=1e-5)
+            change(conv.weight)  # an in-place update (an optimizer step, load_state_dict) must not be missed
+        conv.weight = nn.Parameter(torch.randn(6, 4, 3))  # a new tensor altogether
+        ref.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(conv(x), ref(x), rtol=1e-5, atol=1e-5)
+        conv.load_state_dict(nn.Conv1d(4, 6, 3, padding=1).state_dict())
+        ref.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(conv(x), ref(x), rtol=1e-5, atol=1e-5)
