@@ -124,3 +124,24 @@ def test_small_vqvae_overfits_one_batch(arch):
         final = (model(x).recon - x).pow(2).mean().item()
     assert final < first / 20, (first, final)
     assert not math.isnan(final)
+
+
+@pytest.mark.parametrize("arch", ["vqvae", "vqvae2"])
+def test_encode_runs_its_encoders_without_autograd_and_gives_the_same_codes(arch):
+    torch.manual_seed(0)
+    tok = build_tokenizer(tiny_config(1, arch, sample_rate=8000))
+    tok.train()(torch.randn(2, 1, 256))  # k-means codebook init
+    tok.eval()
+    seen = []
+    hooks = [m.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+             for m in tok.modules() if type(m).__name__ == "Encoder"]
+    x = torch.randn(2, 1, 200)
+    with torch.enable_grad():
+        codes = tok.encode(x)
+    for hook in hooks:
+        hook.remove()
+    assert seen and not any(seen)  # every encoder ran with autograd off, though the caller had it on
+    with torch.enable_grad():
+        ref = tok.encode_padded(tok.pad(x))  # per level, on the autograd path
+    got = [codes] if arch == "vqvae" else codes
+    assert len(got) == len(ref) and all(torch.equal(a, b) for a, b in zip(got, ref))

@@ -169,7 +169,8 @@ class Tokenizer(nn.Module):
         Single-level tokenizers return a tensor, VQ-VAE-2 a list [top, bottom].
         """
         x, batched = self.as_batch(x)
-        codes = self.encode_padded(self.pad(x))  # per level, top first
+        with torch.no_grad():  # codes carry no gradient, and the encoder runs faster without autograd
+            codes = self.encode_padded(self.pad(x))  # per level, top first
         codes = codes if batched else [c[0] for c in codes]
         return codes[0] if self.levels == 1 else codes
 
