@@ -140,11 +140,10 @@ class ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
             return x + self.block(x)
-        # Without autograd the inner activation and the sum write into tensors this block made and no one else
-        # holds: on one CPU thread that is 3-5x cheaper than writing new ones (speech-16k encodes ~10% faster,
-        # its encoder's full-rate blocks the most). Same numbers either way.
-        act_in, conv_k, act_mid, conv_1 = self.block
-        return conv_1(in_place(act_mid, conv_k(act_in(x)))).add_(x)
+        # Without autograd the inner activation (run_layers) and the sum write into tensors this block made and no
+        # one else holds: on one CPU thread that is 3-5x cheaper than writing new ones (speech-16k encodes ~10%
+        # faster, its encoder's full-rate blocks the most). Same numbers either way.
+        return run_layers(self.block, x).add_(x)
 
 
 def res_stack(dims: int, channels: int, depth: int, dilation_growth: int, act: str) -> list[nn.Module]:
