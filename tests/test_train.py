@@ -261,6 +261,36 @@ def test_decoder_only_training_keeps_every_code_and_trains_only_the_decoder(tmp_
         train_tokenizer(recipe, tmp_path / "scratch", progress=False)
 
 
+def test_a_decoder_only_stage_can_deepen_the_decoder_and_keeps_the_codes(tmp_path, tone_folder, capsys):
+    audio = {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 1,
+             "model.net.dilation_growth": 3, "data.kind": "audio", "data.root": str(tone_folder),
+             "data.rule": "fsdd", "data.segment_seconds": 0.25, "train.batch_size": 4, "loss.fft_sizes": "[64,128]",
+             "train.valid_every": 100}
+    start = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2}), tmp_path / "start", progress=False)
+    deeper = {**audio, "loss.decoder_only": True, "train.max_steps": 4, "train.lr": 3e-3,
+              "model.net.decoder_res_depth": 3}
+    tuned = train_tokenizer(debug_recipe(**deeper), tmp_path / "run", init_from=str(tmp_path / "start"),
+                            progress=False)
+    saved = load_tokenizer(tmp_path / "run")
+    assert saved.config.net.decoder_res_depth == 3 and saved.config.net.encoder_depth == 1
+    assert sum(isinstance(m, nets.ResBlock) for m in saved.decoder.modules()) == 6
+    assert saved.fingerprint != start.fingerprint and saved.codes_fingerprint == start.codes_fingerprint
+    for name, value in start.state_dict().items():
+        if not name.startswith("decoder."):
+            assert torch.equal(saved.state_dict()[name], value), name
+    assert "decoder 1 -> 3 residual blocks a stage" in "".join(capsys.readouterr())
+    # resumed from its own recipe.yaml, which records the deeper decoder: the same weights at the end
+    train_tokenizer(debug_recipe(**deeper), tmp_path / "cut", init_from=str(tmp_path / "start"), stop_after=2,
+                    progress=False)
+    resumed = train_tokenizer(load_recipe(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True,
+                              progress=False)
+    for name, value in tuned.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    with pytest.raises(VqtokError, match="can only be deepened"):
+        train_tokenizer(debug_recipe(**{**deeper, "model.net.decoder_res_depth": 2}), tmp_path / "shallower",
+                        init_from=str(tmp_path / "run"), progress=False)
+
+
 def test_decoder_only_path_of_a_vqvae2_reproduces_decode_and_trains_its_decoder_modules():
     from vqtok.tokenizer.train import DecoderTraining
 

@@ -77,6 +77,12 @@ def test_info_model_card(tmp_path, audio_tok, cli):
     card = json.loads(cli("info", audio_tok, "--json").stdout)
     assert card["levels"][0]["frame_rate"] == 400 and card["bitrate"] == 2400 and card["train"]["step"] == 1
     assert card["parameters"] == sum(p.numel() for p in load_tokenizer(audio_tok).parameters())
+    assert "residual blocks a stage" not in res.stdout  # encoder and decoder alike
+    from vqtok.cli.card import depths
+    level = {"res_depth": 3, "encoder_res_depth": 3, "decoder_res_depth": 5}
+    assert depths(level) == ", 3 residual blocks a stage in the encoder (5 in the decoder)"
+    lighter = {"res_depth": 3, "encoder_res_depth": 2}  # a card stored before decoder_res_depth
+    assert depths(lighter) == ", 2 residual blocks a stage in the encoder (3 in the decoder)"
     two = make_tokenizer(tmp_path / "two.safetensors", arch="vqvae2")
     card = json.loads(cli("info", two, "--json").stdout)
     assert [lv["downsample"] for lv in card["levels"]] == [40, 20]

@@ -117,3 +117,25 @@ def test_the_kept_channels_last_weight_follows_weight_changes():
         conv.load_state_dict(nn.Conv1d(4, 6, 3, padding=1).state_dict())
         ref.load_state_dict(conv.state_dict())
         torch.testing.assert_close(conv(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_a_deeper_decoder_loaded_from_a_shallower_one_computes_the_same_and_its_new_blocks_learn(dims):
+    torch.manual_seed(0)
+    growth = 3 if dims == 1 else 1
+    old = nets.Decoder(dims, 4, [8, 16], [2, 2], 1, res_depth=2, dilation_growth=growth, act="hard_elu")
+    new = nets.Decoder(dims, 4, [8, 16], [2, 2], 1, res_depth=4, dilation_growth=growth, act="hard_elu")
+    new.load_shallower(old)
+    z = torch.randn(2, 4, *([16] * dims))
+    assert torch.equal(new(z), old(z))
+    blocks = [m for m in new.net if isinstance(m, nets.ResBlock)]
+    assert len(blocks) == 8
+    added = [b for i, b in enumerate(blocks) if i % 4 >= 2]  # each stage's blocks 3 and 4 (dilations 9, 27)
+    assert all(not b.block[-1].weight.any() and not b.block[-1].bias.any() for b in added)
+    assert [b.dilation for b in added][:2] == ([(growth**2,), (growth**3,)] if dims == 1 else [(1, 1), (1, 1)])
+    new(z).square().mean().backward()
+    assert all(b.block[-1].weight.grad.abs().sum() > 0 for b in added)  # zeroed, not dead
+    with pytest.raises(ValueError, match="more than their residual blocks"):
+        nets.Decoder(dims, 4, [8, 32], [2, 2], 1, res_depth=4, dilation_growth=growth).load_shallower(old)
+    with pytest.raises(ValueError, match="more than their residual blocks|layers this one lacks"):
+        old.load_shallower(new)

@@ -145,3 +145,24 @@ def test_encode_runs_its_encoders_without_autograd_and_gives_the_same_codes(arch
         ref = tok.encode_padded(tok.pad(x))  # per level, on the autograd path
     got = [codes] if arch == "vqvae" else codes
     assert len(got) == len(ref) and all(torch.equal(a, b) for a, b in zip(got, ref))
+
+
+@pytest.mark.parametrize("arch", ["vqvae", "vqvae2"])
+def test_decoder_res_depth_deepens_the_output_decoder_alone(arch):
+    from dataclasses import replace
+
+    from vqtok.tokenizer.nets import ResBlock
+
+    base = tiny_config(1, arch, sample_rate=8000)
+    deep = replace(base, net=replace(base.net, decoder_res_depth=3))
+
+    def blocks(module):
+        return sum(isinstance(m, ResBlock) for m in module.modules())
+
+    a, b = build_tokenizer(base), build_tokenizer(deep)
+    assert blocks(b.decoder) == 3 * blocks(a.decoder) and blocks(b) - blocks(b.decoder) == blocks(a) - blocks(a.decoder)
+    with pytest.raises(ValueError, match="the istft head's size is `head`"):
+        build_tokenizer(replace(base, net=replace(deep.net, decoder_head="istft")))
+    if arch == "vqvae2":  # the top level's decoder makes the bottom codes: not an output decoder
+        with pytest.raises(ValueError, match="set net.decoder_res_depth"):
+            build_tokenizer(replace(base, top=replace(base.top, decoder_res_depth=2)))

@@ -19,7 +19,7 @@ def model_card(tok, path: Path) -> dict[str, Any]:
         level: dict[str, Any] = {"name": name, "codebook_size": k, "bits_per_code": round(math.log2(k), 3),
                                  "downsample": down, "code_dim": cfg.code_dim, "channels": list(cfg.channels),
                                  "strides": list(cfg.strides), "res_depth": cfg.res_depth,
-                                 "encoder_res_depth": cfg.encoder_depth,
+                                 "encoder_res_depth": cfg.encoder_depth, "decoder_res_depth": cfg.decoder_depth,
                                  "dilation_growth": cfg.dilation_growth, "encoder_stem": cfg.encoder_stem,
                                  "decoder_head": cfg.decoder_head}
         if tok.sample_rate:
@@ -53,6 +53,13 @@ def model_card(tok, path: Path) -> dict[str, Any]:
     return card
 
 
+def depths(level: dict[str, Any]) -> str:
+    """", E residual blocks a stage in the encoder (D in the decoder)" where the two differ, else nothing."""
+    enc = level.get("encoder_res_depth", level["res_depth"])
+    dec = level.get("decoder_res_depth", level["res_depth"])
+    return f", {enc} residual blocks a stage in the encoder ({dec} in the decoder)" if enc != dec else ""
+
+
 def format_card(card: dict[str, Any]) -> str:
     """The model card as aligned `key: value` lines."""
     lines = [f"tokenizer     {card['file']}",
@@ -66,8 +73,7 @@ def format_card(card: dict[str, Any]) -> str:
         lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
                      f"downsample {lv['downsample']}{rate}; channels {lv['channels']}, strides {lv['strides']}, "
                      f"code dim {lv['code_dim']}; {lv['encoder_stem']} stem, {lv['decoder_head']} decoder"
-                     + (f", {lv['encoder_res_depth']} residual blocks a stage in the encoder ({lv['res_depth']} "
-                        f"in the decoder)" if lv.get("encoder_res_depth", lv["res_depth"]) != lv["res_depth"] else ""))
+                     + depths(lv))
     if card["kind"] == "audio":
         lines.append(f"tokens/s      {card['tokens_per_second']:g}")
         lines.append(f"bitrate       {card['bitrate']:.1f} bit/s")

@@ -33,6 +33,9 @@ class LevelConfig:
     strides: list[int] = field(default_factory=lambda: [2, 2])  # per-stage stride
     res_depth: int = 2  # residual blocks per stage
     encoder_res_depth: int | None = None  # the encoder's, when lighter than the decoder's (None: res_depth)
+    # the output decoder's, when deeper than the encoder's (None: res_depth); a decoder-only stage can deepen a
+    # trained decoder (--init-from) and keep its codes: it is left out of the codes fingerprint
+    decoder_res_depth: int | None = None
     dilation_growth: int = 1  # dilations 1, g, g^2, ... inside a stage (3 for waveforms, 1 for images)
     code_dim: int = 64  # codebook vector size
     codebook_size: int = 512
@@ -46,6 +49,10 @@ class LevelConfig:
     def encoder_depth(self) -> int:
         return self.res_depth if self.encoder_res_depth is None else self.encoder_res_depth
 
+    @property
+    def decoder_depth(self) -> int:
+        return self.res_depth if self.decoder_res_depth is None else self.decoder_res_depth
+
 
 DECODER_HEADS = ("conv", "istft")
 
@@ -53,9 +60,11 @@ DECODER_HEADS = ("conv", "istft")
 def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
     """The decoder `level.decoder_head` names: (B, in_channels, *S) -> (B, out_channels, *S * prod(strides))."""
     if level.decoder_head == "conv":
-        return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.res_depth,
+        return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.decoder_depth,
                        level.dilation_growth, act)
     if level.decoder_head == "istft":
+        if level.decoder_res_depth is not None:
+            raise ValueError("decoder_res_depth sizes the 'conv' decoder; the istft head's size is `head`")
         if dims != 1:
             raise ValueError("decoder_head 'istft' is for audio (dims 1); images take 'conv'")
         return IstftDecoder(in_channels, out_channels, math.prod(level.strides), level.head)

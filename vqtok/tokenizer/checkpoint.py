@@ -60,7 +60,18 @@ def codes_fingerprint(model: Tokenizer, tensors: dict[str, torch.Tensor] | None 
                     if any(module is d for d in model.decoder_modules()))
     tensors = _state_tensors(model) if tensors is None else tensors
     coding = {k: v for k, v in tensors.items() if not k.startswith(decoder)}
-    return fingerprint(json.dumps(architecture(to_dict(model.config)), sort_keys=True), coding)
+    return fingerprint(json.dumps(coding_architecture(to_dict(model.config)), sort_keys=True), coding)
+
+
+def coding_architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """`architecture` without what shapes the output decoder alone and came after the codes fingerprint was
+    fixed (`decoder_res_depth`): a deeper decoder keeps the codes fingerprint, and every earlier one stays as
+    it was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
+    arch = architecture(config)
+    for level in ("net", "top"):
+        if isinstance(arch.get(level), dict):
+            arch[level] = {k: v for k, v in arch[level].items() if k != "decoder_res_depth"}
+    return arch
 
 
 def reads_codes_of(tok: Tokenizer, made_by: dict[str, Any]) -> bool:

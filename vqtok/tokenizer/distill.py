@@ -81,10 +81,7 @@ def init_encoder(student: Encoder, teacher: Encoder) -> None:
             if i < len(b.blocks):
                 _copy(block, b.blocks[i])
             else:
-                last = block.block[-1]
-                nn.init.zeros_(last.weight)
-                if last.bias is not None:
-                    nn.init.zeros_(last.bias)
+                block.to_identity()
     for a, b in zip(s.tail, t.tail):
         _copy(a, b)
 

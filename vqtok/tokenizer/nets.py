@@ -145,6 +145,18 @@ class ResBlock(nn.Module):
         # faster, its encoder's full-rate blocks the most). Same numbers either way.
         return run_layers(self.block, x).add_(x)
 
+    @property
+    def dilation(self) -> int | tuple[int, ...]:
+        return self.block[1].dilation
+
+    def to_identity(self) -> None:
+        """Zero the last conv: the block passes its input through unchanged (and still learns: the zeroed conv
+        gets gradient from the hidden activations)."""
+        last = self.block[-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
 
 def res_stack(dims: int, channels: int, depth: int, dilation_growth: int, act: str) -> list[nn.Module]:
     """`depth` residual blocks with dilations 1, g, g^2, ... (g = 1 for images)."""
@@ -272,3 +284,25 @@ class Decoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return run_layers(self.net, x)
+
+    def load_shallower(self, old: Decoder) -> None:
+        """Take the weights of `old`, this decoder with fewer residual blocks a stage: its layers are copied in
+        order onto the layers of the same kind (blocks of the same dilation); each block beyond them starts as the
+        identity, so this decoder computes what `old` does until it is trained."""
+        differ = "load_shallower: the decoders differ in more than their residual blocks"
+        source = iter(old.net)
+        pending = next(source, None)
+        for layer in self.net:
+            if pending is not None and type(layer) is type(pending) and (
+                    not isinstance(layer, ResBlock) or layer.dilation == pending.dilation):
+                try:
+                    layer.load_state_dict(pending.state_dict())
+                except RuntimeError:  # the same layer kind in other sizes
+                    raise ValueError(differ) from None
+                pending = next(source, None)
+            elif isinstance(layer, ResBlock):
+                layer.to_identity()
+            else:
+                raise ValueError(differ)
+        if pending is not None:
+            raise ValueError("load_shallower: the old decoder has layers this one lacks")

@@ -230,6 +230,24 @@ def with_activation(model: Tokenizer, activation: str) -> Tokenizer:
     return swapped
 
 
+def with_decoder_depth(model: Tokenizer, depth: int) -> Tokenizer:
+    """A copy of `model` whose output decoder has `depth` residual blocks a stage (at least its present
+    number): the same weights, the added blocks starting as the identity (Decoder.load_shallower). Encoder and
+    codebook are untouched, so the codes and their fingerprint stay."""
+    net = model.config.net
+    if net.decoder_head != "conv":
+        raise VqtokError(f"model.net.decoder_res_depth deepens a 'conv' decoder; this one is '{net.decoder_head}'")
+    if depth < net.decoder_depth:
+        raise VqtokError(f"model.net.decoder_res_depth {depth}: the decoder has {net.decoder_depth} residual blocks "
+                         "a stage and can only be deepened")
+    deeper = build_tokenizer(replace(model.config, net=replace(net, decoder_res_depth=depth)))
+    kept = {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    missing, unexpected = deeper.load_state_dict(kept, strict=False)
+    assert not unexpected and all(k.startswith("decoder.") for k in missing)
+    deeper.decoder.load_shallower(model.decoder)
+    return deeper
+
+
 def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: str | None = None,
                     stop_after: int | None = None, progress: bool = True) -> Tokenizer:
     """Train `recipe` into folder `run` and return the trained tokenizer (eval mode).
@@ -261,12 +279,18 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     elif init_from:
         # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
         # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
-        # does its activation, which holds no weights (an ELU model fine-tunes into a HardELU one).
+        # does its activation, which holds no weights (an ELU model fine-tunes into a HardELU one), and a deeper
+        # decoder when the recipe sets model.net.decoder_res_depth (added blocks start as the identity).
         model = load_tokenizer(init_from)
         if model.config.activation != recipe.model.activation:
             notes.append(f"--init-from {init_from}: activation {model.config.activation} -> "
                          f"{recipe.model.activation} (the recipe's)")
             model = with_activation(model, recipe.model.activation)
+        depth = recipe.model.net.decoder_res_depth
+        if depth is not None and depth != model.config.net.decoder_depth:
+            notes.append(f"--init-from {init_from}: decoder {model.config.net.decoder_depth} -> {depth} residual "
+                         "blocks a stage (the recipe's; the new ones start as the identity)")
+            model = with_decoder_depth(model, depth)
         use_quantizer_settings(model, recipe.model.quantizer)
         recipe.model = model.config
     else:

@@ -27,6 +27,8 @@ class VQVAE2(Tokenizer):
             raise ValueError("arch 'vqvae2' needs a 'top' level config")
         if config.top.decoder_head != "conv":  # the top level decodes to latents, not to audio
             raise ValueError("top.decoder_head must be 'conv'; set net.decoder_head for the output decoder")
+        if config.top.decoder_res_depth is not None:  # likewise: its decoder is part of what makes the codes
+            raise ValueError("top.decoder_res_depth is not used; set net.decoder_res_depth for the output decoder")
         self.config = config
         bot, top, dims, act = config.net, config.top, config.dims, config.activation
         c_b = bot.channels[-1]
