@@ -227,10 +227,15 @@ def test_distillation_trains_only_a_lighter_encoder_toward_the_teacher(tmp_path,
         train_tokenizer(recipe, tmp_path / "other", init_from=str(tmp_path / "teacher.safetensors"), progress=False)
 
 
+def tones_8k(folder: Path) -> dict:
+    """Overrides for a small 8 kHz audio model trained on the tone folder (the decoder-only tests)."""
+    return {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 1,
+            "data.kind": "audio", "data.root": str(folder), "data.rule": "fsdd", "data.segment_seconds": 0.25,
+            "train.batch_size": 4, "loss.fft_sizes": "[64,128]", "train.valid_every": 100}
+
+
 def test_decoder_only_training_keeps_every_code_and_trains_only_the_decoder(tmp_path, tone_folder):
-    audio = {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 1,
-             "data.kind": "audio", "data.root": str(tone_folder), "data.rule": "fsdd", "data.segment_seconds": 0.25,
-             "train.batch_size": 4, "loss.fft_sizes": "[64,128]", "train.valid_every": 100}
+    audio = tones_8k(tone_folder)
     start = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2}), tmp_path / "start", progress=False)
     recipe = debug_recipe(**audio, **{"loss.decoder_only": True, "train.max_steps": 8, "train.lr": 3e-3,
                                       "train.log_every": 1, "model.quantizer.dead_ratio": 0.9})
@@ -262,10 +267,7 @@ def test_decoder_only_training_keeps_every_code_and_trains_only_the_decoder(tmp_
 
 
 def test_a_decoder_only_stage_can_deepen_the_decoder_and_keeps_the_codes(tmp_path, tone_folder, capsys):
-    audio = {"model.dims": 1, "model.sample_rate": 8000, "model.net.strides": "[4,5]", "model.net.res_depth": 1,
-             "model.net.dilation_growth": 3, "data.kind": "audio", "data.root": str(tone_folder),
-             "data.rule": "fsdd", "data.segment_seconds": 0.25, "train.batch_size": 4, "loss.fft_sizes": "[64,128]",
-             "train.valid_every": 100}
+    audio = {**tones_8k(tone_folder), "model.net.dilation_growth": 3}
     start = train_tokenizer(debug_recipe(**audio, **{"train.max_steps": 2}), tmp_path / "start", progress=False)
     deeper = {**audio, "loss.decoder_only": True, "train.max_steps": 4, "train.lr": 3e-3,
               "model.net.decoder_res_depth": 3}

@@ -9,6 +9,7 @@ import torch
 from clihelpers import SHARED_FSDD, make_tokenizer, write_wav
 
 from vqtok import load_tokenizer, read_codes
+from vqtok.cli.card import depths
 
 
 def test_decode_trims_to_the_original_length(tmp_path, audio_tok, cli):
@@ -78,7 +79,6 @@ def test_info_model_card(tmp_path, audio_tok, cli):
     assert card["levels"][0]["frame_rate"] == 400 and card["bitrate"] == 2400 and card["train"]["step"] == 1
     assert card["parameters"] == sum(p.numel() for p in load_tokenizer(audio_tok).parameters())
     assert "residual blocks a stage" not in res.stdout  # encoder and decoder alike
-    from vqtok.cli.card import depths
     level = {"res_depth": 3, "encoder_res_depth": 3, "decoder_res_depth": 5}
     assert depths(level) == ", 3 residual blocks a stage in the encoder (5 in the decoder)"
     lighter = {"res_depth": 3, "encoder_res_depth": 2}  # a card stored before decoder_res_depth

@@ -1,11 +1,13 @@
 """VQVAE / VQVAE2: shapes at any size, eval round trip, properties, overfitting one batch."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
+from vqtok.tokenizer.nets import ResBlock
 
 
 def tiny_config(dims: int, arch: str = "vqvae", sample_rate=None) -> TokenizerConfig:
@@ -149,10 +151,6 @@ def test_encode_runs_its_encoders_without_autograd_and_gives_the_same_codes(arch
 
 @pytest.mark.parametrize("arch", ["vqvae", "vqvae2"])
 def test_decoder_res_depth_deepens_the_output_decoder_alone(arch):
-    from dataclasses import replace
-
-    from vqtok.tokenizer.nets import ResBlock
-
     base = tiny_config(1, arch, sample_rate=8000)
     deep = replace(base, net=replace(base.net, decoder_res_depth=3))
 
