@@ -104,6 +104,30 @@ def test_gan_training_logs_its_terms_and_resumes_exactly(tmp_path, tone_folder):
     assert load_tokenizer(tmp_path / "a" / "tokenizer.safetensors").config == straight.config
 
 
+def test_disc_warmup_trains_the_discriminators_alone_first(tmp_path, tone_folder):
+    gan = "{periods: [2, 3], fft_sizes: [64, 128], channels: 4, start_step: 0, disc_warmup: 4}"
+    warm = train_tokenizer(_audio_recipe(tone_folder, **{"loss.adversarial": gan}), tmp_path / "warm",
+                           stop_after=4, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [2, 4]
+    assert all(r["disc"] > 0 and "adv" not in r for r in train_rows)  # the discriminators train, alone
+    disc = torch.load(tmp_path / "warm" / "state.pt", weights_only=True)["weights_disc"]
+    fresh = Discriminators(AdversarialConfig(periods=[2, 3], fft_sizes=[64, 128], channels=4)).state_dict()
+    assert any(not torch.equal(disc[name], value) for name, value in fresh.items())
+    # Their terms have not reached the generator: it is exactly the model trained with them weighted 0 (the same
+    # discriminators drawn from the same random stream).
+    unweighted = "{periods: [2, 3], fft_sizes: [64, 128], channels: 4, weight: 0.0, feature_weight: 0.0}"
+    plain = train_tokenizer(_audio_recipe(tone_folder, **{"loss.adversarial": unweighted}), tmp_path / "plain",
+                            stop_after=4, progress=False)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(warm.state_dict()[name], value), name
+    # After the warm-up they do.
+    train_tokenizer(load_recipe(tmp_path / "warm" / "recipe.yaml"), tmp_path / "warm", resume=True, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
+    assert {"disc", "adv", "feat"} <= set([r for r in rows if r["split"] == "train"][-1])
+
+
 def test_gan_on_images_is_refused(tmp_path):
     from vqtok.errors import VqtokError
 

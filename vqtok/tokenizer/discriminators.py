@@ -19,6 +19,9 @@ class AdversarialConfig:
     weight: float = 1.0  # hinge generator loss, averaged over the discriminators
     feature_weight: float = 2.0  # feature matching: L1 between real and fake features, relative to |real|
     start_step: int = 0  # reconstruction-only warm-up before the discriminators start
+    # Then this many steps in which the discriminators train alone, their terms kept from the generator: a fresh
+    # discriminator learns to judge a trained model (--init-from) before its gradients move it.
+    disc_warmup: int = 0
     lr: float | None = None  # discriminator learning rate (default: train.lr)
     periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])  # multi-period discriminator
     fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])  # multi-resolution STFT discriminator

@@ -106,8 +106,12 @@ class Adversary:
         self.precision = train.precision
 
     def active(self, step: int) -> bool:
-        """Whether the discriminators take part in step `step` (counted from 0)."""
+        """Whether the discriminators train in step `step` (counted from 0)."""
         return step >= self.cfg.start_step
+
+    def feeds_generator(self, step: int) -> bool:
+        """Whether their terms join the generator's loss in step `step` (after the discriminators' warm-up)."""
+        return step >= self.cfg.start_step + self.cfg.disc_warmup
 
     def update(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """One discriminator step on real `x` against the (detached) reconstruction; returns its hinge loss."""
@@ -364,8 +368,9 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
                         if adversary is not None and adversary.active(step):
                             recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
                             terms["disc"] = adversary.update(x, recon)
-                            terms.update(adversary.generator_terms(x, recon))
-                            loss = loss + terms["gan"]
+                            if adversary.feeds_generator(step):
+                                terms.update(adversary.generator_terms(x, recon))
+                                loss = loss + terms["gan"]
                         row = {"loss": loss.detach(), "commit": out.commit_loss.detach(),
                                **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
                         for level, q in enumerate(out.quant):
