@@ -77,11 +77,16 @@ def _audio_recipe(root: Path, **extra):
     return load_recipe(REPO / "recipes" / "debug.yaml", [f"{k}={v}" for k, v in items.items()])
 
 
+def _train_rows(run: Path) -> list[dict]:
+    """The training rows of a run's metrics log."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == "train"]
+
+
 def test_gan_training_logs_its_terms_and_resumes_exactly(tmp_path, tone_folder):
     recipe = _audio_recipe(tone_folder)
     straight = train_tokenizer(recipe, tmp_path / "a", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r["split"] == "train"]
+    train_rows = _train_rows(tmp_path / "a")
     assert "disc" not in train_rows[0]  # step 2: still the reconstruction-only warm-up (start_step 2)
     assert {"disc", "adv", "feat"} <= set(train_rows[-1]) and train_rows[-1]["disc"] > 0
     state = torch.load(tmp_path / "a" / "state.pt", weights_only=True)
@@ -108,8 +113,7 @@ def test_disc_warmup_trains_the_discriminators_alone_first(tmp_path, tone_folder
     gan = "{periods: [2, 3], fft_sizes: [64, 128], channels: 4, start_step: 0, disc_warmup: 4}"
     warm = train_tokenizer(_audio_recipe(tone_folder, **{"loss.adversarial": gan}), tmp_path / "warm",
                            stop_after=4, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r["split"] == "train"]
+    train_rows = _train_rows(tmp_path / "warm")
     assert [r["step"] for r in train_rows] == [2, 4]
     assert all(r["disc"] > 0 and "adv" not in r for r in train_rows)  # the discriminators train, alone
     disc = torch.load(tmp_path / "warm" / "state.pt", weights_only=True)["weights_disc"]
@@ -124,8 +128,7 @@ def test_disc_warmup_trains_the_discriminators_alone_first(tmp_path, tone_folder
         assert torch.equal(warm.state_dict()[name], value), name
     # After the warm-up they do.
     train_tokenizer(load_recipe(tmp_path / "warm" / "recipe.yaml"), tmp_path / "warm", resume=True, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "warm" / "metrics.jsonl").read_text().splitlines()]
-    assert {"disc", "adv", "feat"} <= set([r for r in rows if r["split"] == "train"][-1])
+    assert {"disc", "adv", "feat"} <= set(_train_rows(tmp_path / "warm")[-1])
 
 
 def test_gan_on_images_is_refused(tmp_path):
