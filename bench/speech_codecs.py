@@ -11,6 +11,8 @@ Classical rows at 16 kHz: Opus 6/8/12/16 kbit/s wide band; at 8 kHz: GSM 06.10, 
 missing tool gives a row saying so. A tokenizer at another sample rate than the table's runs at its own:
 the audio is resampled in and its output back (soxr HQ). Every metric is computed after compensating the
 codec's delay; tokenizer rows add codebook usage and normalised entropy per codebook over all pieces.
+A tokenizer with a level_db encodes each piece brought to that level, as `vqtok encode` does (--as-is adds
+its rows without).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from speech_protocol import (  # noqa: E402
 from vqtok import metrics  # noqa: E402
 from vqtok.data.audio import resample  # noqa: E402
 from vqtok.errors import VqtokError  # noqa: E402
+from vqtok.tokenizer import speech_level  # noqa: E402
 from vqtok.tokenizer.checkpoint import load_tokenizer, tokenizer_file  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -130,8 +133,12 @@ CLASSICAL: dict[int, list[Codec]] = {
 }
 
 
-def tokenizer_codecs(path: str, table_rate: int) -> list[Codec]:
+def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False) -> list[Codec]:
     """One round trip per bitrate of the tokenizer at ``path`` (a run folder or tokenizer file).
+
+    A tokenizer with a ``level_db`` gets each piece brought to that level and its output brought back, as
+    `vqtok encode` / `decode` do (vqtok/tokenizer/speech_level.py); ``as_is`` adds rows that give it the pieces
+    as they are.
 
     Today a tokenizer has one bitrate (all its levels); a model with residual stages would give one
     row per prefix of stages here.
@@ -141,18 +148,26 @@ def tokenizer_codecs(path: str, table_rate: int) -> list[Codec]:
         raise VqtokError(f"{path}: an image tokenizer; pass a speech tokenizer")
     rate = int(tok.sample_rate)
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
-    seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
 
-    def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
-        x = audio if rate == table_rate else resample(audio, table_rate, rate)
-        with torch.no_grad():
-            codes = tok.encode(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
-            y = tok.decode(codes, size=len(x))[0, 0].float().numpy()
-        levels = codes if isinstance(codes, list) else [codes]
-        seen.append([c.cpu().numpy() for c in levels])
-        return y if rate == table_rate else resample(y, rate, table_rate)
+    def codec(at_level: bool) -> Codec:
+        seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
 
-    return [Codec(f"vqtok {label}", rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)]
+        def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
+            x = audio if rate == table_rate else resample(audio, table_rate, rate)
+            gain = speech_level.gain_to(speech_level.level_db(x, rate), tok.level_db) if at_level else 0.0
+            with torch.no_grad():
+                codes = tok.encode(torch.from_numpy(speech_level.apply_gain(x, gain))[None, None])
+                y = speech_level.apply_gain(tok.decode(codes, size=len(x))[0, 0].float().numpy(), -gain)
+            levels = codes if isinstance(codes, list) else [codes]
+            seen.append([c.cpu().numpy() for c in levels])
+            return y if rate == table_rate else resample(y, rate, table_rate)
+
+        name = f"vqtok {label}" + (" (as is)" if tok.level_db is not None and not at_level else "")
+        return Codec(name, rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)
+
+    if tok.level_db is None:
+        return [codec(False)]
+    return [codec(True)] + ([codec(False)] if as_is else [])
 
 
 def usage_cells(codec: Codec) -> tuple[str, str]:
@@ -204,6 +219,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", action="extend", nargs="+", default=[], metavar="RUN_OR_FILE",
                         help="vqtok tokenizer run folders or files (repeatable)")
     parser.add_argument("--no-classical", action="store_true", help="only the tokenizers")
+    parser.add_argument("--as-is", action="store_true",
+                        help="also a row for each tokenizer with a level_db, given the pieces at their own level")
     parser.add_argument("--no-pesq", action="store_true", help="skip PESQ (the slowest metric)")
     args = parser.parse_args()
     if args.speakers and not args.digits:
@@ -214,7 +231,7 @@ def main() -> None:
     try:
         codecs = [] if args.no_classical else list(CLASSICAL[rate])
         for path in args.tokenizer:
-            codecs += tokenizer_codecs(path, rate)
+            codecs += tokenizer_codecs(path, rate, as_is=args.as_is)
         if args.digits:
             speakers = args.speakers.split(",") if args.speakers else None
             pieces = make_eval_strings(args.fsdd, n=args.n or 50, sample_rate=rate, speakers=speakers)

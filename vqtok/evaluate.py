@@ -24,6 +24,7 @@ from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.images import IMAGE_EXTENSIONS, load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
+from vqtok.tokenizer import speech_level
 from vqtok.tokenizer.recipe import load_recipe
 
 STRING_SECONDS = 3.0
@@ -90,15 +91,19 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
 
     def run_batch() -> None:
         nonlocal bits, count
-        codes = tok.encode_batch([torch.from_numpy(np.ascontiguousarray(x)) for _, x in batch], batch_size)
-        for (_name, x), c in zip(batch, codes):
+        if tok.dims == 1:  # each clip at the tokenizer's level_db, as `vqtok encode` brings it (gain 0 without)
+            inputs = [tok.at_level(x) for _, x in batch]
+        else:
+            inputs = [(torch.from_numpy(np.ascontiguousarray(x)), 0.0) for _, x in batch]
+        codes = tok.encode_batch([x for x, _ in inputs], batch_size)
+        for (_name, x), (_, gain), c in zip(batch, inputs, codes):
             levels = c if isinstance(c, list) else [c]
             for store, lv in zip(codes_per_level, levels):
                 store.append(lv.cpu().numpy().ravel())
             bits += sum(lv.numel() * math.log2(k) for lv, k in zip(levels, tok.codebook_size))
             with torch.no_grad():
                 if tok.dims == 1:
-                    y = tok.decode_long(c, size=len(x))[0].cpu().numpy()
+                    y = speech_level.apply_gain(tok.decode_long(c, size=len(x))[0].cpu().numpy(), -gain)
                     per_item.setdefault("si_snr", []).append(metrics.si_snr(y, x))
                     per_item.setdefault("log_mel_distance", []).append(metrics.log_mel_distance(y, x, tok.sample_rate))
                     pairs.append((x, y))

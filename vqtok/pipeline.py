@@ -37,7 +37,7 @@ from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
 from vqtok.plots import save_png
 from vqtok.pretrained import registry
-from vqtok.tokenizer import streaming
+from vqtok.tokenizer import speech_level, streaming
 from vqtok.tokenizer.codes import (
     is_complete,
     read_codes,
@@ -316,10 +316,10 @@ class FileEncoder:
                 label = self._label(job, classes)
                 data, source = load_input(self.tok, job.source)
                 if self.tok.dims == 1 and data.length > self.tok.block_frames * self.tok.hop:
-                    codes = self._encode_long(data)
+                    codes = self._encode_long(data, source)
                     self._write(job, codes, source, label, plan, entries, index, report)
                     continue
-                item = data.read() if self.tok.dims == 1 else data
+                item = self._to_level(data.read(), source) if self.tok.dims == 1 else data
                 pending.append((job, item, source, label))
                 if len(pending) >= self.batch_size:
                     flush()
@@ -338,15 +338,31 @@ class FileEncoder:
             return classes.get(job.key.split("/")[0]) if "/" in job.key else None
         return self.label_fn(job.key) if self.label_fn else None
 
-    def _encode_long(self, stream: AudioStream) -> Any:
+    def _to_level(self, audio: np.ndarray, source: dict[str, Any], clip_db: float | None = None) -> np.ndarray:
+        """`audio` (T,) brought to the tokenizer's `level_db` from the clip's level `clip_db` (default: the level of
+        `audio` itself; a long file's pieces pass the whole file's); the gain goes into `source`."""
+        if self.tok.level_db is None:
+            return audio
+        clip_db = speech_level.level_db(audio, self.tok.sample_rate) if clip_db is None else clip_db
+        source["gain_db"] = speech_level.gain_to(clip_db, self.tok.level_db)
+        return speech_level.apply_gain(audio, source["gain_db"])
+
+    def _encode_long(self, stream: AudioStream, source: dict[str, Any]) -> Any:
         tok = self.tok
         sr = stream.info.orig_sample_rate
         frames = stream.info.orig_frames if not self.chunk_seconds else max(1, round(self.chunk_seconds * sr))
+        pieces = stream.pieces(frames)
+        if tok.level_db is not None:  # one pass to measure the level, a second to encode
+            meter = speech_level.LevelMeter(tok.sample_rate)
+            for piece in stream.pieces(frames):
+                meter.add(piece)
+            clip_db = meter.level_db
+            pieces = (self._to_level(piece, source, clip_db) for piece in pieces)
         parts = []
         total = stream.length / tok.sample_rate
         with tqdm(total=round(total, 1), desc=stream.path.name, unit="s", leave=False, dynamic_ncols=True,
                   disable=not self.progress or total < 30) as chunk_bar:
-            for piece in streaming.stream_encode(tok, stream.pieces(frames)):
+            for piece in streaming.stream_encode(tok, pieces):
                 parts.append(piece)
                 chunk_bar.update(round(len(piece[-1]) * tok.downsample[-1] / tok.sample_rate, 1))
         levels = [torch.from_numpy(c) for c in streaming.join_levels(parts, tok.levels)]
@@ -372,6 +388,7 @@ def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", ch
         src = file.source
         wav = tok.decode_long(file.levels if tok.levels > 1 else file.levels[0], size=int(src["length"]),
                               chunk_seconds=chunk_seconds)[0].cpu().numpy()  # (T,)
+        wav = speech_level.apply_gain(wav, -src.get("gain_db", 0.0))  # back to the input's level (speech_level.py)
         rate = tok.sample_rate
         if sample_rate == "original":
             rate = int(src.get("orig_sample_rate", rate))

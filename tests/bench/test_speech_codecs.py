@@ -12,7 +12,7 @@ from speech_protocol import EvalPiece
 
 from vqtok import save_tokenizer
 from vqtok.data.audio import resample
-from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
+from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, speech_level
 
 SPEECH_FILE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / "test"
                / "librispeech-test-other" / "1688-142285-0000.flac")
@@ -73,3 +73,23 @@ def test_opus_8k_wideband_round_trip() -> None:
     x = speech()
     y = opus(8, 16000)(x)
     assert abs(len(y) - len(x)) < 1000  # opusdec drops the pre-skip: same length up to padding
+
+
+def test_a_tokenizer_with_a_level_gets_each_piece_at_it_and_the_as_is_row_gets_it_unchanged(tmp_path: Path) -> None:
+    cfg = TokenizerConfig(arch="vqvae", dims=1, sample_rate=16000, level_db=-20.0,
+                          net=LevelConfig(channels=[8, 16], strides=[2, 2], res_depth=1, code_dim=4, codebook_size=16))
+    tok = build_tokenizer(cfg)
+    tok.train()(torch.randn(2, 1, 256))  # k-means codebook init
+    (tmp_path / "run").mkdir()
+    save_tokenizer(tok.eval(), tmp_path / "run" / "tokenizer.safetensors", train_info={"recipe": "t", "step": 0})
+    at_level, as_is = tokenizer_codecs(str(tmp_path / "run"), 16000, as_is=True)
+    assert (at_level.name, as_is.name) == ("vqtok run", "vqtok run (as is)")
+    x = 0.1 * speech()
+    gain = speech_level.gain_to(speech_level.level_db(x, 16000), -20.0)
+    with torch.no_grad():
+        for codec, g in ((at_level, gain), (as_is, 0.0)):
+            codes = tok.encode(torch.from_numpy(speech_level.apply_gain(x, g))[None, None])
+            out = tok.decode(codes, size=len(x))[0, 0].numpy() * 10 ** (-g / 20)
+            np.testing.assert_allclose(codec.fn(x), out, rtol=1e-5, atol=1e-7)
+            assert np.array_equal(codec.codes[-1][0], codes.numpy())
+    assert 10 < gain < 30 and [c.name for c in tokenizer_codecs(str(tmp_path / "run"), 16000)] == ["vqtok run"]

@@ -10,7 +10,7 @@ from vqtok import save_tokenizer
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 
 
-def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64) -> Path:
+def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64, level_db=None) -> Path:
     torch.manual_seed(seed)
     strides = [4, 5] if dims == 1 else [2, 2]
     cfg = TokenizerConfig(
@@ -18,6 +18,7 @@ def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64) -
         net=LevelConfig(channels=[8, 16], strides=strides, res_depth=1, dilation_growth=3 if dims == 1 else 1,
                         code_dim=8, codebook_size=codebook_size),
         top=LevelConfig(channels=[16], strides=[2], res_depth=1, code_dim=8, codebook_size=32) if arch == "vqvae2" else None,
+        level_db=level_db,
     )
     model = build_tokenizer(cfg)
     x = torch.cumsum(torch.randn(4, 1, 4000), -1) * 0.05 if dims == 1 else torch.rand(4, 1, 16, 16)

@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import soundfile as sf
 import torch
-from clihelpers import SHARED_FSDD, listing, make_tokenizer, write_wav
+from clihelpers import SHARED_FSDD, listing, make_tokenizer, tone, write_wav
 
 from vqtok import load_tokenizer, read_codes
 from vqtok.data.audio import load_audio
+from vqtok.tokenizer import speech_level
 
 
 def test_single_file_to_named_output(tmp_path, audio_tok, cli):
@@ -163,3 +164,33 @@ def test_fsdd_subset_encodes_and_decodes_to_the_original_lengths(tmp_path, audio
     for e in entries:
         name = e["codes"].replace(".npy", ".wav")
         assert sf.info(tmp_path / "dec" / name).frames == sf.info(src / name).frames
+
+
+def test_a_tokenizer_with_a_level_encodes_each_file_at_it_and_decode_gives_back_the_files_level(tmp_path, cli):
+    tok_path = make_tokenizer(tmp_path / "lv.safetensors", level_db=-20.0)
+    tok = load_tokenizer(tok_path)
+    long_n = int(3.5 * tok.block_frames * tok.hop) + 11  # streamed block by block, its level measured first
+    for name, n in (("short", 3001), ("long", long_n)):
+        wav = tmp_path / f"{name}.wav"
+        sf.write(wav, 0.1 * tone(n)[:, 0], 8000, subtype="FLOAT")  # ~ -34 dBFS
+        codes_file = tmp_path / f"{name}.npy"
+        assert cli("encode", wav, "-m", tok_path, "-o", codes_file, "--chunk-seconds", "0.3").exit_code == 0
+        file = read_codes(codes_file, tok)
+        x, _ = load_audio(wav, 8000)
+        gain = file.source["gain_db"]
+        assert gain == speech_level.gain_to(speech_level.level_db(x, 8000), -20.0) and 13 < gain < 15
+        with torch.no_grad():
+            at_level = torch.from_numpy(speech_level.apply_gain(x, gain))
+            expected = tok.encode(at_level) if name == "short" else tok.encode_long(at_level)
+        assert np.array_equal(file.levels[0], expected.numpy())
+        assert cli("decode", codes_file, "-m", tok_path, "-o", tmp_path / f"{name}.dec.wav").exit_code == 0
+        y, _ = sf.read(tmp_path / f"{name}.dec.wav", dtype="float32")
+        with torch.no_grad():
+            ref = tok.decode_long(file.levels[0], size=n)[0].numpy() * 10 ** (-gain / 20)
+        np.testing.assert_allclose(y, np.clip(ref, -1, 1), atol=1.01 / 32768)  # 16-bit WAV
+
+
+def test_a_tokenizer_without_a_level_encodes_files_as_they_are(tmp_path, audio_tok, cli):
+    wav = write_wav(tmp_path / "a.wav", 3001)
+    assert cli("encode", wav, "-m", audio_tok, "-o", tmp_path / "a.npy").exit_code == 0
+    assert "gain_db" not in read_codes(tmp_path / "a.npy", load_tokenizer(audio_tok)).source

@@ -42,7 +42,7 @@ def model_card(tok, path: Path) -> dict[str, Any]:
         card["recipe_file"] = str(recipe)
     if tok.dims == 1:
         ctx = tok.context
-        card.update(sample_rate=tok.sample_rate, hop=tok.hop,
+        card.update(sample_rate=tok.sample_rate, hop=tok.hop, level_db=tok.level_db,
                     tokens_per_second=sum(level.get("frame_rate", 0.0) for level in levels) or None,
                     bitrate=tok.bitrate,
                     receptive_field={"encode_samples": [ctx.encode_left, ctx.encode_right],
@@ -68,6 +68,9 @@ def format_card(card: dict[str, Any]) -> str:
              f"parameters    {card['parameters']:,}"]
     if card["kind"] == "audio":
         lines.append(f"sample rate   {card['sample_rate']} Hz (hop {card['hop']} samples)")
+        if card.get("level_db") is not None:
+            lines.append(f"input level   {card['level_db']:g} dBFS: vqtok encode scales speech to it (gated RMS), "
+                         "the token file keeps the gain for decode")
     for lv in card["levels"]:
         rate = f", {lv['frame_rate']:g} frames/s" if "frame_rate" in lv else ""
         lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
@@ -112,7 +115,8 @@ def format_codes(summary: dict[str, Any]) -> str:
     if src.get("kind") == "audio":
         lines.append(f"source        {src.get('path')}: {src.get('duration', 0):.3f} s, {src.get('orig_sample_rate')} Hz, "
                      f"{src.get('channels')} channel(s), {src.get('orig_frames')} frames "
-                     f"-> {src.get('length')} samples at {src.get('sample_rate')} Hz")
+                     f"-> {src.get('length')} samples at {src.get('sample_rate')} Hz"
+                     + (f", encoded with a gain of {src['gain_db']:+.2f} dB" if "gain_db" in src else ""))
     else:
         lines.append(f"source        {src.get('path')}: {src.get('size')} pixels, {src.get('channels')} channel(s)")
     if summary.get("label") is not None:

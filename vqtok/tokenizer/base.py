@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqtok.tokenizer import streaming
+from vqtok.tokenizer import speech_level, streaming
 from vqtok.tokenizer.heads import HeadConfig, IstftDecoder
 from vqtok.tokenizer.nets import Decoder
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
@@ -83,6 +83,9 @@ class TokenizerConfig:
     top: LevelConfig | None = None  # VQ-VAE-2's top level, applied to the bottom encoder's features
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     activation: str = "elu"
+    # audio: the speech level (gated RMS, dBFS; speech_level.py) `vqtok encode` brings each clip to before encoding,
+    # keeping the gain in the token file for `vqtok decode` to undo; None: clips are encoded as they are
+    level_db: float | None = None
 
 
 @dataclass
@@ -141,6 +144,11 @@ class Tokenizer(nn.Module):
     def hop(self) -> int:
         """Inputs are padded to a multiple of this along each axis."""
         return max(self.level_strides)
+
+    @property
+    def level_db(self) -> float | None:
+        """The speech level `vqtok encode` brings audio to first (`TokenizerConfig.level_db`); None: as it is."""
+        return self.config.level_db
 
     @property
     def sample_rate(self) -> int | None:
@@ -258,6 +266,15 @@ class Tokenizer(nn.Module):
             items = [self._mono(x) for x in items]
         with torch.no_grad():
             return streaming.encode_batch(self, list(items), batch_size)
+
+    def at_level(self, x: Tensor | np.ndarray) -> tuple[Tensor, float]:
+        """Mono audio (T,) brought to `level_db` as `vqtok encode` brings each file (speech_level.py), and the gain
+        in dB that did it (0 without a `level_db`); multiply the decoded audio by 10^(-gain/20) to undo it."""
+        wav = self._mono(x)
+        if self.level_db is None:
+            return wav, 0.0
+        gain = speech_level.gain_to(speech_level.level_db(wav.numpy(), self.sample_rate), self.level_db)
+        return torch.from_numpy(speech_level.apply_gain(wav.numpy(), gain)), gain
 
     def frames_to_seconds(self, frames: int | float, level: int = -1) -> float:
         """Seconds spanned by `frames` codes of `level` (default: the finest); also frame n's start time."""

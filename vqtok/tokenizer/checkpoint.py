@@ -64,10 +64,11 @@ def codes_fingerprint(model: Tokenizer, tensors: dict[str, torch.Tensor] | None 
 
 
 def coding_architecture(config: dict[str, Any]) -> dict[str, Any]:
-    """`architecture` without what shapes the output decoder alone and came after the codes fingerprint was
-    fixed (`decoder_res_depth`): a deeper decoder keeps the codes fingerprint, and every earlier one stays as
-    it was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
-    arch = architecture(config)
+    """`architecture` without what came after the codes fingerprint was fixed and leaves the codes the model
+    makes of a waveform as they were: `decoder_res_depth` (a deeper decoder) and `level_db` (the level
+    `vqtok encode` scales clips to, its gain kept in each token file). Every earlier fingerprint stays as it
+    was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
+    arch = {k: v for k, v in architecture(config).items() if k != "level_db"}
     for level in ("net", "top"):
         if isinstance(arch.get(level), dict):
             arch[level] = {k: v for k, v in arch[level].items() if k != "decoder_res_depth"}
