@@ -267,8 +267,9 @@ class FileEncoder:
 
     def __init__(self, tok, chunk_seconds: float | None = 10.0, batch_size: int = 1, force: bool = False,
                  label_fn: Callable[[str], int | None] | None = None, label_mode: str = "none",
-                 progress: bool = True, echo: Callable[[str], None] = print):
+                 progress: bool = True, echo: Callable[[str], None] = print, at_level: bool = True):
         self.tok = tok
+        self.level_db = tok.level_db if at_level else None  # the speech level audio is brought to (None: as is)
         self.chunk_seconds = chunk_seconds
         self.batch_size = max(1, batch_size)
         self.force = force
@@ -341,10 +342,10 @@ class FileEncoder:
     def _to_level(self, audio: np.ndarray, source: dict[str, Any], clip_db: float | None = None) -> np.ndarray:
         """`audio` (T,) brought to the tokenizer's `level_db` from the clip's level `clip_db` (default: the level of
         `audio` itself; a long file's pieces pass the whole file's); the gain goes into `source`."""
-        if self.tok.level_db is None:
+        if self.level_db is None:
             return audio
         clip_db = speech_level.level_db(audio, self.tok.sample_rate) if clip_db is None else clip_db
-        source["gain_db"] = speech_level.gain_to(clip_db, self.tok.level_db)
+        source["gain_db"] = speech_level.gain_to(clip_db, self.level_db)
         return speech_level.apply_gain(audio, source["gain_db"])
 
     def _encode_long(self, stream: AudioStream, source: dict[str, Any]) -> Any:
@@ -352,7 +353,7 @@ class FileEncoder:
         sr = stream.info.orig_sample_rate
         frames = stream.info.orig_frames if not self.chunk_seconds else max(1, round(self.chunk_seconds * sr))
         pieces = stream.pieces(frames)
-        if tok.level_db is not None:  # one pass to measure the level, a second to encode
+        if self.level_db is not None:  # one pass to measure the level, a second to encode
             meter = speech_level.LevelMeter(tok.sample_rate)
             for piece in stream.pieces(frames):
                 meter.add(piece)

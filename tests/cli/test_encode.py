@@ -194,3 +194,16 @@ def test_a_tokenizer_without_a_level_encodes_files_as_they_are(tmp_path, audio_t
     wav = write_wav(tmp_path / "a.wav", 3001)
     assert cli("encode", wav, "-m", audio_tok, "-o", tmp_path / "a.npy").exit_code == 0
     assert "gain_db" not in read_codes(tmp_path / "a.npy", load_tokenizer(audio_tok)).source
+
+
+def test_as_is_encodes_a_file_at_its_own_level_with_a_tokenizer_that_has_one(tmp_path, cli):
+    tok_path = make_tokenizer(tmp_path / "lv.safetensors", level_db=-20.0)
+    wav = tmp_path / "quiet.wav"
+    sf.write(wav, 0.1 * tone(3001)[:, 0], 8000, subtype="FLOAT")
+    assert cli("encode", wav, "-m", tok_path, "-o", tmp_path / "a.npy", "--as-is").exit_code == 0
+    tok = load_tokenizer(tok_path)
+    file = read_codes(tmp_path / "a.npy", tok)
+    x, _ = load_audio(wav, 8000)
+    with torch.no_grad():
+        assert np.array_equal(file.levels[0], tok.encode(torch.from_numpy(x)).numpy())
+    assert "gain_db" not in file.source

@@ -14,6 +14,7 @@ from PIL import Image
 
 from vqtok import VqtokError, load_tokenizer, read_codes, save_tokenizer
 from vqtok.cli import main
+from vqtok.data.audio import AudioFolder
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
 from vqtok.prior.model import CodePrior, PriorLayout
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
-def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae") -> Path:
+def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae", level_db=None) -> Path:
     """An untrained tokenizer with an initialised codebook, saved (so it has a fingerprint)."""
     torch.manual_seed(seed)
     strides = [4, 5] if dims == 1 else [2, 2]
@@ -38,6 +39,7 @@ def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae"
                         res_depth=1, code_dim=8,
                         codebook_size=16),
         top=LevelConfig(channels=[8], strides=[2], res_depth=1, code_dim=8, codebook_size=8) if arch == "vqvae2" else None,
+        level_db=level_db,
     )
     tok = build_tokenizer(cfg)
     x = torch.cumsum(torch.randn(4, 1, 4000), -1) * 0.05 if dims == 1 else torch.rand(8, 1, 28, 28)
@@ -375,6 +377,29 @@ def test_prior_trains_on_a_folder_vqtok_encode_wrote(tmp_path):
     with pytest.raises(VqtokError, match="encoded by .*but this prior models"):
         train_prior(prior_recipe(other, "data.kind=codes", f"data.root={manifest}", "data.rule=fsdd",
                                  audio_root=root), tmp_path / "run2", progress=False, plot=False)
+
+
+def test_a_prior_encodes_its_audio_at_the_tokenizers_level_as_vqtok_encode_does(tmp_path):
+    root = spoken_digits(tmp_path / "fsdd")
+    tok_path = tiny_tokenizer(tmp_path / "tok.safetensors", dims=1, level_db=-6.0)  # ~12 dB louder: other codes
+    result = CliRunner().invoke(main, ["encode", str(root), "-m", str(tok_path), "-o", str(tmp_path / "codes"),
+                                       "--labels", "fsdd", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tok = load_tokenizer(tok_path)
+    codes = {}
+    for line in (tmp_path / "codes" / "manifest.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        codes[Path(entry["path"]).name] = read_codes(tmp_path / "codes" / entry["codes"], tok)
+    assert all(abs(c.source["gain_db"]) > 1 for c in codes.values())  # the clips were scaled
+    recipe = prior_recipe(tok_path, audio_root=root)
+    from_audio, _ = load_or_encode(tok, recipe.data, "train", tmp_path / "cache")
+    clips = AudioFolder(root, 8000, None, "train", "fsdd", random_crop=False)
+    changed = 0
+    for i, path in enumerate(clips.files):
+        got = from_audio.levels[0][i, : from_audio.lengths[0][i]].long()
+        assert torch.equal(got, torch.from_numpy(codes[Path(path).name].levels[0]).long())
+        changed += not torch.equal(got, tok.encode_long(clips.clip(i)).long())
+    assert changed  # the clips as they are make other codes
 
 
 def test_vqtok_train_refuses_init_from_for_a_prior_recipe(tmp_path):

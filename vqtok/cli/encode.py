@@ -54,19 +54,24 @@ def default_model(inputs: tuple[Path, ...]) -> Path:
               type=click.Choice(["auto", "none", "fsdd", "folder"]),
               help="Manifest labels: auto = the rule of the recipe.yaml beside the tokenizer; fsdd = digit of "
                    "{digit}_{speaker}_{take}.wav; folder = first subfolder names the class.")
+@click.option("--as-is", is_flag=True,
+              help="Encode audio at its own level: skip the scaling to the tokenizer's speech level (level_db, "
+                   "vqtok info shows it) that makes the codes of a recording hardly depend on how loud it is.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (a folder run otherwise resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, device: str, batch_size: int,
-            chunk_seconds: float, labels: str, force: bool, quiet: bool, threads: int | None) -> None:
+            chunk_seconds: float, labels: str, as_is: bool, force: bool, quiet: bool, threads: int | None) -> None:
     """Encode INPUT files or folders (searched recursively) into codes.
 
     Without -m, audio is encoded with the shipped speech-16k and images with the shipped mnist
     (whatever the file's sample rate or size; the model used is named on stderr).
     Audio is mixed to mono and resampled to the tokenizer's rate (the original rate, channels and
-    length are kept in the sidecar); long files are encoded in bounded memory, with codes identical
-    for any --chunk-seconds. A folder run writes manifest.jsonl, reports bad files and skips them
-    (exit code 1 when some failed), and when run again skips files already done.
+    length are kept in the sidecar) and, for a tokenizer with a speech level (the shipped speech
+    models: -24 dBFS), scaled to it (the gain is kept too, and decode undoes it; --as-is skips it);
+    long files are encoded in bounded memory, with codes identical for any --chunk-seconds. A folder
+    run writes manifest.jsonl, reports bad files and skips them (exit code 1 when some failed), and
+    when run again skips files already done.
 
     \b
     Examples:
@@ -94,7 +99,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     prepare_output_dirs(plans)
     runner = FileEncoder(tok, chunk_seconds=chunk_seconds or None, batch_size=batch_size, force=force,
                      label_fn=label_function(tok_path, labels), label_mode=labels, progress=not quiet,
-                     echo=lambda line: click.echo(line, err=True))
+                     echo=lambda line: click.echo(line, err=True), at_level=not as_is)
     done = skipped = 0
     failed: list[str] = []
     for plan in plans:

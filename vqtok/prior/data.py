@@ -129,7 +129,8 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
                     per_level[lv] += list(c.cpu().to(torch.int32))
                 sizes += [x.shape[-2] * x.shape[-1]] * (stop - start)
             else:
-                clips = [F.pad(torch.from_numpy(dataset.clip(i)), (shift, 0)) for i in range(start, stop)]  # (T,)
+                # each clip at the tokenizer's speech level first, as `vqtok encode` brings a file (T,)
+                clips = [F.pad(tok.at_level(dataset.clip(i))[0], (shift, 0)) for i in range(start, stop)]
                 for item in tok.encode_batch(clips):
                     item = [item] if tok.levels == 1 else item
                     for lv, c in enumerate(item):
