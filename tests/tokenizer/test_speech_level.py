@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqtok import metrics
+from vqtok import VqtokError, metrics
 from vqtok.evaluate import evaluate
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 from vqtok.tokenizer import speech_level as level
@@ -83,3 +83,8 @@ def test_vqtok_eval_scores_each_clip_encoded_at_the_level_and_brought_back():
         y = tok.decode_long(tok.encode_long(at), size=len(x))[0].numpy() * 10 ** (-gain / 20)
     assert gain > 20
     assert result["metrics"]["log_mel_distance"] == pytest.approx(metrics.log_mel_distance(y, x, RATE), rel=1e-4)
+
+
+def test_level_db_is_for_audio_tokenizers_only():
+    with pytest.raises(VqtokError, match="level_db -24.0 is a speech level"):
+        build_tokenizer(TokenizerConfig(dims=2, level_db=-24.0))

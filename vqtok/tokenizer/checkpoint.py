@@ -32,6 +32,9 @@ def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
         cls = ARCHITECTURES[config.arch]
     except KeyError:
         raise VqtokError(f"unknown tokenizer arch '{config.arch}'; choose one of {', '.join(ARCHITECTURES)}") from None
+    if config.level_db is not None and (config.dims != 1 or config.sample_rate is None):
+        raise VqtokError(f"level_db {config.level_db} is a speech level: for audio tokenizers (dims 1, a "
+                         "sample_rate) only")
     return cls(config)
 
 
