@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vqtok
+from vqtok.cli.models import format_shipped_card
 from vqtok.config import differences, to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
 from vqtok.pretrained.export import parameter_count, prior_recipe_check
@@ -76,3 +77,11 @@ def test_default_run_on_the_package_data(tmp_path, monkeypatch):
     from test_default_models import test_default_run
 
     test_default_run(registry.MODELS_DIR, tmp_path, monkeypatch)
+
+
+def test_the_speech_models_encode_at_their_level_and_their_cards_say_so():
+    for name in ("speech-8k", "speech-16k"):
+        assert vqtok.load_tokenizer(name).level_db == -24.0
+        assert "scaled to -24 dBFS speech level by vqtok encode" in format_shipped_card(registry.get(name))
+    assert vqtok.load_tokenizer("fsdd").level_db is None
+    assert "scaled to" not in format_shipped_card(registry.get("fsdd"))

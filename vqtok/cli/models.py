@@ -52,13 +52,21 @@ def format_table(models) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows)
 
 
+def _level(model) -> str:
+    """", scaled to L dBFS speech level by vqtok encode" for a tokenizer with a level_db (its config), else ""."""
+    from vqtok.pretrained import registry
+
+    level = json.loads(registry.header(model.path).get("config") or "{}").get("level_db")
+    return f", scaled to {level:g} dBFS speech level by vqtok encode (--as-is: not)" if level is not None else ""
+
+
 def format_shipped_card(model) -> str:
     """A shipped model's card as aligned `key value` lines."""
     c = model.card
     store = c.get("storage", {})
     lines = [f"name          {model.name} ({c.get('kind', model.kind)}, {c.get('modality', '?')})",
              f"description   {c.get('description', '')}",
-             f"input         {_input(c)}"]
+             f"input         {_input(c)}" + _level(model)]
     if c.get("kind") == "prior":
         classes = f", {c['classes']} classes" if c.get("classes") else ""
         lines.append(f"models        codes of the shipped tokenizer {c.get('tokenizer')} ({model.fingerprint}; "
