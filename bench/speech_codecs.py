@@ -154,9 +154,9 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False) -> list[Co
 
         def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
             x = audio if rate == table_rate else resample(audio, table_rate, rate)
-            gain = speech_level.gain_to(speech_level.level_db(x, rate), tok.level_db) if at_level else 0.0
+            wav, gain = tok.at_level(x) if at_level else (torch.from_numpy(np.ascontiguousarray(x, np.float32)), 0.0)
             with torch.no_grad():
-                codes = tok.encode(torch.from_numpy(speech_level.apply_gain(x, gain))[None, None])
+                codes = tok.encode(wav[None, None])
                 y = speech_level.apply_gain(tok.decode(codes, size=len(x))[0, 0].float().numpy(), -gain)
             levels = codes if isinstance(codes, list) else [codes]
             seen.append([c.cpu().numpy() for c in levels])
