@@ -19,7 +19,9 @@ from vqtok.run import load_recipe_dict
 from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer, nets
 from vqtok.run import StepBatches, lr_lambda
-from vqtok.tokenizer.train import train_tokenizer
+from vqtok.tokenizer.recipe import DataConfig
+from vqtok.tokenizer.speech_level import level_db
+from vqtok.tokenizer.train import build_datasets, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -66,6 +68,29 @@ def test_exponent_numbers_without_a_dot_are_numbers():
 def test_overrides_reach_nested_fields():
     r = debug_recipe(**{"train.max_steps": 7, "model.net.channels": "[4,8]", "train.lr": 0.5})
     assert r.train.max_steps == 7 and r.model.net.channels == [4, 8] and r.train.lr == 0.5
+
+
+def test_audio_training_crops_take_the_recipe_level_and_random_gain(tone_folder):
+    """data.gain_db reaches every audio training crop, concatenated or not (it once reached concat crops only), and
+    data.level_db brings each file to its level first: training, and validation without the random gain."""
+    kw = dict(kind="audio", root=str(tone_folder), rule="fsdd", segment_seconds=0.1, valid_items=3)
+    plain_train, plain_valid = build_datasets(DataConfig(**kw), 8000)
+    for concat in (False, True):
+        train, _ = build_datasets(DataConfig(**kw, concat=concat, gain_db=6.0), 8000)
+        torch.manual_seed(1)
+        a = train[0]["x"]
+        torch.manual_seed(1)
+        b = (train.base if hasattr(train, "base") else train)[0]["x"]
+        ratio = (a[b != 0] / b[b != 0])
+        assert torch.allclose(ratio, ratio[0]) and abs(20 * torch.log10(ratio[0]).item()) > 0.01
+    train, valid = build_datasets(DataConfig(**kw, level_db=-30.0), 8000)
+    for i in range(len(train)):
+        assert level_db(train.clip(i), 8000) == pytest.approx(-30.0, abs=1e-3)
+        assert level_db(plain_train.clip(i), 8000) > -20  # the tones as stored are louder
+    x, y = valid[0]["x"][0], plain_valid[0]["x"][0]  # whole clips: the plain one scaled, no random gain
+    assert level_db(x.numpy(), 8000) == pytest.approx(-30.0, abs=1e-3)
+    ratio = x[y.abs() > 1e-3] / y[y.abs() > 1e-3]
+    assert torch.allclose(ratio, ratio[0], rtol=1e-5) and ratio[0] < 1
 
 
 def test_lr_schedule_warmup_then_cosine():

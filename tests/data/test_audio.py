@@ -14,6 +14,8 @@ import torch
 from vqtok.data.audio import (
     RULES,
     AudioFolder,
+    ConcatClips,
+    RandomGain,
     fsdd_rule,
     get_rule,
     hash_rule,
@@ -23,6 +25,7 @@ from vqtok.data.audio import (
     resample,
 )
 from vqtok.errors import VqtokError
+from vqtok.tokenizer.speech_level import level_db
 
 FSDD_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/fsdd/recordings"
 def needs_fsdd(test):
@@ -246,6 +249,55 @@ def test_folder_whole_clips_and_lazy_loading(clips):
         assert torch.equal(eager[i]["x"], lazy[i]["x"])
     assert eager.files[3].name == "1_ann_9.wav"  # sorted by relative path: sub/ comes last
     assert eager[3]["x"].shape == (1, 800) and eager[3]["mask"].min() == 1
+
+
+def test_folder_level_db_scales_each_clip_to_the_level(tmp_path):
+    t = np.arange(8000) / 8000
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    root = tmp_path / "level"
+    write(root / "train" / "quiet.wav", 0.01 * tone, 8000)
+    write(root / "train" / "loud.wav", 0.5 * tone, 8000)
+    write(root / "train" / "silent.wav", np.zeros(8000, np.float32), 8000)
+    plain = AudioFolder(root, 8000, None, rule="folders")
+    assert level_db(plain.clip(0), 8000) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.01)  # as stored
+    for preload in (True, False):
+        ds = AudioFolder(root, 8000, None, rule="folders", preload=preload, level_db=-24.0)
+        for i in range(2):  # loud, quiet: the same waveform scaled to -24 dBFS
+            assert level_db(ds.clip(i), 8000) == pytest.approx(-24.0, abs=1e-3)
+            ratio = ds.clip(i)[100:200] / plain.clip(i)[100:200]
+            assert np.allclose(ratio, ratio[0], rtol=1e-5) and ratio[0] > 0
+        assert np.array_equal(ds.clip(2), plain.clip(2))  # silence stays silence
+        assert torch.equal(ds[0]["x"][0], torch.from_numpy(ds.clip(0)))
+
+
+def test_random_gain_scales_whole_items_within_the_range(clips):
+    base = AudioFolder(clips, 8000, 0.25, split="train", rule="fsdd", random_crop=False)
+    with pytest.raises(VqtokError, match="gain_db must be positive"):
+        RandomGain(base, 0.0)
+    gained = RandomGain(base, 6.0)
+    assert len(gained) == len(base) and gained.labels == base.labels
+    torch.manual_seed(0)
+    gains = []
+    for _ in range(40):
+        item, plain = gained[0], base[0]
+        ratio = item["x"][0, 10:] / plain["x"][0, 10:]
+        assert torch.allclose(ratio, ratio[0]) and torch.equal(item["mask"], plain["mask"])
+        gains.append(20 * torch.log10(ratio[0]).item())
+    assert -6.0 <= min(gains) < -3.0 and 3.0 < max(gains) <= 6.0
+    torch.manual_seed(0)  # torch's global RNG: the same seed, the same gains
+    assert 20 * torch.log10(gained[0]["x"][0, 10] / base[0]["x"][0, 10]).item() == pytest.approx(gains[0], abs=1e-4)
+
+
+def test_concat_clips_draws_then_gain_as_one_dataset_did(clips):
+    """ConcatClips followed by RandomGain draws torch's RNG in the order ConcatClips alone did with its gain:
+    the crop and gap draws, then the gain."""
+    base = AudioFolder(clips, 8000, 0.25, split="train", rule="fsdd")
+    torch.manual_seed(3)
+    got = RandomGain(ConcatClips(base), 6.0)[1]["x"]
+    torch.manual_seed(3)
+    crop = ConcatClips(base)[1]["x"]
+    gain = 10 ** ((torch.rand(()) * 2 - 1) * 6.0 / 20)
+    assert torch.equal(got, crop * gain)
 
 
 def test_folder_resamples_once(clips):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.tokenizer import speech_level
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,8 @@ class AudioFolder(Dataset):
     seeding and a restored RNG state reproduce it; ``False`` (validation) takes the centred crop,
     identical at every call. Clips shorter than S start at 0 and are zero-padded.
     ``max_files`` keeps the first files of the split in sorted order (quick experiments, tests).
+    ``level_db`` brings every clip to that speech level (gated RMS dBFS, as `vqtok encode` does for a tokenizer
+    with a ``level_db``) when it is read.
     """
 
     def __init__(
@@ -270,6 +273,7 @@ class AudioFolder(Dataset):
         random_crop: bool = True,
         max_files: int | None = None,
         preload: bool = True,
+        level_db: float | None = None,
     ) -> None:
         if split not in SPLITS:
             raise VqtokError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -286,6 +290,7 @@ class AudioFolder(Dataset):
         self.rule = "hash" if rule is None else rule
         self.random_crop = random_crop
         self.preload = preload
+        self.level_db = level_db
         rule_fn = get_rule(self.rule)
         self.num_classes = RULE_NUM_CLASSES[self.rule]
 
@@ -327,7 +332,7 @@ class AudioFolder(Dataset):
         """Check one file and return its duration in seconds; with preload, decode and keep it."""
         if self.preload:
             wav, info = load_audio(path, self.sample_rate)
-            self._clips.append(wav)
+            self._clips.append(self._to_level(wav))
             return info.duration_seconds
         # Header only: the samples (and their NaN check) are read at __getitem__ time.
         try:
@@ -352,7 +357,13 @@ class AudioFolder(Dataset):
         """The whole clip ``index``, mono float32 (T,) at ``sample_rate``."""
         if self.preload:
             return self._clips[index]
-        return load_audio(self.files[index], self.sample_rate)[0]
+        return self._to_level(load_audio(self.files[index], self.sample_rate)[0])
+
+    def _to_level(self, wav: np.ndarray) -> np.ndarray:
+        if self.level_db is None:
+            return wav
+        gain = speech_level.gain_to(speech_level.level_db(wav, self.sample_rate), self.level_db)
+        return speech_level.apply_gain(wav, gain)
 
     def __getitem__(self, index: int) -> dict:
         wav = torch.from_numpy(self.clip(index))  # (T,)
@@ -398,13 +409,12 @@ class ConcatClips(Dataset):
     Items: ``{"x": (1, S), "mask": ones (1, S), "label": label of clip i, "index": i}``.
     """
 
-    def __init__(self, base: AudioFolder, max_gap_seconds: float = 0.2, gain_db: float = 0.0) -> None:
+    def __init__(self, base: AudioFolder, max_gap_seconds: float = 0.2) -> None:
         if base.segment_samples is None:
             raise VqtokError("ConcatClips needs an AudioFolder with segment_seconds set")
         self.base = base
         self.size = base.segment_samples
         self.max_gap = round(max_gap_seconds * base.sample_rate)
-        self.gain_db = gain_db
         self.num_classes = base.num_classes
         self.labels = base.labels
 
@@ -426,11 +436,30 @@ class ConcatClips(Dataset):
             piece = clip[: self.size - pos]
             x[pos : pos + len(piece)] = piece
             pos += len(piece)
-        if self.gain_db > 0:  # random level, so quiet and loud speakers are both well covered
-            x = x * 10 ** ((torch.rand(()) * 2 - 1) * self.gain_db / 20)
         return {
             "x": x.unsqueeze(0),
             "mask": torch.ones(1, self.size),
             "label": torch.tensor(self.base.labels[index], dtype=torch.int64),
             "index": index,
         }
+
+
+class RandomGain(Dataset):
+    """Each item's ``x`` scaled by a random gain, uniform in [-gain_db, +gain_db] dB (torch's global RNG, drawn
+    after the item's own draws), so that quiet and loud speech are both well covered."""
+
+    def __init__(self, base: Dataset, gain_db: float) -> None:
+        if not gain_db > 0:
+            raise VqtokError(f"gain_db must be positive, got {gain_db}")
+        self.base = base
+        self.gain_db = gain_db
+        self.num_classes = getattr(base, "num_classes", None)
+        self.labels = getattr(base, "labels", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.base[index])
+        item["x"] = item["x"] * 10 ** ((torch.rand(()) * 2 - 1) * self.gain_db / 20)
+        return item

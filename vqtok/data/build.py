@@ -24,6 +24,9 @@ class DataSource:
     pad_to: int | None = None  # mnist: zero-pad 28x28 to this size
     # audio and codes: label/split rule from file names ("fsdd", "fsdd_speaker", "folders", "hash")
     rule: str | None = "hash"
+    # audio: every file brought to this speech level when read (gated RMS dBFS, tokenizer/speech_level.py), as
+    # `vqtok encode` brings a clip to a tokenizer's model.level_db; None reads files as they are
+    level_db: float | None = None
     image_size: list[int] | None = None  # images: [H, W] after resize + centre crop
     channels: int = 1  # images: 1 (grey) or 3 (RGB)
 
@@ -36,7 +39,8 @@ def _audio(source: DataSource, split: str, sample_rate: int | None, crop_seconds
     if sample_rate is None:
         raise VqtokError("data.kind 'audio' needs an audio tokenizer (model.sample_rate)")
     # Training crops are random; whole clips (crop_seconds None) are read as they are.
-    return AudioFolder(source.root, sample_rate, crop_seconds, split, source.rule, random_crop=crop_seconds is not None)
+    return AudioFolder(source.root, sample_rate, crop_seconds, split, source.rule, random_crop=crop_seconds is not None,
+                       level_db=source.level_db)
 
 
 def _images(source: DataSource, split: str, sample_rate: int | None, crop_seconds: float | None) -> Dataset:
@@ -60,6 +64,8 @@ def build_dataset(source: DataSource, split: str, sample_rate: int | None = None
     crops of `crop_seconds` (training) or whole clips (None)."""
     if source.kind not in BUILDERS:
         raise VqtokError(f"unknown data.kind '{source.kind}'; choose one of {', '.join(BUILDERS)}")
+    if source.level_db is not None and source.kind != "audio":
+        raise VqtokError(f"data.level_db is for audio; data.kind is '{source.kind}'")
     return BUILDERS[source.kind](source, split, sample_rate, crop_seconds)
 
 

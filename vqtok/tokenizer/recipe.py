@@ -20,7 +20,7 @@ class DataConfig(DataSource):
     segment_seconds: float = 0.5  # audio: random training crops of this length
     concat: bool = False  # audio: fill crops with several clips and random silences (no padding)
     max_gap_seconds: float = 0.2  # audio with concat: longest silence between clips
-    gain_db: float = 0.0  # audio: random gain in [-gain_db, +gain_db] dB per training crop
+    gain_db: float = 0.0  # audio: random gain in [-gain_db, +gain_db] dB per training crop (after data.level_db)
     valid_items: int = 1000  # size of the fixed validation set (first items of the test split)
     num_workers: int = 0
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vqtok.data.audio import ConcatClips, write_wav
+from vqtok.data.audio import ConcatClips, RandomGain, write_wav
 from vqtok.data.build import build_dataset
 from vqtok.device import autocast
 from vqtok.errors import VqtokError
@@ -36,7 +36,9 @@ def build_datasets(data: DataConfig, model_sample_rate: int | None) -> tuple[Dat
         raise VqtokError("data.kind 'codes' (encoded files) trains priors; a tokenizer needs mnist, audio or images")
     train = build_dataset(data, "train", model_sample_rate, crop_seconds=data.segment_seconds)
     if data.concat and data.kind == "audio":
-        train = ConcatClips(train, data.max_gap_seconds, data.gain_db)
+        train = ConcatClips(train, data.max_gap_seconds)
+    if data.gain_db > 0 and data.kind == "audio":
+        train = RandomGain(train, data.gain_db)
     # Whole validation clips, padded per batch by `collate` (the mask keeps padding out).
     valid = build_dataset(data, "test", model_sample_rate)
     if len(valid) > data.valid_items:
