@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer, nearest_codes
+from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer, first_min_index, nearest_codes
 
 NO_REVIVAL = dict(dead_ratio=0.0, dead_floor=0.0, decay_warmup=0.0)
 
@@ -164,6 +164,25 @@ def test_nearest_codes_match_fp64_brute_force_and_chunking():
     assert torch.equal(nearest_codes(x, cb), ref)
     assert torch.equal(nearest_codes(x, cb, chunk_elements=300 * 7), ref)  # 7-row chunks
     assert torch.equal(nearest_codes(x, cb, chunk_elements=1), ref)
+
+
+@pytest.mark.parametrize("k", [256, 1024, 4096, 320])
+def test_grouped_first_min_index_is_argmin_with_its_tie_rule(k):
+    gen = torch.Generator().manual_seed(k)
+    dist = torch.randn(700, k, generator=gen)
+    assert torch.equal(first_min_index(dist), dist.argmin(1))
+    # Many exact ties, within and across groups: every row's first minimum, as argmin takes it.
+    ties = torch.randint(0, 3, (700, k), generator=gen).float()
+    ties[5] = 1.0  # a row that is one tie
+    assert torch.equal(first_min_index(ties), ties.argmin(1))
+    assert first_min_index(ties)[5] == 0
+
+
+def test_nearest_codes_with_1024_codes_match_fp64_brute_force():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2000, 64, generator=gen)
+    cb = torch.randn(1024, 64, generator=gen)
+    assert torch.equal(nearest_codes(x, cb), torch.cdist(x.double(), cb.double()).argmin(1))
 
 
 def test_large_common_offset_does_not_flip_codes():
