@@ -1,5 +1,6 @@
 """A decoder-only update of a shipped tokenizer keeps its token files decodable: codes fingerprint, same_codes_as."""
 
+import dataclasses
 import json
 import shutil
 
@@ -93,6 +94,21 @@ def test_decoder_update_takes_over_the_token_files_of_earlier_versions(models, w
             f"{first.fingerprint}, with the same codes)") in res.output
     exported_again = export(tmp_path / "stage3", models)  # the same weights once more: the list stays
     assert exported_again.fingerprint == third.fingerprint and exported_again.same_codes_as == third.same_codes_as
+
+
+def test_the_same_weights_with_another_setting_take_over_the_token_files(models, work, tmp_path):
+    """A re-export whose weights are unchanged but whose config is not (a training setting, or a speech model's
+    level_db) has a new fingerprint and the same codes: the earlier fingerprint is listed."""
+    first = registry.get("mnist")
+    tok = load_tokenizer(work / "mnist")
+    tok.config = dataclasses.replace(tok.config, quantizer=dataclasses.replace(tok.config.quantizer, decay=0.9))
+    run = tmp_path / "resetting"
+    run.mkdir()
+    save_tokenizer(tok, run / "tokenizer.safetensors", train_info={"recipe": "debug", "step": 1})
+    shutil.copy(work / "mnist" / "recipe.yaml", run)
+    second = export(run, models)
+    assert second.fingerprint != first.fingerprint and second.codes_fingerprint == first.codes_fingerprint
+    assert second.same_codes_as == (first.fingerprint,)
 
 
 def test_new_codes_do_not_take_over_and_a_token_file_is_refused(models, work, tmp_path):

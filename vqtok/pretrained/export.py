@@ -229,8 +229,9 @@ def export_tokenizer(run: Path, name: str, card_in: CardInput, out: Path, dtype:
 
 def earlier_same_codes(target: Path, model, files: tuple[Path, ...] = ()) -> list[str]:
     """The fingerprints of earlier versions whose token files `model` can take over: the shipped file `target`
-    it replaces, when it makes its codes (a decoder-only update), and each of `files` (given by hand, so one
-    with other codes is an error), with those they listed."""
+    it replaces, when it makes its codes (a decoder-only update, or the same weights with a setting outside the
+    codes fingerprint changed), and each of `files` (given by hand, so one with other codes is an error), with
+    those they listed."""
     found: list[str] = []
     for path in ([target] if target.is_file() else []) + list(files):
         try:
@@ -244,7 +245,8 @@ def earlier_same_codes(target: Path, model, files: tuple[Path, ...] = ()) -> lis
                 continue
             raise VqtokError(f"{path}: makes other codes than the exported model (its encoder or codebook "
                              "differ), so its token files cannot be taken over")
-        same = all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), model.state_dict().values()))
+        same = to_dict(old.config) == to_dict(model.config) and all(
+            torch.equal(a, b) for a, b in zip(old.state_dict().values(), model.state_dict().values()))
         found += [*([] if same else [old.fingerprint]), *old.same_codes_as]
     return list(dict.fromkeys(found))
 
