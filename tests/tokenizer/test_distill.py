@@ -111,4 +111,5 @@ def test_distillation_loss_is_relative_squared_error_on_real_frames():
     assert all(p.grad is None and not p.requires_grad for p in teacher.encoder.parameters())
     # a student that is the teacher scores 0 and full agreement
     exact = EncoderDistillation(teacher.encoder, teacher.encoder, teacher.quantizer)(x, frames)
-    assert float(exact.loss) == 0.0 and float(exact.agree) == 1.0
+    # (0 but for float rounding: the teacher runs without autograd, whose 1-D blocks sum in another order)
+    assert float(exact.loss) < 1e-10 and float(exact.agree) == 1.0

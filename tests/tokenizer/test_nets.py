@@ -98,8 +98,32 @@ def test_without_autograd_the_in_place_path_gives_the_same_numbers_and_leaves_th
         block_in = h.clone()
         block_out = dec.net[1](h)  # a ResBlock alone
     assert torch.equal(x, keep) and torch.equal(h, block_in)  # inputs untouched
-    assert torch.equal(z, z_ref) and torch.equal(y, y_ref)
     assert torch.equal(block_out, dec.net[1](h.requires_grad_()).detach())
+    if dims == 2:
+        assert torch.equal(z, z_ref) and torch.equal(y, y_ref)
+    else:  # the 1-D blocks inside a network sum x + conv + bias in another order (ResBlock.add_to): float rounding
+        torch.testing.assert_close(z, z_ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels, length", [(32, 1000), (48, 333), (256, 50)])
+def test_a_1d_resblock_adds_into_an_owned_input_what_it_would_return(channels, length):
+    torch.manual_seed(channels)
+    block = nets.ResBlock(1, channels, dilation=3, act="hard_elu")
+    x = nets._rows(2 * torch.randn(2, channels, length)).squeeze(2)  # channels-last, as the layers before make it
+    with torch.no_grad():
+        ref = block(x)
+        owned = x.clone()
+        out = block.add_to(owned)
+        plain = x.contiguous()  # another layout takes the plain path: the same numbers
+        torch.testing.assert_close(block.add_to(plain.clone()), ref, rtol=1e-5, atol=1e-6)
+    assert out.data_ptr() == owned.data_ptr()  # written into the input, no new tensor
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(out, x)  # the block did change it
+    with torch.enable_grad():  # with autograd it never overwrites
+        leaf = x.clone().requires_grad_()
+        y = block.add_to(leaf)
+        assert y.data_ptr() != leaf.data_ptr() and torch.equal(leaf.detach(), x)
 
 
 def test_the_kept_channels_last_weight_follows_weight_changes():

@@ -28,8 +28,10 @@ ACTIVATIONS = {"elu": nn.ELU, "hard_elu": HardELU, "relu": nn.ReLU, "gelu": nn.G
 
 
 def in_place(layer: nn.Module, x: Tensor) -> Tensor:
-    """layer(x), overwriting x when the layer is a HardELU; for tensors no one else holds."""
-    return x.clamp_min_(-1.0) if isinstance(layer, HardELU) else layer(x)
+    """layer(x), overwriting x when the layer is a HardELU or a ResBlock; for tensors no one else holds."""
+    if isinstance(layer, HardELU):
+        return x.clamp_min_(-1.0)
+    return layer.add_to(x) if isinstance(layer, ResBlock) else layer(x)
 
 
 def run_layers(layers: nn.Sequential, x: Tensor) -> Tensor:
@@ -144,6 +146,26 @@ class ResBlock(nn.Module):
         # one else holds: on one CPU thread that is 3-5x cheaper than writing new ones (speech-16k encodes ~10%
         # faster, its encoder's full-rate blocks the most). Same numbers either way.
         return run_layers(self.block, x).add_(x)
+
+    def add_to(self, x: Tensor) -> Tensor:
+        """self(x), written into x where it can: without autograd, for an x no one else holds (run_layers after
+        its first layer).
+
+        A 1-D block's last (1x1) conv on the CPU's channels-last layout is one GEMM over (T, C) rows: here it
+        accumulates straight into x, then its bias is added, so the sum needs no new full-rate tensor and one
+        pass less (speech-16k encodes ~8% faster on one thread, the same codes). Rounding differs from self(x)
+        by the order of the three terms' sum (~1e-7).
+        """
+        last = self.block[-1]
+        if torch.is_grad_enabled() or not isinstance(last, Conv1d) or last.kernel_size != (1,) or last.bias is None:
+            return self(x)
+        h = run_layers(self.block[:-1], x)
+        xt, ht = x.transpose(1, 2), h.transpose(1, 2)  # (B, T, C): contiguous in the channels-last layout
+        if x.device.type != "cpu" or last.groups != 1 or not (xt.is_contiguous() and ht.is_contiguous()):
+            return last(h).add_(x)
+        rows = xt.view(-1, xt.shape[-1])
+        rows.addmm_(ht.reshape(rows.shape[0], -1), last.weight[:, :, 0].t()).add_(last.bias)
+        return x
 
     @property
     def dilation(self) -> int | tuple[int, ...]:
