@@ -58,9 +58,10 @@ def first_min_index(dist: Tensor, group: int = 64) -> Tensor:
     n, k = dist.shape
     if dist.device.type != "cpu" or k % group or k < 4 * group:
         return dist.min(1).indices
-    groups = dist.view(n, k // group, group)
-    g = groups.amin(2).min(1).indices  # (N,) the first group whose minimum is the row's
-    return g * group + groups[torch.arange(n, device=dist.device), g].min(1).indices
+    per_row = k // group
+    g = dist.view(n, per_row, group).amin(2).min(1).indices  # (N,) the first group whose minimum is the row's
+    winners = dist.reshape(-1, group).index_select(0, torch.arange(n, device=dist.device) * per_row + g)  # (N, group)
+    return g * group + winners.min(1).indices
 
 
 @torch.no_grad()  # codes carry no gradient
