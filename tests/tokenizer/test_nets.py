@@ -124,6 +124,11 @@ def test_a_1d_resblock_adds_into_an_owned_input_what_it_would_return(channels, l
         leaf = x.clone().requires_grad_()
         y = block.add_to(leaf)
         assert y.data_ptr() != leaf.data_ptr() and torch.equal(leaf.detach(), x)
+    seen = []  # a hook on the last conv (batch encoding masks each conv's input so) still sees it run
+    handle = block.block[-1].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    with torch.no_grad():
+        assert torch.equal(block.add_to(x.clone()), ref) and seen == [(2, channels // 2, length)]
+    handle.remove()
 
 
 def test_the_kept_channels_last_weight_follows_weight_changes():

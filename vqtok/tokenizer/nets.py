@@ -159,6 +159,8 @@ class ResBlock(nn.Module):
         last = self.block[-1]
         if torch.is_grad_enabled() or not isinstance(last, Conv1d) or last.kernel_size != (1,) or last.bias is None:
             return self(x)
+        if last._forward_pre_hooks or last._forward_hooks:  # hooks (batch encoding's masks) see the conv run
+            return self(x)
         h = run_layers(self.block[:-1], x)
         xt, ht = x.transpose(1, 2), h.transpose(1, 2)  # (B, T, C): contiguous in the channels-last layout
         if x.device.type != "cpu" or last.groups != 1 or not (xt.is_contiguous() and ht.is_contiguous()):
