@@ -12,7 +12,8 @@ missing tool gives a row saying so. A tokenizer at another sample rate than the 
 the audio is resampled in and its output back (soxr HQ). Every metric is computed after compensating the
 codec's delay; tokenizer rows add codebook usage and normalised entropy per codebook over all pieces.
 A tokenizer with a level_db encodes each piece brought to that level, as `vqtok encode` does (--as-is adds
-its rows without).
+its rows without); one with a postfilter decodes through it, as `vqtok decode` does (--no-postfilter adds its
+rows without).
 """
 
 from __future__ import annotations
@@ -133,12 +134,12 @@ CLASSICAL: dict[int, list[Codec]] = {
 }
 
 
-def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False) -> list[Codec]:
+def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool = False) -> list[Codec]:
     """One round trip per bitrate of the tokenizer at ``path`` (a run folder or tokenizer file).
 
     A tokenizer with a ``level_db`` gets each piece brought to that level and its output brought back, as
     `vqtok encode` / `decode` do (vqtok/tokenizer/speech_level.py); ``as_is`` adds rows that give it the pieces
-    as they are.
+    as they are. One with a ``postfilter`` decodes through it (postfilter.py); ``raw`` adds rows without it.
 
     Today a tokenizer has one bitrate (all its levels); a model with residual stages would give one
     row per prefix of stages here.
@@ -149,7 +150,7 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False) -> list[Co
     rate = int(tok.sample_rate)
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
 
-    def codec(at_level: bool) -> Codec:
+    def codec(at_level: bool, postfilter: bool) -> Codec:
         seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
 
         def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
@@ -157,17 +158,21 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False) -> list[Co
             wav, gain = tok.at_level(x) if at_level else (torch.from_numpy(np.ascontiguousarray(x, np.float32)), 0.0)
             with torch.no_grad():
                 codes = tok.encode(wav[None, None])
-                y = speech_level.apply_gain(tok.decode(codes, size=len(x))[0, 0].float().numpy(), -gain)
+                y = tok.decode(codes, size=len(x), postfilter=postfilter)[0, 0].float().numpy()
+                y = speech_level.apply_gain(y, -gain)
             levels = codes if isinstance(codes, list) else [codes]
             seen.append([c.cpu().numpy() for c in levels])
             return y if rate == table_rate else resample(y, rate, table_rate)
 
-        name = f"vqtok {label}" + (" (as is)" if tok.level_db is not None and not at_level else "")
+        notes = [*(["as is"] if tok.level_db is not None and not at_level else []),
+                 *(["no postfilter"] if tok.postfilter is not None and not postfilter else [])]
+        name = f"vqtok {label}" + (f" ({', '.join(notes)})" if notes else "")
         return Codec(name, rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)
 
-    if tok.level_db is None:
-        return [codec(False)]
-    return [codec(True)] + ([codec(False)] if as_is else [])
+    has_level, has_post = tok.level_db is not None, tok.postfilter is not None
+    return [codec(has_level, has_post),
+            *([codec(False, has_post)] if as_is and has_level else []),
+            *([codec(has_level, False)] if raw and has_post else [])]
 
 
 def usage_cells(codec: Codec) -> tuple[str, str]:
@@ -221,6 +226,8 @@ def main() -> None:
     parser.add_argument("--no-classical", action="store_true", help="only the tokenizers")
     parser.add_argument("--as-is", action="store_true",
                         help="also a row for each tokenizer with a level_db, given the pieces at their own level")
+    parser.add_argument("--no-postfilter", action="store_true",
+                        help="also a row for each tokenizer with a postfilter, decoded without it")
     parser.add_argument("--no-pesq", action="store_true", help="skip PESQ (the slowest metric)")
     args = parser.parse_args()
     if args.speakers and not args.digits:
@@ -231,7 +238,7 @@ def main() -> None:
     try:
         codecs = [] if args.no_classical else list(CLASSICAL[rate])
         for path in args.tokenizer:
-            codecs += tokenizer_codecs(path, rate, as_is=args.as_is)
+            codecs += tokenizer_codecs(path, rate, as_is=args.as_is, raw=args.no_postfilter)
         if args.digits:
             speakers = args.speakers.split(",") if args.speakers else None
             pieces = make_eval_strings(args.fsdd, n=args.n or 50, sample_rate=rate, speakers=speakers)

@@ -380,15 +380,16 @@ class FileEncoder:
 
 # ------------------------------------------------------------------ decode
 def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", chunk_seconds: float | None = 10.0,
-                      force: bool = False) -> Path:
-    """Decode one codes file to WAV (audio) or PNG (images), trimmed to the original size."""
+                      force: bool = False, postfilter: bool = True) -> Path:
+    """Decode one codes file to WAV (audio; through the tokenizer's postfilter unless `postfilter` is false) or PNG
+    (images), trimmed to the original size."""
     if not force and out.exists():
         raise VqtokError(f"{out}: already exists; pass --force to overwrite it")
     file = read_codes(path, tok)
     if tok.dims == 1:
         src = file.source
         wav = tok.decode_long(file.levels if tok.levels > 1 else file.levels[0], size=int(src["length"]),
-                              chunk_seconds=chunk_seconds)[0].cpu().numpy()  # (T,)
+                              chunk_seconds=chunk_seconds, postfilter=postfilter)[0].cpu().numpy()  # (T,)
         wav = speech_level.apply_gain(wav, -src.get("gain_db", 0.0))  # back to the input's level (speech_level.py)
         rate = tok.sample_rate
         if sample_rate == "original":

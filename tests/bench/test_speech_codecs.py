@@ -13,6 +13,7 @@ from speech_protocol import EvalPiece
 from vqtok import save_tokenizer
 from vqtok.data.audio import resample
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, speech_level
+from vqtok.tokenizer.postfilter import sharpen
 
 SPEECH_FILE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / "test"
                / "librispeech-test-other" / "1688-142285-0000.flac")
@@ -93,3 +94,22 @@ def test_a_tokenizer_with_a_level_gets_each_piece_at_it_and_the_as_is_row_gets_i
             np.testing.assert_allclose(codec.fn(x), out, rtol=1e-5, atol=1e-7)
             assert np.array_equal(codec.codes[-1][0], codes.numpy())
     assert 10 < gain < 30 and [c.name for c in tokenizer_codecs(str(tmp_path / "run"), 16000)] == ["vqtok run"]
+
+
+def test_a_tokenizer_with_a_postfilter_decodes_through_it_and_the_raw_row_without(tmp_path: Path) -> None:
+    cfg = TokenizerConfig(arch="vqvae", dims=1, sample_rate=16000, level_db=-20.0, postfilter=1.2,
+                          net=LevelConfig(channels=[8, 16], strides=[2, 2], res_depth=1, code_dim=4, codebook_size=16))
+    tok = build_tokenizer(cfg)
+    tok.train()(torch.randn(2, 1, 256))  # k-means codebook init
+    (tmp_path / "run").mkdir()
+    save_tokenizer(tok.eval(), tmp_path / "run" / "tokenizer.safetensors", train_info={"recipe": "t", "step": 0})
+    rows = tokenizer_codecs(str(tmp_path / "run"), 16000, as_is=True, raw=True)
+    assert [c.name for c in rows] == ["vqtok run", "vqtok run (as is)", "vqtok run (no postfilter)"]
+    main_row, _, raw_row = rows
+    x = 0.1 * speech()
+    wav, gain = tok.at_level(x)
+    with torch.no_grad():
+        y = tok.decode(tok.encode(wav[None, None]), size=len(x), postfilter=False)[0, 0]
+    np.testing.assert_allclose(raw_row.fn(x), y.numpy() * 10 ** (-gain / 20), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(main_row.fn(x), sharpen(y, 16000, 1.2).numpy() * 10 ** (-gain / 20), rtol=1e-5,
+                               atol=1e-7)

@@ -10,7 +10,8 @@ from vqtok import save_tokenizer
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 
 
-def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64, level_db=None) -> Path:
+def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64, level_db=None,
+                   postfilter=None) -> Path:
     torch.manual_seed(seed)
     strides = [4, 5] if dims == 1 else [2, 2]
     cfg = TokenizerConfig(
@@ -19,6 +20,7 @@ def make_tokenizer(path: Path, arch="vqvae", dims=1, seed=0, codebook_size=64, l
                         code_dim=8, codebook_size=codebook_size),
         top=LevelConfig(channels=[16], strides=[2], res_depth=1, code_dim=8, codebook_size=32) if arch == "vqvae2" else None,
         level_db=level_db,
+        postfilter=postfilter,
     )
     model = build_tokenizer(cfg)
     x = torch.cumsum(torch.randn(4, 1, 4000), -1) * 0.05 if dims == 1 else torch.rand(4, 1, 16, 16)

@@ -69,6 +69,27 @@ def test_decode_images_to_png(tmp_path, cli):
         assert img.size == (21, 13) and img.mode == "L"
 
 
+def test_decode_ends_with_the_tokenizers_postfilter_unless_told_not_to(tmp_path, cli):
+    from vqtok.tokenizer.postfilter import sharpen
+
+    tok_path = make_tokenizer(tmp_path / "pf.safetensors", postfilter=1.3)
+    wav = write_wav(tmp_path / "a.wav", 12001)
+    assert cli("encode", wav, "-m", tok_path, "-o", tmp_path / "a.npy").exit_code == 0
+    tok = load_tokenizer(tok_path)
+    codes = torch.from_numpy(read_codes(tmp_path / "a.npy", tok).levels[0])
+    with torch.no_grad():
+        raw = tok.decode(codes, size=12001, postfilter=False)[0]
+    for flags, ref in (((), sharpen(raw, 8000, 1.3)), (("--no-postfilter",), raw)):
+        out = tmp_path / f"dec{len(flags)}.wav"
+        assert cli("decode", tmp_path / "a.npy", "-m", tok_path, "-o", out, *flags).exit_code == 0
+        y, _ = sf.read(out, dtype="float32")
+        assert np.abs(y - ref.clamp(-1, 1).numpy()).max() < 1 / 32768 + 1e-5  # 16-bit WAV of the same signal
+    assert (raw - sharpen(raw, 8000, 1.3)).abs().max() > 1e-3  # the two differ
+    res = cli("info", tok_path)
+    assert "postfilter    spectral sharpening, exponent 1.3: decode ends with it (--no-postfilter: not)" in res.stdout
+    assert json.loads(cli("info", tok_path, "--json").stdout)["postfilter"] == 1.3
+
+
 def test_info_model_card(tmp_path, audio_tok, cli):
     res = cli("info", audio_tok)
     assert res.exit_code == 0

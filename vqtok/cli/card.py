@@ -42,7 +42,7 @@ def model_card(tok, path: Path) -> dict[str, Any]:
         card["recipe_file"] = str(recipe)
     if tok.dims == 1:
         ctx = tok.context
-        card.update(sample_rate=tok.sample_rate, hop=tok.hop, level_db=tok.level_db,
+        card.update(sample_rate=tok.sample_rate, hop=tok.hop, level_db=tok.level_db, postfilter=tok.postfilter,
                     tokens_per_second=sum(level.get("frame_rate", 0.0) for level in levels) or None,
                     bitrate=tok.bitrate,
                     receptive_field={"encode_samples": [ctx.encode_left, ctx.encode_right],
@@ -71,6 +71,9 @@ def format_card(card: dict[str, Any]) -> str:
         if card.get("level_db") is not None:
             lines.append(f"input level   {card['level_db']:g} dBFS: vqtok encode scales speech to it (gated RMS), "
                          "the token file keeps the gain for decode")
+        if card.get("postfilter") is not None:
+            lines.append(f"postfilter    spectral sharpening, exponent {card['postfilter']:g}: decode ends with it "
+                         "(--no-postfilter: not)")
     for lv in card["levels"]:
         rate = f", {lv['frame_rate']:g} frames/s" if "frame_rate" in lv else ""
         lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "

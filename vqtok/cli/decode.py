@@ -67,12 +67,15 @@ class TokenizerFinder:
                    "length), or a number of Hz.")
 @click.option("--chunk-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Audio decoded this much at a time (0: all at once); never changes the output.")
+@click.option("--no-postfilter", is_flag=True,
+              help="Audio: the decoder's output as it is, without the tokenizer's spectral sharpening postfilter "
+                   "(vqtok info shows whether it has one).")
 @device_option
 @threads_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @friendly_errors
 def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sample_rate: str, chunk_seconds: float,
-            device: str, threads: int | None, force: bool) -> None:
+            no_postfilter: bool, device: str, threads: int | None, force: bool) -> None:
     """Decode CODES files (.npy/.npz with their .json sidecars) or folders of them.
 
     Without -m the tokenizer is the one the sidecar records: the shipped tokenizer with that
@@ -110,7 +113,8 @@ def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sampl
                 if (".wav" if tok.dims == 1 else ".png") != suffix:
                     raise VqtokError(f"{job.source}: made by an {'audio' if tok.dims == 1 else 'image'} tokenizer, "
                                      f"unlike the first codes file of this run; decode it on its own")
-                decode_codes_file(tok, job.source, job.out, sample_rate, chunk_seconds or None, force)
+                decode_codes_file(tok, job.source, job.out, sample_rate, chunk_seconds or None, force,
+                                  postfilter=not no_postfilter)
             except VqtokError as err:
                 if plan.single:
                     raise

@@ -53,11 +53,15 @@ def format_table(models) -> str:
 
 
 def _level(model) -> str:
-    """", scaled to L dBFS speech level by vqtok encode" for a tokenizer with a level_db (its config), else ""."""
+    """", scaled to L dBFS speech level by vqtok encode" for a tokenizer with a level_db (its config), and the
+    postfilter decode ends with, if any; else ""."""
     from vqtok.pretrained import registry
 
-    level = json.loads(registry.header(model.path).get("config") or "{}").get("level_db")
-    return f", scaled to {level:g} dBFS speech level by vqtok encode (--as-is: not)" if level is not None else ""
+    config = json.loads(registry.header(model.path).get("config") or "{}")
+    level, post = config.get("level_db"), config.get("postfilter")
+    return ((f", scaled to {level:g} dBFS speech level by vqtok encode (--as-is: not)" if level is not None else "")
+            + (f"; decoded through a spectral sharpening postfilter, exponent {post:g} (--no-postfilter: not)"
+               if post is not None else ""))
 
 
 def format_shipped_card(model) -> str:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqtok.tokenizer import speech_level, streaming
+from vqtok.tokenizer.postfilter import sharpen
 from vqtok.tokenizer.heads import HeadConfig, IstftDecoder
 from vqtok.tokenizer.nets import Decoder
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
@@ -86,6 +87,9 @@ class TokenizerConfig:
     # audio: the speech level (gated RMS, dBFS; speech_level.py) `vqtok encode` brings each clip to before encoding,
     # keeping the gain in the token file for `vqtok decode` to undo; None: clips are encoded as they are
     level_db: float | None = None
+    # audio: `decode` ends with a spectral sharpening postfilter (postfilter.py) of this exponent (> 1 sharpens);
+    # None: the decoder's output as it is. Training and its losses never see it.
+    postfilter: float | None = None
 
 
 @dataclass
@@ -151,6 +155,11 @@ class Tokenizer(nn.Module):
         return self.config.level_db
 
     @property
+    def postfilter(self) -> float | None:
+        """The exponent of the postfilter `decode` and `decode_long` end with (`TokenizerConfig.postfilter`)."""
+        return self.config.postfilter
+
+    @property
     def sample_rate(self) -> int | None:
         return self.config.sample_rate
 
@@ -191,8 +200,12 @@ class Tokenizer(nn.Module):
         codes = codes if batched else [c[0] for c in codes]
         return codes[0] if self.levels == 1 else codes
 
-    def decode(self, codes: Tensor | list[Tensor], size: int | tuple[int, ...] | None = None) -> Tensor:
-        """Codes -> output (B, C, *S) (or (C, *S) for unbatched codes), trimmed to `size` if given."""
+    def decode(self, codes: Tensor | list[Tensor], size: int | tuple[int, ...] | None = None,
+               postfilter: bool = True) -> Tensor:
+        """Codes -> output (B, C, *S) (or (C, *S) for unbatched codes), trimmed to `size` if given.
+
+        Audio ends with the tokenizer's postfilter, if it has one (`postfilter=False`: the decoder's output as is).
+        """
         levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
         if len(levels) != self.levels:
             raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
@@ -204,6 +217,11 @@ class Tokenizer(nn.Module):
         out = self.decode_padded(levels)
         if size is not None:
             out = self._trim(out, (size,) if isinstance(size, int) else tuple(size))
+        if postfilter and self.postfilter is not None:
+            with torch.no_grad():
+                flat = out.detach().reshape(-1, out.shape[-1]).cpu()
+                out = torch.stack([sharpen(y, self.sample_rate, self.postfilter) for y in flat]).reshape(out.shape)
+            out = out.to(self.device)
         return out if batched else out[0]
 
     def decoder_modules(self) -> list[nn.Module]:
@@ -243,17 +261,18 @@ class Tokenizer(nn.Module):
         return levels[0] if self.levels == 1 else levels
 
     def decode_long(self, codes: Tensor | np.ndarray | Sequence, size: int | None = None,
-                    chunk_seconds: float | None = None) -> Tensor:
+                    chunk_seconds: float | None = None, postfilter: bool = True) -> Tensor:
         """Unbatched codes (as `encode_long` returns) -> (1, T) audio, block by block, trimmed to `size`.
 
-        Equal to `decode` to float tolerance, and bit-identical for every `chunk_seconds`.
+        Equal to `decode` to float tolerance, and bit-identical for every `chunk_seconds`; the postfilter as in
+        `decode`.
         """
         levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
         if len(levels) != self.levels:
             raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
         levels = [torch.as_tensor(np.asarray(c.cpu() if isinstance(c, Tensor) else c)).long() for c in levels]
         hops = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000) / self.hop))
-        pieces = list(streaming.stream_decode(self, levels, size, hops))
+        pieces = list(streaming.stream_decode(self, levels, size, hops, postfilter=postfilter))
         wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return torch.from_numpy(wav)[None].to(self.device)
 

@@ -35,6 +35,11 @@ def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
     if config.level_db is not None and (config.dims != 1 or config.sample_rate is None):
         raise VqtokError(f"level_db {config.level_db} is a speech level: for audio tokenizers (dims 1, a "
                          "sample_rate) only")
+    if config.postfilter is not None and (config.dims != 1 or config.sample_rate is None):
+        raise VqtokError(f"postfilter {config.postfilter} sharpens decoded audio: for audio tokenizers (dims 1, a "
+                         "sample_rate) only")
+    if config.postfilter is not None and not config.postfilter > 0:
+        raise VqtokError(f"postfilter must be a positive exponent (1: no change), got {config.postfilter}")
     return cls(config)
 
 
@@ -68,10 +73,10 @@ def codes_fingerprint(model: Tokenizer, tensors: dict[str, torch.Tensor] | None 
 
 def coding_architecture(config: dict[str, Any]) -> dict[str, Any]:
     """`architecture` without what came after the codes fingerprint was fixed and leaves the codes the model
-    makes of a waveform as they were: `decoder_res_depth` (a deeper decoder) and `level_db` (the level
-    `vqtok encode` scales clips to, its gain kept in each token file). Every earlier fingerprint stays as it
-    was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
-    arch = {k: v for k, v in architecture(config).items() if k != "level_db"}
+    makes of a waveform as they were: `decoder_res_depth` (a deeper decoder), `level_db` (the level
+    `vqtok encode` scales clips to, its gain kept in each token file) and `postfilter` (run on decoded audio).
+    Every earlier fingerprint stays as it was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
+    arch = {k: v for k, v in architecture(config).items() if k not in ("level_db", "postfilter")}
     for level in ("net", "top"):
         if isinstance(arch.get(level), dict):
             arch[level] = {k: v for k, v in arch[level].items() if k != "decoder_res_depth"}

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from vqtok.tokenizer.heads import ConvNeXtBlock, IstftDecoder
 from vqtok.tokenizer.nets import Decoder, Encoder, Patchify, ResBlock
+from vqtok.tokenizer.postfilter import Postfilter
 
 # Canonical block length: about this many seconds of audio (8000 samples when no sample rate is set).
 BLOCK_SECONDS = 1.0
@@ -226,11 +227,26 @@ def join_levels(parts: list[list[np.ndarray]], levels: int) -> list[np.ndarray]:
 # ------------------------------------------------------------------ long decode
 @torch.no_grad()
 def stream_decode(tok, levels: list[np.ndarray | Tensor], length: int | None = None,
-                  chunk_hops: int | None = None) -> Iterator[np.ndarray]:
+                  chunk_hops: int | None = None, postfilter: bool = True) -> Iterator[np.ndarray]:
     """Decode per-level 1-D codes (top first) block by block; yields consecutive (samples,) float32 pieces.
 
-    `length` trims the output (default: frames x hop). `chunk_hops` groups blocks per yielded piece.
+    `length` trims the output (default: frames x hop). `chunk_hops` groups blocks per yielded piece. The
+    tokenizer's postfilter (postfilter.py), if it has one and `postfilter` is true, runs over the pieces as they
+    come (its pieces then lag the decoder's by up to ~0.6 s; the last one comes at the end).
     """
+    pieces = _decoded_pieces(tok, levels, length, chunk_hops)
+    if not postfilter or tok.postfilter is None:
+        yield from pieces
+        return
+    post = Postfilter(tok.sample_rate, tok.postfilter)
+    for piece in pieces:
+        yield post.add(torch.from_numpy(piece)).numpy()
+    yield post.flush().numpy()
+
+
+def _decoded_pieces(tok, levels: list[np.ndarray | Tensor], length: int | None,
+                    chunk_hops: int | None) -> Iterator[np.ndarray]:
+    """stream_decode without the postfilter."""
     hop, B, ctx = tok.hop, tok.block_frames, tok.context
     ratio = _level_ratio(tok)
     levels = [torch.as_tensor(np.asarray(c), dtype=torch.long) for c in levels]
