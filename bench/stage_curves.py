@@ -62,7 +62,7 @@ def main() -> None:
             ax.plot([r[0] for r in rows], [r[index] for r in rows], "o-", label=f"{name} stages")
             if shipped:
                 ax.plot([rows[-1][0]], [shipped["stoi" if index == 1 else f"pesq_{mode}"]], "r*", markersize=12,
-                        label="shipped (at its level_db)")
+                        label="shipped (at its level_db, with its postfilter)")
             for codec, figures in anchors.items():
                 ax.axhline(figures[index - 1], linestyle="--", linewidth=1, color="gray")
                 ax.annotate(codec, (1, figures[index - 1]), fontsize=8, color="gray", va="bottom")

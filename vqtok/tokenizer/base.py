@@ -204,7 +204,8 @@ class Tokenizer(nn.Module):
                postfilter: bool = True) -> Tensor:
         """Codes -> output (B, C, *S) (or (C, *S) for unbatched codes), trimmed to `size` if given.
 
-        Audio ends with the tokenizer's postfilter, if it has one (`postfilter=False`: the decoder's output as is).
+        Audio ends with the tokenizer's postfilter, if it has one (`postfilter=False`: the decoder's output as is,
+        with its autograd graph; the postfilter is not differentiable).
         """
         levels = [codes] if isinstance(codes, (Tensor, np.ndarray)) else list(codes)
         if len(levels) != self.levels:
