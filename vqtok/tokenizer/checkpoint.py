@@ -75,7 +75,8 @@ def coding_architecture(config: dict[str, Any]) -> dict[str, Any]:
     """`architecture` without what came after the codes fingerprint was fixed and leaves the codes the model
     makes of a waveform as they were: `decoder_res_depth` (a deeper decoder), `level_db` (the level
     `vqtok encode` scales clips to, its gain kept in each token file) and `postfilter` (run on decoded audio).
-    Every earlier fingerprint stays as it was. (decoder_head and head shape the decoder alone too, but were in it from the start.)"""
+    Every earlier fingerprint stays as it was. (decoder_head and head shape the decoder alone too, but were in it
+    from the start.)"""
     arch = {k: v for k, v in architecture(config).items() if k not in ("level_db", "postfilter")}
     for level in ("net", "top"):
         if isinstance(arch.get(level), dict):
