@@ -362,8 +362,7 @@ class AudioFolder(Dataset):
     def _to_level(self, wav: np.ndarray) -> np.ndarray:
         if self.level_db is None:
             return wav
-        gain = speech_level.gain_to(speech_level.level_db(wav, self.sample_rate), self.level_db)
-        return speech_level.apply_gain(wav, gain)
+        return speech_level.to_level(wav, self.sample_rate, self.level_db)[0]
 
     def __getitem__(self, index: int) -> dict:
         wav = torch.from_numpy(self.clip(index))  # (T,)

@@ -293,8 +293,8 @@ class Tokenizer(nn.Module):
         wav = self._mono(x)
         if self.level_db is None:
             return wav, 0.0
-        gain = speech_level.gain_to(speech_level.level_db(wav.numpy(), self.sample_rate), self.level_db)
-        return torch.from_numpy(speech_level.apply_gain(wav.numpy(), gain)), gain
+        audio, gain = speech_level.to_level(wav.numpy(), self.sample_rate, self.level_db)
+        return torch.from_numpy(audio), gain
 
     def frames_to_seconds(self, frames: int | float, level: int = -1) -> float:
         """Seconds spanned by `frames` codes of `level` (default: the finest); also frame n's start time."""

@@ -72,3 +72,9 @@ def gain_to(level: float, target_db: float) -> float:
 def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
     """x scaled by `gain_db`, float32."""
     return (np.asarray(x, np.float32) * np.float32(10 ** (gain_db / 20))).astype(np.float32, copy=False)
+
+
+def to_level(x: np.ndarray, sample_rate: int, target_db: float) -> tuple[np.ndarray, float]:
+    """A whole clip (T,) brought to `target_db` (float32), and the gain in dB that did it."""
+    gain = gain_to(level_db(x, sample_rate), target_db)
+    return apply_gain(x, gain), gain
