@@ -7,7 +7,8 @@
 #      (train.device=cuda train.precision=bf16), then each prior recipe on the short run of its tokenizer;
 #   4. the same recipes once more under `torchrun --nproc_per_node=1` ($DDP_STEPS steps);
 #   5. a table: steps/s on the GPU (the last logged window, so start-up is not counted), alone and under
-#      torchrun, against the CPU figure of each recipe's header comment.
+#      torchrun, against the CPU figure of each recipe's header comment (its "CPU speed: X steps/s" where it
+#      has one, else the first "X steps/s", else steps over "CPU time").
 # Every stage runs under `timeout` and the whole script keeps to $BUDGET seconds: what no longer fits is
 # skipped with a row saying so.
 #
@@ -16,6 +17,8 @@
 # Environment (defaults in brackets):
 #   DATA [../shared/data]  data folder (mnist/, fsdd/recordings, speech/); a recipe's ../shared/data is replaced
 #   STEPS [300] DDP_STEPS [150] BUDGET [570 s] TEST_TIMEOUT [180 s] PYTHON [python3]
+#   DDP_RECIPES [all]  the recipes that also run under torchrun, e.g. "mnist.yaml speech16k.yaml mnist_prior.yaml"
+#   PYTEST_ARGS  extra pytest arguments, e.g. "-n 8" where pytest-xdist is installed
 #   WHEELS   a folder of wheels for what the machine lacks (soundfile, soxr, librosa and its needs, pesq, pystoi)
 #   WORK     where runs and logs go [a new temporary folder]; $OUT/gpu_check.log too when OUT is set
 #   DEVICE [cuda] PRECISION [bf16] SKIP_INSTALL [0] SKIP_TESTS [0]: `DEVICE=cpu PRECISION=fp32 STEPS=4
@@ -91,7 +94,8 @@ EOF
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     t=$TEST_TIMEOUT; [ "$t" -gt "$(left)" ] && t=$(left)
     say "test suite (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-all}), timeout ${t}s"
-    timeout "$t" "$PY" -m pytest -q -p no:cacheprovider 2>&1 | tail -n 25
+    # shellcheck disable=SC2086
+    timeout "$t" "$PY" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tail -n 25
     say "test suite exit status ${PIPESTATUS[0]} (124: timed out)"
 fi
 
@@ -110,7 +114,9 @@ tok = str(recipe.get("tokenizer", "")).rstrip("/").split("/")[-1] if recipe.get(
 header = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
 header = header.replace(",", "")
 cpu = "?"
-if m := re.search(r"([\d.]+) steps/s", header):
+if m := re.search(r"CPU speed: ([\d.]+) steps/s", header):  # the tag a header gives when its prose has several
+    cpu = m.group(1)
+elif m := re.search(r"([\d.]+) steps/s", header):
     cpu = m.group(1)
 elif (steps := re.search(r"(\d+) steps", header)) and (t := re.search(r"CPU time:\D*?(\d+) min(?: (\d+) s)?", header)):
     cpu = f"{int(steps.group(1)) / (int(t.group(1)) * 60 + int(t.group(2) or 0)):.2f}"
@@ -135,6 +141,8 @@ train() {
                 train.precision="$PRECISION")
     [ "$root" != "-" ] && args+=(data.root="$root")
     if [ "$kind" = prior ]; then
+        # the recipe's run folder (runs/mnist_vqvae2), else the recipe before its first _ (runs/speech_digits: speech)
+        [ -f "$WORK/$tok/tokenizer.safetensors" ] || tok=${tok%%_*}
         [ -f "$WORK/$tok/tokenizer.safetensors" ] || { echo "no tokenizer run $tok"; return; }
         args+=(tokenizer="$WORK/$tok")
     fi
@@ -150,7 +158,7 @@ train() {
         echo "failed (exit $rc)"
         return
     fi
-    last_steps_per_s "$WORK/$name"
+    echo "$(last_steps_per_s "$WORK/$name") steps/s"
 }
 
 if [ $# -gt 0 ]; then
@@ -169,26 +177,30 @@ for r in "${ordered[@]}"; do
     name=$(basename "$r" .yaml)
     say "train $name: $STEPS steps on $DEVICE ($PRECISION)"
     single[$name]=$(train "$r" "$name" "$STEPS" "")
-    say "  $name: ${single[$name]} steps/s"
+    say "  $name: ${single[$name]}"
 done
 for r in "${ordered[@]}"; do
     name=$(basename "$r" .yaml)
+    if [ -n "${DDP_RECIPES:-}" ] && [[ " $DDP_RECIPES " != *" $name.yaml "* ]]; then
+        ddp_sps[$name]="not asked"; continue
+    fi
     say "torchrun --nproc_per_node=1 $name: $DDP_STEPS steps"
     ddp_sps[$name]=$(train "$r" "${name}_ddp" "$DDP_STEPS" ddp)
-    say "  ${name} (torchrun): ${ddp_sps[$name]} steps/s"
+    say "  ${name} (torchrun): ${ddp_sps[$name]}"
 done
 
 # ---------------------------------------------------------------- 5. table
 echo
-echo "steps/s on $DEVICE ($PRECISION autocast), $STEPS steps alone and $DDP_STEPS under torchrun; CPU: the recipe header"
+echo "steps/s on $DEVICE ($PRECISION autocast), $STEPS steps alone and $DDP_STEPS under torchrun;" \
+     "CPU: the recipe header"
 echo "| recipe | $DEVICE steps/s | torchrun steps/s | CPU steps/s (header) | speed-up |"
 echo "|---|---:|---:|---:|---:|"
 for r in "${ordered[@]}"; do
     name=$(basename "$r" .yaml)
     cpu=$(recipe_info "$r" | cut -d' ' -f4)
-    gpu=${single[$name]}
+    gpu=${single[$name]% steps/s}
     ratio=$("$PY" -c "import sys; g, c = sys.argv[1:]; print(f'{float(g) / float(c):.1f}x')" "$gpu" "$cpu" 2>/dev/null \
             || echo "-")
-    echo "| $name | $gpu | ${ddp_sps[$name]} | $cpu | $ratio |"
+    echo "| $name | $gpu | ${ddp_sps[$name]% steps/s} | $cpu | $ratio |"
 done
 say "done in ${SECONDS}s (budget ${BUDGET}s); runs and logs in $WORK"
