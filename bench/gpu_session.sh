@@ -8,7 +8,7 @@
 #   train  the speech-16k runs of $SPEECH side by side until second $END_AT of the script (or $END s on): a short
 #          calibration of all of them together sizes each run's cosine schedule to the time left
 #   pack   logs, metrics and weights into $OUT (8 files at most, 16 MiB each)
-# e.g. `END_AT=540 bash bench/gpu_session.sh setup check train pack`. Elsewhere point DATA_DIR at real data and skip setup.
+# e.g. `END_AT=540 bash bench/gpu_session.sh setup check train pack`. Elsewhere: DATA_DIR at real data, no setup.
 #
 # Preparation on the CPU machine (.gpu/ is ignored by .git/info/exclude and carried to the device):
 #   wheels:  pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform
@@ -143,8 +143,8 @@ pack() {
     for f in "$RUNS"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -n 6 "$f"; }; done >"$OUT/train_logs.txt"
     [ -d /tmp/gpu_check ] && (cd /tmp/gpu_check && tar czf "$OUT/gpu_check_runs.tgz" --exclude='*.safetensors' \
         --exclude='state.pt' --exclude='codes' --exclude='*.png' .)
-    [ -d "$RUNS" ] && (cd "$RUNS" && tar cf - --exclude='state.pt' --exclude='codes' --exclude='cal_*' --exclude='*.wav' . \
-        | gzip -1 | split -b 15M -d - "$OUT/runs.tgz.")
+    [ -d "$RUNS" ] && (cd "$RUNS" && tar cf - --exclude='state.pt' --exclude='codes' --exclude='cal_*' \
+        --exclude='*.wav' . | gzip -1 | split -b 15M -d - "$OUT/runs.tgz.")
     ls -la "$OUT"
 }
 
