@@ -2,7 +2,8 @@
 # gpu_check.sh: one prepared check of vqtok on a CUDA machine, in under 10 minutes on one GPU.
 #   1. install: the machine's torch if it has one (else `pip install torch`), the other dependencies from
 #      $WHEELS if given (pip --no-index: machines that reach no registry), then the package, editable;
-#   2. the test suite (default selection) with CUDA visible;
+#   2. the test suite (default selection) with CUDA visible: tests/test_cuda.py trains, quantizes and encodes on
+#      the GPU; the rest keeps 'auto' on the CPU (VQTOK_DEVICE=cpu, tests/conftest.py), as its numbers are CPU's;
 #   3. each tokenizer recipe of recipes/ (debug.yaml aside) for $STEPS steps under bf16 autocast
 #      (train.device=cuda train.precision=bf16), then each prior recipe on the short run of its tokenizer;
 #   4. the same recipes once more under `torchrun --nproc_per_node=1` ($DDP_STEPS steps);

@@ -13,7 +13,8 @@
 # Preparation on the CPU machine (.gpu/ is ignored by .git/info/exclude and carried to the device):
 #   wheels:  pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform
 #            manylinux_2_28_x86_64 (...) -d .gpu/whl soundfile cffi pycparser soxr librosa audioread decorator
-#            pooch platformdirs pystoi;  pip download --no-deps --no-binary=:all: -d .gpu/src pesq
+#            pooch platformdirs pystoi pytest-runner;  pip download --no-deps --no-binary=:all: -d .gpu/src pesq
+#            (pesq's setup.py asks for pytest-runner: without its wheel the 2026-12-04 build failed there)
 #   speech:  opusenc --bitrate 48 each FLAC of ../shared/data/speech/{train,test} -> .gpu/data/speech/.../*.ogg
 #            (the 74 MB of FLAC do not fit in 64 MiB with the repository; the Opus copy is decoded back there)
 #   digits:  FSDD as FLAC in .gpu/data/fsdd (sox), MNIST copied to .gpu/data/mnist
@@ -47,8 +48,11 @@ setup() {
         --target /tmp/site .gpu/whl/*.whl || { say "FAILED: wheels"; exit 3; }
     export PYTHONPATH=$REPO:/tmp/site
     # pesq has no wheels: built from its sdist with the machine's numpy and cython (in the background)
-    ( [ "$DRY" = 1 ] || timeout 120 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-        --target /tmp/site .gpu/src/pesq-*.tar.gz >/tmp/pesq_build.log 2>&1 && say "pesq built" \
+    # (its setup.py fetches pytest-runner through pip: PIP_FIND_LINKS points that at the carried wheel; not yet seen
+    # working there)
+    ( [ "$DRY" = 1 ] || PIP_NO_INDEX=1 PIP_FIND_LINKS=$REPO/.gpu/whl timeout 120 python3 -m pip install -q --no-index \
+        --no-deps --no-build-isolation --no-cache-dir --target /tmp/site .gpu/src/pesq-*.tar.gz \
+        >/tmp/pesq_build.log 2>&1 && say "pesq built" \
         || say "pesq did not build (its tests are skipped): $(tail -n 1 /tmp/pesq_build.log)" ) &
     local pesq=$!
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null

@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to the shared data and a fixed seed."""
 
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The suite's numbers are CPU numbers (bit-exact resumes, CLI output against a CPU reference, one trained model
+# against another): on a machine with a GPU, 'auto' still means the CPU here, and tests/test_cuda.py runs the CUDA
+# paths on purpose (bench/gpu_check.sh runs both).
+os.environ["VQTOK_DEVICE"] = "cpu"
 
 
 # Small convolutions run faster on one thread than on two busy ones (OpenMP barriers on a shared

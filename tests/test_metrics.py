@@ -79,6 +79,7 @@ def test_codebook_stats() -> None:
 
 
 def test_stoi_and_pesq_on_real_speech(speech: np.ndarray) -> None:
+    pytest.importorskip("pesq", reason="PESQ needs the eval extra (pip install vqtok[eval])")
     assert metrics.stoi(speech, speech, SR) == pytest.approx(1.0, abs=1e-3)
     assert metrics.pesq_nb(speech, speech, SR) > 4.0
     degraded = speech + 0.02 * noise(len(speech)).astype(np.float32)

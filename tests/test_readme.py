@@ -75,6 +75,7 @@ def run_quickstart(workdir: Path, train: bool) -> None:
 
 
 def test_quickstart_runs(workdir):
+    pytest.importorskip("pesq", reason="PESQ needs the eval extra (pip install vqtok[eval])")
     run_quickstart(workdir, train=False)
     python = section_block("Tokens for downstream models", "python")
     python = python.replace("../shared/data/fsdd/recordings", "fsdd/recordings")

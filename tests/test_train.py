@@ -366,8 +366,9 @@ def _ddp_worker(rank: int, port: int, tmp: str, init_from: str | None = None) ->
         os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
         torch.set_num_threads(1)
-        recipe = debug_recipe(**{"train.max_steps": 3, "train.batch_size": 8, "train.valid_every": 100,
-                                 "train.save_every": 100, "train.log_every": 1, "loss.decoder_only": bool(init_from)})
+        recipe = debug_recipe(**{"train.device": "cpu", "train.max_steps": 3, "train.batch_size": 8,
+                                 "train.valid_every": 100, "train.save_every": 100, "train.log_every": 1,
+                                 "loss.decoder_only": bool(init_from)})
         model = train_tokenizer(recipe, Path(tmp) / "run", init_from=init_from, progress=False)
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, Path(tmp) / f"rank{rank}.pt")
     except BaseException:

@@ -11,13 +11,19 @@ from vqtok.errors import VqtokError
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU. Under torchrun each rank takes cuda:LOCAL_RANK."""
+    """'auto' -> CUDA when present, else CPU; the environment variable VQTOK_DEVICE, when set, names what 'auto'
+    means instead (VQTOK_DEVICE=cpu keeps a GPU machine's runs on the CPU). Under torchrun each rank takes
+    cuda:LOCAL_RANK."""
+    if name == "auto" and os.environ.get("VQTOK_DEVICE", "auto") != "auto":
+        name = os.environ["VQTOK_DEVICE"]
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise VqtokError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    if name == "cuda":  # no index: this rank's GPU under torchrun, else the first
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     try:
         return torch.device(name)
     except RuntimeError:

@@ -9,6 +9,7 @@ batches from `StepBatches` and reports through a `Progress`. A second model (a G
 from __future__ import annotations
 
 import math
+import inspect
 import os
 import random
 import signal
@@ -83,19 +84,22 @@ class Dist:
             dist.destroy_process_group()
 
 
-def init_distributed() -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on CUDA, gloo on CPU."""
+def init_distributed(device: str = "auto") -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL for a run on CUDA, gloo for one on the CPU (`train.device`:
+    a CPU run on a machine with a GPU still talks gloo, since NCCL moves only CUDA tensors)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if pick_device(device).type == "cuda" else "gloo")
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def start_run(cfg: TrainConfig, seed_offset: int = 0) -> torch.device:
     """Device and CPU threads of `cfg`; torch, Python and NumPy seeded with cfg.seed + seed_offset (the rank)."""
     device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's collectives and a bare .cuda() go to this rank's GPU
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + seed_offset)
@@ -357,3 +361,14 @@ def draw_curves(run: Path) -> None:
         plot_run(run)
     except Exception as err:  # noqa: BLE001
         tqdm.write(f"could not draw curves: {err}")
+
+
+def ddp_wrap(net: torch.nn.Module, device: torch.device, sync_buffers: bool = True) -> torch.nn.Module:
+    """`net` in DistributedDataParallel on `device`. Without `sync_buffers`, buffers are copied from rank 0 once at
+    start but not before every forward (torch 2.13 calls that `forward_sync_buffers`, earlier releases
+    `broadcast_buffers`)."""
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return ddp(net, device_ids=ids, forward_sync_buffers=sync_buffers)
+    return ddp(net, device_ids=ids, broadcast_buffers=sync_buffers)

@@ -102,6 +102,7 @@ def test_compensate_delay_lines_up(delay: int) -> None:
 
 
 def test_wideband_scores_and_delay_window_at_16k(speech16k: np.ndarray) -> None:
+    pytest.importorskip("pesq", reason="PESQ needs the eval extra (pip install vqtok[eval])")
     assert defined_pesq_modes(16000) == ("wb", "nb") and defined_pesq_modes(8000) == ("nb",)
     # Trailing silence, so that a delayed output loses nothing but zeros when cut to the input's length.
     piece = [EvalPiece(np.concatenate([speech16k, np.zeros(3200, np.float32)]))]

@@ -125,6 +125,7 @@ def test_info_codes_file(tmp_path, audio_tok, cli):
 
 
 def test_eval_audio_folder_with_json(tmp_path, audio_tok, cli):
+    pytest.importorskip("pesq", reason="PESQ needs the eval extra (pip install vqtok[eval])")
     src = tmp_path / "in"
     src.mkdir()
     for f in sorted(SHARED_FSDD.glob("*.wav"))[:8]:

@@ -17,7 +17,7 @@ from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
 from vqtok.plots import image_grid, save_png, save_spectrograms
-from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, draw_curves,
+from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, ddp_wrap, draw_curves,
                        ignore_worker_deaths, improved, init_distributed, load_state, save_state, set_rng_state,
                        start_run, write_recipe)
 from vqtok.tokenizer.base import Tokenizer, TokenizerOutput
@@ -100,8 +100,7 @@ class Adversary:
         self.module = Discriminators(cfg).to(device).train()
         self.net = self.module
         if ddp.world > 1:  # DDP also broadcasts rank 0's initial weights
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None)
+            self.net = ddp_wrap(self.module, device)
         self.part = trainables.add("disc", self.module.parameters(), replace(train, lr=cfg.lr or train.lr),
                                    keep_weights=self.module)
         self.device = device
@@ -261,8 +260,8 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     `resume` continues from run/state.pt; `init_from` starts from an existing tokenizer's weights;
     `stop_after` ends after that many steps as an interruption would (the schedule still spans max_steps).
     """
-    ddp = init_distributed()
     cfg = recipe.train
+    ddp = init_distributed(cfg.device)
     device = start_run(cfg, seed_offset=ddp.rank)
     # Data
     train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
@@ -333,8 +332,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     if ddp.world > 1:
         # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
         # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+        net = ddp_wrap(net, device, sync_buffers=False)
 
     stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, ddp.rank, ddp.world)
