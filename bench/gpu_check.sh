@@ -6,7 +6,8 @@
 #      the GPU; the rest keeps 'auto' on the CPU (VQTOK_DEVICE=cpu, tests/conftest.py), as its numbers are CPU's;
 #   3. each tokenizer recipe of recipes/ (debug.yaml aside) for $STEPS steps under bf16 autocast
 #      (train.device=cuda train.precision=bf16), then each prior recipe on the short run of its tokenizer;
-#   4. the same recipes once more under `torchrun --nproc_per_node=1` ($DDP_STEPS steps);
+#   4. each recipe (of $DDP_RECIPES) once more under `torchrun --nproc_per_node=1` ($DDP_STEPS steps), right after
+#      its plain run;
 #   5. a table: steps/s on the GPU (the last logged window, so start-up is not counted), alone and under
 #      torchrun, against the CPU figure of each recipe's header comment (its "CPU speed: X steps/s" where it
 #      has one, else the first "X steps/s", else steps over "CPU time").
@@ -174,14 +175,13 @@ for r in "${recipes[@]}"; do [ "$(recipe_info "$r" | cut -d' ' -f1)" = tokenizer
 for r in "${recipes[@]}"; do [ "$(recipe_info "$r" | cut -d' ' -f1)" = prior ] && ordered+=("$r"); done
 
 declare -A single ddp_sps
+# Each recipe's torchrun run right after its plain one, so that a budget cut costs the last recipes both
+# columns rather than every recipe its torchrun column (as on the H200 on 2026-12-04).
 for r in "${ordered[@]}"; do
     name=$(basename "$r" .yaml)
     say "train $name: $STEPS steps on $DEVICE ($PRECISION)"
     single[$name]=$(train "$r" "$name" "$STEPS" "")
     say "  $name: ${single[$name]}"
-done
-for r in "${ordered[@]}"; do
-    name=$(basename "$r" .yaml)
     if [ -n "${DDP_RECIPES:-}" ] && [[ " $DDP_RECIPES " != *" $name.yaml "* ]]; then
         ddp_sps[$name]="not asked"; continue
     fi

@@ -15,11 +15,17 @@ def test_vqtok_device_names_what_auto_means(monkeypatch):
     monkeypatch.setenv("VQTOK_DEVICE", "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == torch.device("cpu")  # a GPU machine kept on the CPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("VQTOK_DEVICE", "auto")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert pick_device("auto") == torch.device("cuda", 1)
     assert pick_device("cuda") == torch.device("cuda", 1)  # no index: this rank's GPU, as 'auto' gives
     assert pick_device("cuda:0") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # two ranks on a one-GPU machine: no NCCL hang
+    with pytest.raises(VqtokError, match=r"LOCAL_RANK asks for GPU 1, but this machine has 1: .*--nproc_per_node=1"):
+        pick_device("auto")
+    with pytest.raises(VqtokError, match="cuda:3 asks for GPU 3"):
+        pick_device("cuda:3")
     monkeypatch.setenv("VQTOK_DEVICE", "tpu")
     with pytest.raises(VqtokError, match="unknown device 'tpu'"):
         pick_device("auto")
@@ -30,6 +36,7 @@ def test_a_cpu_run_talks_gloo_even_where_cuda_is_present(monkeypatch):
     monkeypatch.setenv("VQTOK_DEVICE", "auto")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(dist, "is_initialized", lambda: bool(backends))
     monkeypatch.setattr(dist, "init_process_group", lambda backend: backends.append(backend))
     monkeypatch.setattr(dist, "get_rank", lambda: 0)

@@ -16,18 +16,27 @@ def pick_device(name: str = "auto") -> torch.device:
     cuda:LOCAL_RANK."""
     if name == "auto" and os.environ.get("VQTOK_DEVICE", "auto") != "auto":
         name = os.environ["VQTOK_DEVICE"]
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise VqtokError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    if name == "cuda":  # no index: this rank's GPU under torchrun, else the first
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name in ("auto", "cuda"):  # no index: this rank's GPU under torchrun, else the first
+        return _gpu(int(os.environ.get("LOCAL_RANK", 0)), "LOCAL_RANK")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise VqtokError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    return _gpu(device.index or 0, name) if device.type == "cuda" else device
+
+
+def _gpu(index: int, what: str) -> torch.device:
+    """cuda:index, or a one-line error where the machine has fewer GPUs (torchrun started more ranks than it has:
+    NCCL would otherwise wait for the missing rank until its timeout)."""
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise VqtokError(f"{what} asks for GPU {index}, but this machine has {count}: start torchrun with "
+                         f"--nproc_per_node={count} at most, or train on the CPU (train.device=cpu)")
+    return torch.device("cuda", index)
 
 
 def autocast(device: torch.device, precision: str = "auto"):
