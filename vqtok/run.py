@@ -8,8 +8,8 @@ batches from `StepBatches` and reports through a `Progress`. A second model (a G
 
 from __future__ import annotations
 
-import math
 import inspect
+import math
 import os
 import random
 import signal

@@ -67,8 +67,8 @@ def test_classical_rows_are_the_issue_table() -> None:
     assert [c.bitrate for c in CLASSICAL[8000]] == [13000, 6000, 3200, 1600, 700]
 
 
-# opus-tools is a system package (apt/brew), not a pip one, so .ci/run cannot install it; the table rows above
-# and the missing-tool row are checked without it.
+# opus-tools is a system package (apt/brew), not a pip one: .ci/run installs it where apt-get works; the table rows
+# above and the missing-tool row are checked without it.
 @pytest.mark.skipif(shutil.which("opusenc") is None, reason="opus-tools (opusenc/opusdec) not installed")
 def test_opus_8k_wideband_round_trip() -> None:
     x = speech()
