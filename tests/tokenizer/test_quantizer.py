@@ -195,6 +195,31 @@ def test_large_common_offset_does_not_flip_codes():
     assert torch.equal(nearest_codes(x + offset, cb + offset), ref)
 
 
+def test_encode_search_table_follows_every_codebook_change():
+    """The quantizer keeps its prepared codebook between encodes: each way the codebook changes must remake it."""
+    gen = torch.Generator().manual_seed(2)
+    vq = make_vq(64, 8).eval()
+    x = torch.randn(500, 8, generator=gen)
+
+    def brute() -> torch.Tensor:
+        return torch.cdist(x.double(), vq.codebook.double()).argmin(1)
+
+    vq.codebook.copy_(torch.randn(64, 8, generator=gen))
+    assert torch.equal(vq.encode(x), brute())
+    assert vq.search_table() is vq.search_table()  # kept while the codebook stands
+    vq.codebook.mul_(-1.0)  # in place (as the EMA update and k-means write it)
+    assert torch.equal(vq.encode(x), brute())
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    state["codebook"] = torch.randn(64, 8, generator=gen)
+    vq.load_state_dict(state)  # a loaded checkpoint
+    assert torch.equal(vq.encode(x), brute())
+    vq.train()(x)  # a training step's EMA update
+    vq.eval()
+    assert torch.equal(vq.encode(x), brute())
+    vq.to(torch.float64).to(torch.float32)  # new buffer objects
+    assert torch.equal(vq.encode(x), brute())
+
+
 def test_ties_go_to_lowest_index():
     cb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
     x = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])

@@ -246,7 +246,7 @@ class Tokenizer(nn.Module):
 
     @functools.cached_property
     def block_frames(self) -> int:
-        """Hops per canonical block of `encode_long` / `decode_long` (about one second of audio)."""
+        """Hops per canonical block of `encode_long` / `decode_long` (about four seconds of audio)."""
         return streaming.block_frames(self)
 
     def encode_long(self, x: Tensor | np.ndarray, chunk_seconds: float | None = None) -> Tensor | list[Tensor]:

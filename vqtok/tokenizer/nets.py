@@ -77,7 +77,7 @@ class Conv1d(nn.Conv1d):
 
     def _rows_weight(self) -> Tensor:
         """The weight as a channels-last (C_out, C_in, 1, K) tensor. Without autograd the copy is kept until the
-        weight changes: block-wise coding (`vqtok encode` / `decode`) runs every layer once per second of audio,
+        weight changes: block-wise coding (`vqtok encode` / `decode`) runs every layer once per block of audio,
         and remaking the copies each time cost it 5-15% on one thread."""
         if torch.is_grad_enabled():
             return self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
