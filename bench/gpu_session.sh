@@ -5,6 +5,9 @@
 #          $DATA_DIR (speech Opus -> 16 kHz FLAC under the real names, FSDD FLAC -> WAV, MNIST), ../shared/data
 #          linked to it so the tests find it; skipped when an earlier call on the same machine did it
 #   check  bench/gpu_check.sh alone on the GPU (the suite with pytest-xdist, every recipe, torchrun)
+#   suite  the test suite alone with CUDA visible, tests/test_cuda.py first (gpu_check has run to its end once;
+#          the suite fixed after it has not run on a GPU yet): `END_AT=560 bash bench/gpu_session.sh setup suite
+#          train pack` is the plan for the next lease
 #   train  the speech-16k runs of $SPEECH side by side until second $END_AT of the script (or $END s on): a short
 #          calibration of all of them together sizes each run's cosine schedule to the time left
 #   pack   logs, metrics and weights into $OUT (8 files at most, 16 MiB each)
@@ -33,9 +36,13 @@ say() { printf '[%4ds] %s\n' "$SECONDS" "$*"; }
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 [ -d /tmp/site ] && export PYTHONPATH=$REPO:/tmp/site
 
-# name | init | overrides (comma-separated) for recipes/speech16k.yaml; every run keeps speech-16k's codes
-DEC="loss.decoder_only=true,train.batch_size=64,train.lr=1.5e-4,train.warmup_steps=100"
-SPEECH=("s16_dec|speech-16k|$DEC" "s16_dgan|speech-16k|$DEC,loss.adversarial={disc_warmup: 200}")
+# name | init | overrides (comma-separated) for recipes/speech16k.yaml; every run keeps speech-16k's codes.
+# One decoder-only run alone by default: on 2026-12-04 the decoder at 4x the CPU batch gained more in 3.8 min beside
+# a GAN run (stage 20) than any CPU stage, its loss still falling, and a calibration beside a GAN run still warming
+# its discriminators up planned both runs too long. GAN=1 adds the GAN variant beside it.
+DEC="loss.decoder_only=true,train.batch_size=${DEC_BATCH:-128},train.lr=${DEC_LR:-2e-4},train.warmup_steps=200"
+SPEECH=("s16_dec|speech-16k|$DEC")
+[ "${GAN:-0}" = 1 ] && SPEECH+=("s16_dgan|speech-16k|$DEC,loss.adversarial={disc_warmup: 200}")
 # DRY=1 DEVICE=cpu OUT=/tmp/o RUNS=/tmp/r DATA_DIR=/tmp/d CHECK_BUDGET=200 END=60 bash bench/gpu_session.sh setup
 # check train pack: a rehearsal on a CPU (no wheels installed, the local packages; tiny runs)
 DRY=${DRY:-0}
@@ -98,6 +105,15 @@ check() {
     tail -n 16 "$OUT/gpu_check.log"
 }
 
+suite() {  # the test suite with CUDA visible: tests/test_cuda.py first (verbose), then all of it
+    say "tests/test_cuda.py, then the suite (-n 8), CUDA visible"
+    local t=${TEST_TIMEOUT:-150} par=()
+    python3 -c "import xdist" 2>/dev/null && par=(-n 8)  # pytest-xdist: there on the 2026-12-04 machine
+    timeout "$t" python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tail -n 15
+    timeout "$t" python3 -m pytest -q -p no:cacheprovider -x "${par[@]}" 2>&1 | tail -n 25
+    say "suite done"
+}
+
 speech_run() {  # name init steps [override...]
     local name=$1 init=$2 steps=$3; shift 3
     python3 -m vqtok train recipes/speech16k.yaml --out "$RUNS/$name" --init-from "$init" --quiet \
@@ -154,8 +170,8 @@ pack() {
 
 for phase in "$@"; do
     case $phase in
-        setup|check|train|pack) say "== $phase"; $phase ;;
-        *) say "unknown phase $phase (setup, check, train, pack)"; exit 2 ;;
+        setup|check|suite|train|pack) say "== $phase"; $phase ;;
+        *) say "unknown phase $phase (setup, check, suite, train, pack)"; exit 2 ;;
     esac
 done
 say "done"
