@@ -49,9 +49,9 @@ from vqtok.tokenizer.nets import Decoder, Encoder, Patchify, ResBlock
 from vqtok.tokenizer.postfilter import Postfilter
 
 # Canonical block length: about this many seconds of audio (8000 samples a second when no sample rate is set).
-# Each block pays its context twice and a fixed cost per layer call (oneDNN reorders every conv weight on each
-# call): on one thread, 4 s blocks encode the shipped speech models 1.3-1.4x faster than 1 s blocks and decode them
-# 1.4x faster (bench/encode.py), for ~4 s of audio held at once.
+# Each block pays its context twice and a fixed cost per layer call (oneDNN's per-call set-up): on one thread,
+# 4 s blocks encode the shipped speech models 1.3-1.4x faster than 1 s blocks and decode them 1.4x faster
+# (bench/encode.py), for ~4 s of audio held at once.
 BLOCK_SECONDS = 4.0
 # A block is also at least this many times the larger context, so context costs at most ~1/4 extra work.
 BLOCK_PER_CONTEXT = 8
