@@ -178,6 +178,21 @@ def test_grouped_first_min_index_is_argmin_with_its_tie_rule(k):
     assert first_min_index(ties)[5] == 0
 
 
+@pytest.mark.parametrize("k", [256, 1024, 320, 1])
+def test_first_min_index_gap_is_runner_up_minus_minimum(k):
+    gen = torch.Generator().manual_seed(k)
+    dist = torch.randn(500, k, generator=gen)
+    dist[7, :2] = 0.5  # a row whose two smallest entries tie: gap 0
+    dist[7, 2:] = 1.0
+    top = dist.sort(1).values
+    index, gap = first_min_index(dist.clone(), with_gap=True)
+    assert torch.equal(index, dist.argmin(1))
+    if k == 1:
+        assert torch.isinf(gap).all()
+    else:
+        assert torch.equal(gap, top[:, 1] - top[:, 0]) and gap[7] == 0
+
+
 def test_nearest_codes_with_1024_codes_match_fp64_brute_force():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2000, 64, generator=gen)
@@ -272,13 +287,65 @@ def test_perplexity_and_usage_of_uniform_codes():
     assert out.usage.item() == 1.0
 
 
-def test_encode_return_gap_measures_the_margin_between_distinct_codewords():
+def test_encode_fragile_marks_latents_within_rtol_of_a_cell_boundary():
     q = VectorQuantizer(4, 2)
     q.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [3.0, 0.0]]))  # codes 1 and 2 coincide
     x = torch.tensor([[0.4, 0.0], [1.1, 0.0]])  # (N, D)
-    codes, gap = q.encode(x, return_gap=True)
-    assert codes.tolist() == [0, 1] and torch.equal(q.encode(x), codes)
-    # centre (1.25, 0): |e| max 1.75, ||e||^2 max 3.0625; squared distances 0.16 / 0.36 and 0.01 / 1.21, and
-    # the duplicate of code 1 does not count as a tie
-    scale = 2 * torch.tensor([0.85, 0.15]) * 1.75 + 3.0625
-    assert torch.allclose(gap, torch.tensor([0.2, 1.2]) / scale, rtol=1e-5)
+    # x0: code 0, its cell ends at 0.5 (0.1 away, 0.25 of |x0|); x1: code 1 (its duplicate 2 does not count), the
+    # cell spans 0.5 .. 2.0: 0.6 away, 0.545 of |x1|
+    for rtol, expected in [(0.2, [False, False]), (0.24, [False, False]), (0.26, [True, False]), (0.54, [True, False]),
+                           (0.55, [True, True])]:
+        codes, fragile = q.encode(x, fragile_rtol=rtol)
+        assert codes.tolist() == [0, 1] and fragile.tolist() == expected
+    assert torch.equal(q.encode(x), codes)
+
+
+def test_fragile_is_exactly_whether_a_move_of_rtol_can_change_the_code():
+    gen = torch.Generator().manual_seed(5)
+    cb = torch.randn(64, 8, generator=gen)
+    x = torch.randn(4000, 8, generator=gen)
+    rtol = 0.02
+    codes, fragile = nearest_codes(x, cb, fragile_rtol=rtol)
+    assert 0 < fragile.sum() < len(x)  # both kinds present
+    x64, e = x.double(), cb.double()
+
+    def nearest(points):  # fp64 brute force, without cdist's matmul shortcut
+        return torch.cdist(points, e, compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
+
+    dist = (x64[:, None] - e[None]).square().sum(-1)
+    assert torch.equal(codes, nearest(x64))
+    # each row's nearest boundary, by brute force: the bisector of e_c and e_k nearest to x
+    sep = (e[codes][:, None] - e[None]).norm(dim=-1)  # (N, K)
+    b = (dist - dist.gather(1, codes[:, None])) / (2 * sep)
+    b[sep == 0] = torch.inf
+    k_star = b.argmin(1)
+    room = b.amin(1) / x64.norm(dim=1)
+    assert torch.equal(fragile, room <= rtol)
+    # a fragile row crosses into another cell when moved past its boundary, by at most rtol |x|
+    normal = (e[k_star] - e[codes]) / sep.gather(1, k_star[:, None])
+    moved = x64 + normal * (b.amin(1) * (1 + 1e-6))[:, None]
+    assert (nearest(moved[fragile]) != codes[fragile]).all()
+    # a sturdy row keeps its code under any move shorter than rtol |x|: random directions, and straight at the boundary
+    for _ in range(20):
+        step = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        step = step / step.norm(dim=1, keepdim=True) * (0.999 * rtol * x64.norm(dim=1, keepdim=True))
+        assert torch.equal(nearest(x64 + step)[~fragile], codes[~fragile])
+    moved = x64 + normal * (0.999 * rtol * x64.norm(dim=1))[:, None]
+    assert torch.equal(nearest(moved)[~fragile], codes[~fragile])
+
+
+def test_near_ties_below_fp32_resolution_are_decided_in_fp64():
+    """x a hair off the bisector of two codewords: the fp32 GEMM alone picks the wrong one now and then, the exact
+    search never does."""
+    gen = torch.Generator().manual_seed(7)
+    e = torch.randn(2, 64, generator=gen, dtype=torch.float64) * 3
+    normal = (e[1] - e[0]) / (e[1] - e[0]).norm()
+    on_plane = torch.randn(2000, 64, generator=gen, dtype=torch.float64) * 5
+    on_plane -= ((on_plane - (e[0] + e[1]) / 2) @ normal)[:, None] * normal  # onto the bisector
+    side = torch.where(torch.rand(2000, generator=gen) < 0.5, -1.0, 1.0).double()
+    x = (on_plane + (side * 1e-6)[:, None] * normal).float()  # about 1e-6 from it, either side
+    cb = e.float()
+    truth = torch.cdist(x.double(), cb.double(), compute_mode="donot_use_mm_for_euclid_dist").argmin(1)
+    assert (nearest_codes(x, cb, exact=False) != truth).any()  # the test has teeth: fp32 alone errs
+    assert torch.equal(nearest_codes(x, cb), truth)
+    assert torch.equal(nearest_codes(x, cb, chunk_elements=2 * 3), truth)

@@ -25,10 +25,11 @@ class VQVAE(Tokenizer):
         self.decoder = build_decoder(dims, net.code_dim, net, config.in_channels, act)
         self.level_strides = [math.prod(net.strides)]
 
-    def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
-        """(B, C, *S) -> [codes (B, *S')]; with return_gap also [nearest-code margins (B, *S')]."""
-        out = self.quantizer.encode(self.encoder(x), return_gap=return_gap)
-        return ([out[0]], [out[1]]) if return_gap else [out]
+    def encode_padded(self, x: Tensor,
+                      fragile_rtol: float | None = None) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """(B, C, *S) -> [codes (B, *S')]; with fragile_rtol also [fragile (B, *S') bool] (quantizer.encode)."""
+        out = self.quantizer.encode(self.encoder(x), fragile_rtol=fragile_rtol)
+        return [out] if fragile_rtol is None else ([out[0]], [out[1]])
 
     def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self.decoder(self.quantizer.decode(codes[0]))

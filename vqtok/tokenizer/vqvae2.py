@@ -48,14 +48,15 @@ class VQVAE2(Tokenizer):
     def _decode_latents(self, q_t: Tensor, q_b: Tensor) -> Tensor:
         return self.decoder(torch.cat([self.up_t(q_t), q_b], 1))
 
-    def encode_padded(self, x: Tensor, return_gap: bool = False) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
-        """(B, C, *S) -> [top, bottom] codes; with return_gap also their nearest-code margins."""
+    def encode_padded(self, x: Tensor,
+                      fragile_rtol: float | None = None) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+        """(B, C, *S) -> [top, bottom] codes; with fragile_rtol also where each is fragile (quantizer.encode)."""
         h_b = self.enc_b(x)
-        top = self.quant_t.encode(self.enc_t(h_b), return_gap=return_gap)
-        codes_t = top[0] if return_gap else top
+        top = self.quant_t.encode(self.enc_t(h_b), fragile_rtol=fragile_rtol)
+        codes_t = top if fragile_rtol is None else top[0]
         q_t = self.quant_t.decode(codes_t)
-        bottom = self.quant_b.encode(self.proj_b(torch.cat([h_b, self.dec_t(q_t)], 1)), return_gap=return_gap)
-        if return_gap:
+        bottom = self.quant_b.encode(self.proj_b(torch.cat([h_b, self.dec_t(q_t)], 1)), fragile_rtol=fragile_rtol)
+        if fragile_rtol is not None:
             return [codes_t, bottom[0]], [top[1], bottom[1]]
         return [codes_t, bottom]
 
