@@ -6,8 +6,8 @@
 #          linked to it so the tests find it; skipped when an earlier call on the same machine did it
 #   check  bench/gpu_check.sh alone on the GPU (the suite with pytest-xdist, every recipe, torchrun)
 #   suite  the test suite alone with CUDA visible, tests/test_cuda.py first (gpu_check has run to its end once;
-#          the suite fixed after it has not run on a GPU yet): `END_AT=560 bash bench/gpu_session.sh setup suite
-#          train pack` is the plan for the next lease
+#          the suite fixed after it has not run on a GPU yet), then bench/batch_noise.py with and without TF32:
+#          `END_AT=560 bash bench/gpu_session.sh setup suite train pack` is the plan for the next lease
 #   train  the speech-16k runs of $SPEECH side by side until second $END_AT of the script (or $END s on): a short
 #          calibration of all of them together sizes each run's cosine schedule to the time left
 #   pack   logs, metrics and weights into $OUT (8 files at most, 16 MiB each)
@@ -111,6 +111,9 @@ suite() {  # the test suite with CUDA visible: tests/test_cuda.py first (verbose
     python3 -c "import xdist" 2>/dev/null && par=(-n 8)  # pytest-xdist: there on the 2026-12-04 machine
     timeout "$t" python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tail -n 15
     timeout "$t" python3 -m pytest -q -p no:cacheprovider -x "${par[@]}" 2>&1 | tail -n 25
+    # how far batching moves the encoder's latents on this GPU (streaming.LATENT_RTOL there is a guess, 1e-2)
+    timeout 90 python3 bench/batch_noise.py --device "$DEVICE" --n 30 2>&1 | tail -n 6
+    timeout 90 python3 bench/batch_noise.py --device "$DEVICE" --n 30 --no-tf32 2>&1 | tail -n 6
     say "suite done"
 }
 
