@@ -179,8 +179,8 @@ def nearest_codes(x: Tensor, codebook: Tensor, chunk_elements: int = DEFAULT_CHU
             check |= gap <= fragile_rtol * norm * 4.0001 * t.e_norm_max
         redo = check.nonzero()[:, 0]
         if len(redo):
-            # the true nearest is within 2 slack of the fp32 best; a boundary within rtol |x| is within
-            # 2 rtol |x| |e_k - e_c| <= 4 rtol |x| max|e| of it, in distance
+            # candidates: the true nearest lies within one slack of the fp32 best, and a code whose boundary is
+            # within rtol |x| within one more slack and 2 rtol |x| |e_k - e_c| <= 4 rtol |x| max|e|
             reach = 2 * slack * scale[redo]
             if fragile is not None:
                 reach = reach + fragile_rtol * norm[redo] * 4.0001 * t.e_norm_max
