@@ -160,6 +160,18 @@ def test_encode_batch_equals_one_by_one_on_mixed_lengths(arch):
             assert same(b, a)
 
 
+def test_encode_batch_of_equal_lengths_needs_no_masks_and_equals_one_by_one(monkeypatch):
+    model = audio_model()
+    clips = [signal(900, seed=s) for s in range(4)]
+    masks = []
+    original = streaming._masked_convs
+    monkeypatch.setattr(streaming, "_masked_convs", lambda m, sizes, full: masks.append(sizes.tolist()) or
+                        original(m, sizes, full))
+    batched = model.encode_batch(clips, batch_size=4)
+    assert masks == [[[900 + (-900) % model.hop]] * 4]  # one batch, no padding in it
+    assert all(same(b, model.encode_long(c)) for b, c in zip(batched, clips))
+
+
 def test_encode_batch_near_ties_fall_back_to_alone(monkeypatch):
     model = audio_model()
     clips = [signal(n, seed=n) for n in [300, 900, 1600]]

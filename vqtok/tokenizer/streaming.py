@@ -26,14 +26,14 @@ equal to `Tokenizer.decode` of the whole sequence to float tolerance (about 1e-6
 `encode_batch` pads clips of different lengths into one batch and re-zeroes the padding in front of
 every convolution, which reproduces each clip's own border exactly. What batching still changes is the
 float rounding inside the convolutions: on the CPU the encoder's latents then differ from the alone
-computation by up to 1.7e-6 of their norm (shipped speech models and mnist; bench/batch_noise.py). The
+computation by up to 1.9e-6 of their norm (shipped speech models and mnist; bench/batch_noise.py). The
 code search is exact (quantizer.nearest_codes: the true nearest code, fp64 where fp32 cannot tell), so a
 code can change only where the latent sits that close to the boundary of its code's cell. Windows holding
 a frame within `LATENT_RTOL` of one are re-encoded alone; the codes are the ones each clip gets from
 `encode_long`. On 100 test utterances 15% of speech-16k's 4 s windows (18% for speech-8k) went back alone,
-and 1.3% of 1,000 mnist images. On one CPU thread batching then encodes mnist 2.4x faster than one image at
-a time (64 at a time), while audio is slower batched (0.7x, 8 windows at a time): its batched convolutions
-cost more than they save.
+and 1.3% of 1,000 mnist images. On one CPU thread batching then encodes mnist 2.3x faster than one image at
+a time (64 at a time), while audio is a little slower batched (0.8x, 8 windows at a time): its batched
+convolutions are no faster than one window's, and the windows sent back cost twice.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ BLOCK_SECONDS = 4.0
 # A block is also at least this many times the larger context, so context costs at most ~1/4 extra work.
 BLOCK_PER_CONTEXT = 8
 # A frame whose latent lies within this fraction of its norm from its code cell's boundary is re-encoded alone
-# (encode_batch). Batched and alone latents differed by at most 1.7e-6 of the norm on the CPU (bench/batch_noise.py:
-# 1.4e-6 over 247,000 speech-16k frames), 6 times less. On a GPU (TF32 convolutions by default, about 11 bits)
+# (encode_batch). Batched and alone latents differed by at most 1.9e-6 of the norm on the CPU (bench/batch_noise.py:
+# 1.4e-6 over 247,000 speech-16k frames, 1.9e-6 over 49,000 mnist ones), 5 times less. On a GPU (TF32 convolutions by default, about 11 bits)
 # nothing has been measured, so the bound there is 1e-2.
 LATENT_RTOL = {"cpu": 1e-5}
 LATENT_RTOL_OTHER = 1e-2
@@ -288,8 +288,12 @@ def _masked_convs(model: nn.Module, sizes: Tensor, full: tuple[int, ...]):
 
     sizes: (B, dims) valid size per item at input resolution (multiples of hop); full: padded batch size.
     A conv sees exactly what it sees when the item is alone: zeros past the item's end (every activation
-    maps 0 to 0, so residual branches keep the padding at zero between convs).
+    maps 0 to 0, so residual branches keep the padding at zero between convs). A batch without padding
+    needs no mask (on one CPU thread the masks cost speech-16k's encoder half again its time).
     """
+    if bool((sizes == torch.tensor(full)).all()):
+        yield
+        return
 
     def pre_hook(module, args):
         x = args[0]  # (B, C, *S)
