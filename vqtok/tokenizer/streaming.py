@@ -60,8 +60,8 @@ BLOCK_SECONDS = 4.0
 BLOCK_PER_CONTEXT = 8
 # A frame whose latent lies within this fraction of its norm from its code cell's boundary is re-encoded alone
 # (encode_batch). Batched and alone latents differed by at most 1.9e-6 of the norm on the CPU (bench/batch_noise.py:
-# 1.4e-6 over 247,000 speech-16k frames, 1.9e-6 over 49,000 mnist ones), 5 times less. On a GPU (TF32 convolutions by default, about 11 bits)
-# nothing has been measured, so the bound there is 1e-2.
+# 1.4e-6 over 247,000 speech-16k frames, 1.9e-6 over 49,000 mnist ones), 5 times less. On a GPU (TF32 convolutions
+# by default, about 11 bits) nothing has been measured, so the bound there is 1e-2.
 LATENT_RTOL = {"cpu": 1e-5}
 LATENT_RTOL_OTHER = 1e-2
 
