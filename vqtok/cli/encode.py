@@ -47,7 +47,7 @@ def default_model(inputs: tuple[Path, ...]) -> Path:
 @threads_option
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
               help="Short clips (or images) encoded together. The codes are the same for any size. On a CPU "
-                   "images gain (mnist, 64 at a time: 2.3x), short clips a little (0.5 s digits, 32 at a time: "
+                   "images gain (mnist, 64 at a time: 2.3x), short clips a little (0.5 s digits, 8-128 at a time: "
                    "1.1-1.3x), long audio does not (0.8x).")
 @click.option("--chunk-seconds", default=10.0, show_default=True, type=click.FloatRange(min=0),
               help="Audio read and encoded this much at a time (0: whole file); never changes the codes.")
