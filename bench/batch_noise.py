@@ -40,18 +40,6 @@ def load_items(tok, n: int) -> list[torch.Tensor]:
     return list(torch.from_numpy(images[:n]).float()[:, None] / 255)
 
 
-def windows_of(tok, items: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The windows (C, *S) encode_batch encodes for these items."""
-    out = []
-    for item in items:
-        x = tok.pad(tok.as_batch(item)[0])[0].cpu()  # (C, *S)
-        if tok.dims == 1:
-            out += [x[:, a:b] for a, b, _, _ in streaming.canonical_windows(tok, x.shape[-1])]
-        else:
-            out.append(x)
-    return out
-
-
 @torch.no_grad()
 def latent_noise(tok, windows: list[torch.Tensor], batch: int, rtol: float) -> dict:
     """Relative latent differences batched vs alone, and frames / windows within rtol of a cell boundary."""
@@ -59,11 +47,7 @@ def latent_noise(tok, windows: list[torch.Tensor], batch: int, rtol: float) -> d
     rel, frames_near, windows_near = [], 0, 0
     for s in range(0, len(windows), batch):
         chunk = windows[s : s + batch]
-        sizes = torch.tensor([list(w.shape[1:]) for w in chunk])  # (B, dims)
-        full = tuple(int(v) for v in sizes.max(0).values)
-        x = torch.zeros(len(chunk), chunk[0].shape[0], *full, device=device)
-        for i, w in enumerate(chunk):
-            x[(i, slice(None)) + tuple(slice(0, n) for n in w.shape[1:])] = w.to(device)
+        x, sizes, full = streaming.stack_windows(chunk, device)
         with streaming._masked_convs(tok, sizes, full):
             z_batched = tok.encoder(x)  # (B, D, *S')
         for i, w in enumerate(chunk):
@@ -133,7 +117,7 @@ def main() -> None:
     for name in args.model:
         tok = load_tokenizer(tokenizer_file(name), device)
         items = load_items(tok, args.n)
-        windows = windows_of(tok, items)
+        windows, _ = streaming.item_windows(tok, items)
         batch = args.batch if tok.dims == 1 else 8 * args.batch
         noise = latent_noise(tok, windows, batch, rtol)
         sp = speed(tok, items, batch)

@@ -1,7 +1,7 @@
 """bench/batch_noise.py on the shipped models: batching moves the latents by less than streaming.LATENT_RTOL."""
 
 import pytest
-from batch_noise import latent_noise, load_items, speed, windows_of
+from batch_noise import latent_noise, load_items, speed
 
 from vqtok.tokenizer import load_tokenizer, streaming
 from vqtok.tokenizer.checkpoint import tokenizer_file
@@ -11,7 +11,7 @@ from vqtok.tokenizer.checkpoint import tokenizer_file
 def test_batched_latents_stay_within_the_bound_and_codes_equal_alone(name, n):
     tok = load_tokenizer(tokenizer_file(name))
     items = load_items(tok, n)
-    windows = windows_of(tok, items)
+    windows, _ = streaming.item_windows(tok, items)
     rtol = streaming.LATENT_RTOL["cpu"]
     noise = latent_noise(tok, windows, 8, rtol)
     assert noise["frames"] == (len(windows) * 49 if name == "mnist" else sum(w.shape[-1] // tok.hop for w in windows))

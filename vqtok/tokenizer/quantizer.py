@@ -57,7 +57,6 @@ def first_min_index(dist: Tensor, group: int = 64, with_gap: bool = False) -> Te
     K == 1), from the group minima and the winning group.
     """
     n, k = dist.shape
-    rows = torch.arange(n, device=dist.device)
     if dist.device.type != "cpu" or k % group or k < 4 * group:
         index = dist.min(1).indices
         if not with_gap:
@@ -67,6 +66,7 @@ def first_min_index(dist: Tensor, group: int = 64, with_gap: bool = False) -> Te
         two = dist.topk(2, dim=1, largest=False).values  # (N, 2)
         return index, two[:, 1] - two[:, 0]
     per_row = k // group
+    rows = torch.arange(n, device=dist.device)
     group_min = dist.view(n, per_row, group).amin(2)  # (N, groups)
     g = group_min.min(1).indices  # (N,) the first group whose minimum is the row's
     winners = dist.reshape(-1, group).index_select(0, rows * per_row + g)  # (N, group)
@@ -174,16 +174,17 @@ def nearest_codes(x: Tensor, codebook: Tensor, chunk_elements: int = DEFAULT_CHU
         scale = 2 * xc.norm(dim=1) * t.e_norm_max + t.e_sq_max  # bounds the terms of any distance
         gap = gap - slack * scale  # a lower bound on the true gap to any other code
         check = gap <= 0  # fp32 cannot tell these apart
-        if fragile is not None:  # boundary distance >= gap / (2 max|e_k - e_c|) >= gap / (4 max|e|)
-            norm = xs.norm(dim=1)
-            check |= gap <= fragile_rtol * norm * 4.0001 * t.e_norm_max
+        # A boundary within rtol |x| of x means a distance gap of at most 2 rtol |x| |e_k - e_c| <= 4 rtol |x| max|e|.
+        if fragile is not None:
+            near = fragile_rtol * xs.norm(dim=1) * 4.0001 * t.e_norm_max
+            check |= gap <= near
         redo = check.nonzero()[:, 0]
         if len(redo):
-            # candidates: the true nearest lies within one slack of the fp32 best, and a code whose boundary is
-            # within rtol |x| within one more slack and 2 rtol |x| |e_k - e_c| <= 4 rtol |x| max|e|
+            # candidates: the true nearest lies within one slack of the fp32 best, a code with a boundary that near
+            # within one more slack and `near`
             reach = 2 * slack * scale[redo]
             if fragile is not None:
-                reach = reach + fragile_rtol * norm[redo] * 4.0001 * t.e_norm_max
+                reach = reach + near[redo]
             codes, flags = _refine(xs[redo], codebook, dist_block[redo], reach, fragile_rtol)
             out[start + redo] = codes
             if fragile is not None:

@@ -315,6 +315,34 @@ def _masked_convs(model: nn.Module, sizes: Tensor, full: tuple[int, ...]):
             h.remove()
 
 
+def stack_windows(windows: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Windows (C, *S) of different sizes zero-padded into one batch (B, C, *full); also sizes (B, dims) and full."""
+    sizes = torch.tensor([list(w.shape[1:]) for w in windows])  # (B, dims)
+    full = tuple(int(s) for s in sizes.max(0).values)
+    x = torch.zeros(len(windows), windows[0].shape[0], *full, device=device)
+    for i, w in enumerate(windows):
+        x[(i, slice(None)) + tuple(slice(0, s) for s in w.shape[1:])] = w.to(device)
+    return x, sizes, full
+
+
+def item_windows(tok, items: list) -> tuple[list[Tensor], list[tuple[int, int, int]]]:
+    """The windows (C, *S) `encode_batch` encodes for clips or images, and per window its owner: (item, first hop
+    kept within the window, hops kept; -1 for a whole image)."""
+    windows: list[Tensor] = []
+    owners: list[tuple[int, int, int]] = []
+    for i, item in enumerate(items):
+        x, _ = tok.as_batch(item)  # (1, C, *S)
+        x = tok.pad(x)[0].cpu()  # (C, *S) padded to hop
+        if tok.dims == 1:
+            for a, b, start, stop in canonical_windows(tok, x.shape[-1]):
+                windows.append(x[:, a:b])
+                owners.append((i, start - a // tok.hop, stop - start))
+        else:
+            windows.append(x)
+            owners.append((i, 0, -1))
+    return windows, owners
+
+
 @torch.no_grad()
 def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
     """Encode windows (C, *S) of different sizes (each a multiple of hop) in one batch.
@@ -324,11 +352,7 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
     if not windows:
         return []
     device = tok.device
-    sizes = torch.tensor([list(w.shape[1:]) for w in windows])  # (B, dims)
-    full = tuple(int(s) for s in sizes.max(0).values)
-    x = torch.zeros(len(windows), windows[0].shape[0], *full, device=device)
-    for i, w in enumerate(windows):
-        x[(i, slice(None)) + tuple(slice(0, s) for s in w.shape[1:])] = w.to(device)
+    x, sizes, full = stack_windows(windows, device)
     if len(windows) == 1:  # a batch of one is the alone computation
         return [[c[0] for c in tok.encode_padded(x)]]
     with _masked_convs(tok, sizes, full):
@@ -366,18 +390,7 @@ def encode_batch(tok, items: list, batch_size: int | None = None) -> list:
     `encode` (images) gives it alone: a tensor per item, or [top, bottom] for a VQ-VAE-2.
     """
     device = tok.device
-    windows: list[Tensor] = []
-    owners: list[tuple[int, int, int]] = []  # (item, first hop kept within window, hops kept)
-    for i, item in enumerate(items):
-        x, _ = tok.as_batch(item)  # (1, C, *S)
-        x = tok.pad(x)[0].cpu()  # (C, *S) padded to hop
-        if tok.dims == 1:
-            for a, b, start, stop in canonical_windows(tok, x.shape[-1]):
-                windows.append(x[:, a:b])
-                owners.append((i, start - a // tok.hop, stop - start))
-        else:
-            windows.append(x)
-            owners.append((i, 0, -1))
+    windows, owners = item_windows(tok, items)
     step = batch_size or len(windows) or 1
     # Similar sizes together wastes less padding; the results do not depend on the grouping.
     order = sorted(range(len(windows)), key=lambda j: tuple(windows[j].shape[1:]))
