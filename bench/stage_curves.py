@@ -1,9 +1,9 @@
-"""Quality of the shipped speech models stage by stage: the table in their recipe headers, and a PNG of it.
+"""Quality of the shipped speech models stage by stage: the table on their docs pages, and a PNG of it.
 
     python bench/stage_curves.py [-o stages.png]
 
-Each speech recipe's header lists, per training stage (one to two hours of a CPU core each, the header says
-how long), the `bench/speech_codecs.py` figures on speech/test ("stage N: STOI x, PESQ-nb y, ..."). This prints
+Each speech model's page (docs/models/NAME.md) has a table of its training stages (one to two hours of a CPU
+core each) with the `bench/speech_codecs.py` figures on speech/test (columns STOI and PESQ-nb or PESQ-wb). This prints
 them as one table per model with the shipped model's card figures last, and with -o draws PESQ and STOI against
 the stage beside the classical codecs and the issue's bars measured on the same pieces.
 """
@@ -23,23 +23,25 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from vqtok.pretrained import registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE = re.compile(r"^#\s+stage (\d+): STOI ([\d.]+), PESQ-(nb|wb) ([\d.]+)")
+ROW = re.compile(r"^\|\s*(\d+)\s*\|")
 
-# (recipe, shipped name, PESQ mode, anchors {codec: (STOI, PESQ)} from bench/speech_codecs.py on speech/test,
+# (docs page, shipped name, PESQ mode, anchors {codec: (STOI, PESQ)} from bench/speech_codecs.py on speech/test,
 #  bar (STOI, PESQ) of the issue "Real-speech tokenizers")
 MODELS = [
-    ("speech8k.yaml", "speech-8k", "nb", {"Codec 2 3200": (0.821, 2.68), "Opus 6": (0.851, 2.56)}, (0.86, 2.8)),
-    ("speech16k.yaml", "speech-16k", "wb", {"Opus 8": (0.931, 2.54), "Opus 6": (0.851, 1.79)}, (0.90, 2.6)),
+    ("speech-8k.md", "speech-8k", "nb", {"Codec 2 3200": (0.821, 2.68), "Opus 6": (0.851, 2.56)}, (0.86, 2.8)),
+    ("speech-16k.md", "speech-16k", "wb", {"Opus 8": (0.931, 2.54), "Opus 6": (0.851, 1.79)}, (0.90, 2.6)),
 ]
 
 
-def stages(recipe: Path) -> list[tuple[int, float, float]]:
-    """(stage, STOI, PESQ) of every "stage N: STOI x, PESQ-.. y" line in the recipe's header."""
-    rows = []
-    for line in recipe.read_text().splitlines():
-        match = STAGE.match(line)
-        if match:
-            rows.append((int(match[1]), float(match[2]), float(match[4])))
+def stages(page: Path) -> list[tuple[int, float, float]]:
+    """(stage, STOI, PESQ) of every row "| N | ..." of the page's stage table (columns named STOI and PESQ-..)."""
+    rows, columns = [], None
+    for line in page.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if "stage" in cells and "STOI" in cells:
+            columns = (cells.index("STOI"), next(i for i, c in enumerate(cells) if c.startswith("PESQ-")))
+        elif columns and ROW.match(line):
+            rows.append((int(cells[0]), float(cells[columns[0]]), float(cells[columns[1]])))
     return rows
 
 
@@ -48,10 +50,10 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, help="write the curves to this PNG")
     args = parser.parse_args()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
-    for col, (recipe, name, mode, anchors, bar) in enumerate(MODELS):
-        rows = stages(REPO / "recipes" / recipe)
+    for col, (page, name, mode, anchors, bar) in enumerate(MODELS):
+        rows = stages(REPO / "docs" / "models" / page)
         shipped = registry.get(name).card.get("reported", {}) if name in registry.names() else {}
-        print(f"\n{recipe} (stage figures from its header; last row: the shipped {name}'s card)\n")
+        print(f"\n{name} (stage figures from docs/models/{page}; last row: the shipped model's card)\n")
         print(f"| stage | STOI | PESQ-{mode} |\n|---:|---:|---:|")
         for stage, stoi, pesq in rows:
             print(f"| {stage} | {stoi:.3f} | {pesq:.2f} |")
