@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from vqtok.codec import Codec
 from vqtok.data import load_audio
 from vqtok.data.mnist import load_mnist
 from vqtok.tokenizer import load_tokenizer, streaming
@@ -35,7 +36,8 @@ def load_items(tok, n: int) -> list[torch.Tensor]:
     """Audio clips (T,) at the model's speech level, or images (1, 28, 28) in [0, 1]."""
     if tok.dims == 1:
         files = sorted((DATA / "speech" / "test").rglob("*.flac"))[:n]
-        return [tok.at_level(torch.as_tensor(load_audio(f, tok.sample_rate)[0]))[0] for f in files]
+        codec = Codec(tok)  # at the model's speech level, as vqtok encode brings a file
+        return [torch.from_numpy(codec.prepare(load_audio(f, tok.sample_rate)[0]).data) for f in files]
     images, _ = load_mnist(DATA / "mnist", "test")
     return list(torch.from_numpy(images[:n]).float()[:, None] / 255)
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -44,10 +43,10 @@ from speech_protocol import (  # noqa: E402
     make_folder_pieces,
 )
 
+import vqtok.codec  # noqa: E402
 from vqtok import metrics  # noqa: E402
 from vqtok.data.audio import resample  # noqa: E402
 from vqtok.errors import VqtokError  # noqa: E402
-from vqtok.tokenizer import speech_level  # noqa: E402
 from vqtok.tokenizer.checkpoint import load_tokenizer, tokenizer_file  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -152,16 +151,13 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool 
 
     def codec(at_level: bool, postfilter: bool) -> Codec:
         seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
+        contract = vqtok.codec.Codec(tok, at_level=at_level)  # level, encode, decode, undo the gain as vqtok does
 
         def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
             x = audio if rate == table_rate else resample(audio, table_rate, rate)
-            wav, gain = tok.at_level(x) if at_level else (torch.from_numpy(np.ascontiguousarray(x, np.float32)), 0.0)
-            with torch.no_grad():
-                codes = tok.encode(wav[None, None])
-                y = tok.decode(codes, size=len(x), postfilter=postfilter)[0, 0].float().numpy()
-                y = speech_level.apply_gain(y, -gain)
-            levels = codes if isinstance(codes, list) else [codes]
-            seen.append([c.cpu().numpy() for c in levels])
+            levels, decoded = contract.round_trip(x, postfilter=postfilter)
+            y = decoded.data
+            seen.append([c.cpu().numpy()[None] for c in levels])
             return y if rate == table_rate else resample(y, rate, table_rate)
 
         notes = [*(["as is"] if tok.level_db is not None and not at_level else []),

@@ -1,13 +1,13 @@
-"""`vqtok decode` writes through the shared WAV and PNG writers (data/audio.write_wav, plots.save_png)."""
+"""Decoding writes through the shared WAV and PNG writers (data/audio.write_wav, plots.save_png)."""
 
 import numpy as np
 import soundfile as sf
 import torch
 from PIL import Image
 
-from vqtok import pipeline
+from vqtok import codec
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, save_tokenizer
-from vqtok.tokenizer.codes import write_codes
+from vqtok.tokenizer.codes import read_codes, write_codes
 
 
 def saved_tokenizer(path, dims):
@@ -21,17 +21,18 @@ def saved_tokenizer(path, dims):
 
 def recording(monkeypatch, name):
     calls = []
-    original = getattr(pipeline, name)
-    monkeypatch.setattr(pipeline, name, lambda *args: calls.append(args) or original(*args))
+    original = getattr(codec, name)
+    monkeypatch.setattr(codec, name, lambda *args: calls.append(args) or original(*args))
     return calls
 
 
-def test_decode_codes_file_uses_the_shared_writers(tmp_path, monkeypatch):
+def test_write_decoded_uses_the_shared_writers(tmp_path, monkeypatch):
     tok = saved_tokenizer(tmp_path / "img.safetensors", dims=2)
     source = {"kind": "image", "path": "x", "size": [6, 10]}
     write_codes(tmp_path / "c.npy", tok.encode(torch.rand(1, 6, 10)), tok, source)
     pngs = recording(monkeypatch, "save_png")
-    pipeline.decode_codes_file(tok, tmp_path / "c.npy", tmp_path / "c.png")
+    file = read_codes(tmp_path / "c.npy", tok)
+    codec.write_decoded(tmp_path / "c.png", codec.Codec(tok).decode(file.levels, file.source))
     assert len(pngs) == 1 and pngs[0][1] == tmp_path / "c.png"
     with torch.no_grad():
         image = tok.decode(torch.from_numpy(np.load(tmp_path / "c.npy")).long(), size=(6, 10)).numpy()  # (1, H, W)
@@ -42,7 +43,8 @@ def test_decode_codes_file_uses_the_shared_writers(tmp_path, monkeypatch):
     source = {"kind": "audio", "path": "a", "length": 101}
     write_codes(tmp_path / "a.npy", tok.encode(torch.randn(1, 101) * 0.1), tok, source)
     wavs = recording(monkeypatch, "write_wav")
-    pipeline.decode_codes_file(tok, tmp_path / "a.npy", tmp_path / "a.wav")
+    file = read_codes(tmp_path / "a.npy", tok)
+    codec.write_decoded(tmp_path / "a.wav", codec.Codec(tok).decode(file.levels, file.source))
     assert len(wavs) == 1 and wavs[0][0] == tmp_path / "a.wav" and wavs[0][2] == 8000
     audio, rate = sf.read(tmp_path / "a.wav")
     assert rate == 8000 and len(audio) == 101

@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from vqtok import metrics
+from vqtok.codec import Codec
 from vqtok.data.audio import AUDIO_EXTENSIONS, AudioFolder, list_files
 from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.images import IMAGE_EXTENSIONS, load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
-from vqtok.tokenizer import speech_level
 from vqtok.tokenizer.recipe import load_recipe
 
 STRING_SECONDS = 3.0
@@ -89,28 +88,24 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
     batch: list[tuple[str, np.ndarray]] = []
     bar = tqdm(desc="evaluating", unit="item", disable=not progress)
 
+    codec = Codec(tok, batch_size=batch_size)  # audio at the tokenizer's level_db, as `vqtok encode` brings it
+
     def run_batch() -> None:
         nonlocal bits, count
-        if tok.dims == 1:  # each clip at the tokenizer's level_db, as `vqtok encode` brings it (gain 0 without)
-            inputs = [tok.at_level(x) for _, x in batch]
-        else:
-            inputs = [(torch.from_numpy(np.ascontiguousarray(x)), 0.0) for _, x in batch]
-        codes = tok.encode_batch([x for x, _ in inputs], batch_size)
-        for (_name, x), (_, gain), c in zip(batch, inputs, codes):
+        inputs = [codec.prepare(x) for _, x in batch]
+        for (_name, x), item, c in zip(batch, inputs, codec.encode(inputs)):
             levels = c if isinstance(c, list) else [c]
             for store, lv in zip(codes_per_level, levels):
                 store.append(lv.cpu().numpy().ravel())
             bits += sum(lv.numel() * math.log2(k) for lv, k in zip(levels, tok.codebook_size))
-            with torch.no_grad():
-                if tok.dims == 1:
-                    y = speech_level.apply_gain(tok.decode_long(c, size=len(x))[0].cpu().numpy(), -gain)
-                    per_item.setdefault("si_snr", []).append(metrics.si_snr(y, x))
-                    per_item.setdefault("log_mel_distance", []).append(metrics.log_mel_distance(y, x, tok.sample_rate))
-                    pairs.append((x, y))
-                else:
-                    y = tok.decode(c, size=tuple(x.shape[1:])).cpu().numpy()
-                    per_item.setdefault("mse", []).append(metrics.mse(y, x))
-                    per_item.setdefault("psnr", []).append(metrics.psnr(np.clip(y, 0, 1), x))
+            y = codec.decode(levels, item.source).data
+            if tok.dims == 1:
+                per_item.setdefault("si_snr", []).append(metrics.si_snr(y, x))
+                per_item.setdefault("log_mel_distance", []).append(metrics.log_mel_distance(y, x, tok.sample_rate))
+                pairs.append((x, y))
+            else:
+                per_item.setdefault("mse", []).append(metrics.mse(y, x))
+                per_item.setdefault("psnr", []).append(metrics.psnr(np.clip(y, 0, 1), x))
             count += 1
             bar.update(1)
         batch.clear()

@@ -23,22 +23,20 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
-import torch
 import yaml
 from tqdm import tqdm
 
-from vqtok.data.audio import AUDIO_EXTENSIONS, RULE_NUM_CLASSES, RULES, list_files, resample, write_wav
-from vqtok.data.images import IMAGE_EXTENSIONS, load_image
-from vqtok.data.stream import AudioStream
+from vqtok.codec import Codec, Prepared, write_decoded
+from vqtok.data.audio import RULE_NUM_CLASSES, RULES, list_files
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
-from vqtok.plots import save_png
 from vqtok.pretrained import registry
-from vqtok.tokenizer import speech_level, streaming
+from vqtok.tokenizer.checkpoint import locate_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import (
+    CODE_SUFFIXES,
+    TokenFile,
     is_complete,
     read_codes,
     read_sidecar,
@@ -195,6 +193,74 @@ def folder_labels(jobs: list[Job]) -> dict[str, int]:
     return {n: i for i, n in enumerate(names)}
 
 
+# ------------------------------------------------------------------ the job runner
+class Work(Protocol):
+    """What a run does with each job; `run_jobs` owns the loop, per-file errors, progress and the manifest."""
+
+    batch_size: int  # jobs handed to `finish` together
+    manifest: bool  # whether a folder run writes manifest.jsonl
+
+    def done(self, job: Job, resume: bool, manifest_dir: Path | None) -> dict | None:
+        """A finished job's manifest entry (skipped on resume), or None; raises if its output may not be replaced."""
+
+    def start(self, job: Job) -> Any:
+        """The job's input, read and checked (a VqtokError fails the job)."""
+
+    def finish(self, jobs: list[Job], inputs: list[Any], manifest_dir: Path | None) -> list[dict | VqtokError]:
+        """Per job its manifest entry, or the VqtokError that failed it."""
+
+
+def run_jobs(plan: Plan, work: Work, progress: bool = True, echo: Callable[[str], None] = print,
+             desc: str = "encoding") -> RunReport:
+    """Run a plan's jobs through `work`, `work.batch_size` at a time, in input order.
+
+    A folder run (``plan.single`` false) resumes: a job `work.done` reports finished is skipped; a failing job is
+    reported through `echo` and the rest go on. A single-file run stops on the first error.
+    """
+    report = RunReport()
+    entries: dict[int, dict] = {}
+    pending: list[tuple[int, Job, Any]] = []
+
+    def fail(err: VqtokError) -> None:
+        if plan.single:
+            raise err
+        report.failed.append(str(err))
+        echo(f"error: {err}")
+
+    def flush() -> None:
+        results = work.finish([job for _, job, _ in pending], [item for _, _, item in pending], plan.manifest_dir)
+        for (i, _, _), result in zip(pending, results):
+            if isinstance(result, VqtokError):
+                fail(result)
+            else:
+                entries[i] = result
+                report.done += 1
+        pending.clear()
+
+    bar = tqdm(plan.jobs, desc=desc, unit="file", disable=not progress or len(plan.jobs) < 2, dynamic_ncols=True)
+    for i, job in enumerate(bar):
+        try:
+            if job.error:
+                raise VqtokError(job.error)
+            entry = work.done(job, not plan.single, plan.manifest_dir)
+            if entry is not None:
+                entries[i] = entry
+                report.skipped += 1
+                continue
+            pending.append((i, job, work.start(job)))
+            if len(pending) >= work.batch_size:
+                flush()
+        except VqtokError as err:
+            fail(err)
+    if pending:
+        flush()
+    if plan.manifest_dir is not None and work.manifest:
+        report.entries = [entries[i] for i in sorted(entries)]
+        if report.entries or not report.failed:
+            write_manifest(plan.manifest_dir, report.entries)
+    return report
+
+
 # ------------------------------------------------------------------ encode
 def check_output(job: Job, fingerprint: str | None, force: bool, resume: bool) -> bool:
     """True if the job is already done (resume); raises if its output exists and may not be replaced."""
@@ -217,32 +283,8 @@ def check_output(job: Job, fingerprint: str | None, force: bool, resume: bool) -
     return False
 
 
-def load_input(tok, path: Path) -> tuple[Any, dict[str, Any]]:
-    """An input file, checked: (AudioStream or image (C, H, W) float32, `source` metadata)."""
-    if tok.dims == 1:
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            raise VqtokError(f"{path}: an image, but this is an audio tokenizer")
-        stream = AudioStream(path, tok.sample_rate)
-        info = stream.info
-        if stream.length < tok.hop:
-            raise VqtokError(
-                f"{path}: {stream.length} samples at {tok.sample_rate} Hz ({1000 * stream.length / tok.sample_rate:.1f} ms) "
-                f"is shorter than one frame of this tokenizer ({tok.hop} samples, "
-                f"{1000 * tok.hop / tok.sample_rate:.1f} ms); nothing to encode")
-        source = {"kind": "audio", "path": str(path), "length": stream.length, "sample_rate": tok.sample_rate,
-                  "orig_sample_rate": info.orig_sample_rate, "channels": info.channels,
-                  "orig_frames": info.orig_frames, "duration": info.duration_seconds}
-        return stream, source
-    if path.suffix.lower() in AUDIO_EXTENSIONS:
-        raise VqtokError(f"{path}: an audio file, but this is an image tokenizer")
-    image = load_image(path, None, channels=tok.config.in_channels)  # (C, H, W) in [0, 1]
-    h, w = image.shape[1:]
-    if min(h, w) < tok.hop:
-        raise VqtokError(f"{path}: {h}x{w} pixels is smaller than one code of this tokenizer ({tok.hop}x{tok.hop})")
-    return image, {"kind": "image", "path": str(path), "size": [int(h), int(w)], "channels": int(image.shape[0])}
-
-
 def manifest_entry(meta: dict[str, Any], codes_path: Path, manifest_dir: Path | None) -> dict[str, Any]:
+    """The manifest line of a token file from its sidecar `meta`; `codes` relative to `manifest_dir`."""
     src = meta["source"]
     rel = codes_path.name if manifest_dir is None else os.path.relpath(codes_path, manifest_dir)
     entry: dict[str, Any] = {"path": src.get("path"), "codes": Path(rel).as_posix(), "kind": src.get("kind")}
@@ -262,161 +304,141 @@ def write_manifest(folder: Path, entries: list[dict]) -> Path:
     return path
 
 
-class FileEncoder:
-    """Runs encode plans: short clips and images in batches, long audio streamed block by block."""
+class EncodeWork:
+    """Inputs to token files through a `Codec`; labels by a rule, by first folder, or none."""
 
-    def __init__(self, tok, chunk_seconds: float | None = 10.0, batch_size: int = 1, force: bool = False,
-                 label_fn: Callable[[str], int | None] | None = None, label_mode: str = "none",
-                 progress: bool = True, echo: Callable[[str], None] = print, at_level: bool = True):
-        self.tok = tok
-        self.level_db = tok.level_db if at_level else None  # the speech level audio is brought to (None: as is)
-        self.chunk_seconds = chunk_seconds
-        self.batch_size = max(1, batch_size)
+    manifest = True
+
+    def __init__(self, codec: Codec, force: bool = False, label_fn: Callable[[str], int | None] | None = None,
+                 label_mode: str = "none", classes: dict[str, int] | None = None):
+        self.codec = codec
+        self.batch_size = codec.batch_size
         self.force = force
         self.label_fn = label_fn
         self.label_mode = label_mode
-        self.progress = progress
-        self.echo = echo
+        self.classes = classes or {}
 
-    def run(self, plan: Plan) -> RunReport:
-        report = RunReport()
-        resume = not plan.single
-        classes = folder_labels(plan.jobs) if self.label_mode == "folder" else {}
-        pending: list[tuple[Job, Any, dict, int | None]] = []
-        entries: dict[int, dict] = {}
-        index = {id(job): i for i, job in enumerate(plan.jobs)}
+    def done(self, job: Job, resume: bool, manifest_dir: Path | None) -> dict | None:
+        if check_output(job, self.codec.tok.fingerprint, self.force, resume):
+            return manifest_entry(read_sidecar(job.out), job.out, manifest_dir)
+        return None
 
-        def fail(job: Job, err: Exception) -> None:
-            if plan.single:
-                raise err
-            report.failed.append(str(err))
-            self.echo(f"error: {err}")
+    def start(self, job: Job) -> tuple[Prepared, int | None]:
+        return self.codec.open(job.source), self._label(job)
 
-        def flush() -> None:
-            if not pending:
-                return
-            items = [p[1] for p in pending]
-            codes = self.tok.encode_batch(items, batch_size=self.batch_size)
-            for (job, _item, source, label), c in zip(pending, codes):
-                try:
-                    self._write(job, c, source, label, plan, entries, index, report)
-                except VqtokError as err:
-                    fail(job, err)
-            pending.clear()
-
-        bar = tqdm(plan.jobs, desc="encoding", unit="file", disable=not self.progress or len(plan.jobs) < 2,
-                   dynamic_ncols=True)
-        for job in bar:
+    def finish(self, jobs: list[Job], inputs: list[tuple[Prepared, int | None]],
+               manifest_dir: Path | None) -> list[dict | VqtokError]:
+        codes = self.codec.encode([item for item, _ in inputs])
+        results: list[dict | VqtokError] = []
+        for job, (item, label), c in zip(jobs, inputs, codes):
             try:
-                if job.error:
-                    raise VqtokError(job.error)
-                if check_output(job, self.tok.fingerprint, self.force, resume):
-                    entries[index[id(job)]] = manifest_entry(read_sidecar(job.out), job.out, plan.manifest_dir)
-                    report.skipped += 1
-                    continue
-                label = self._label(job, classes)
-                data, source = load_input(self.tok, job.source)
-                if self.tok.dims == 1 and data.length > self.tok.block_frames * self.tok.hop:
-                    codes = self._encode_long(data, source)
-                    self._write(job, codes, source, label, plan, entries, index, report)
-                    continue
-                item = self._to_level(data.read(), source) if self.tok.dims == 1 else data
-                pending.append((job, item, source, label))
-                if len(pending) >= self.batch_size:
-                    flush()
+                meta = write_codes(job.out, c, self.codec.tok, item.source, label)
+            except OSError as err:
+                results.append(VqtokError(f"{job.out}: cannot write ({err.strerror or err})"))
+                continue
             except VqtokError as err:
-                fail(job, err)
-        flush()
-        if plan.manifest_dir is not None:
-            ordered = [entries[i] for i in sorted(entries)]
-            report.entries = ordered
-            if ordered or not report.failed:
-                write_manifest(plan.manifest_dir, ordered)
-        return report
+                results.append(err)
+                continue
+            results.append(manifest_entry(meta, job.out, manifest_dir))
+        return results
 
-    def _label(self, job: Job, classes: dict[str, int]) -> int | None:
+    def _label(self, job: Job) -> int | None:
         if self.label_mode == "folder":
-            return classes.get(job.key.split("/")[0]) if "/" in job.key else None
+            return self.classes.get(job.key.split("/")[0]) if "/" in job.key else None
         return self.label_fn(job.key) if self.label_fn else None
 
-    def _to_level(self, audio: np.ndarray, source: dict[str, Any], clip_db: float | None = None) -> np.ndarray:
-        """`audio` (T,) brought to the tokenizer's `level_db` from the clip's level `clip_db` (default: the level of
-        `audio` itself; a long file's pieces pass the whole file's); the gain goes into `source`."""
-        if self.level_db is None:
-            return audio
-        clip_db = speech_level.level_db(audio, self.tok.sample_rate) if clip_db is None else clip_db
-        source["gain_db"] = speech_level.gain_to(clip_db, self.level_db)
-        return speech_level.apply_gain(audio, source["gain_db"])
 
-    def _encode_long(self, stream: AudioStream, source: dict[str, Any]) -> Any:
-        tok = self.tok
-        sr = stream.info.orig_sample_rate
-        frames = stream.info.orig_frames if not self.chunk_seconds else max(1, round(self.chunk_seconds * sr))
-        pieces = stream.pieces(frames)
-        if self.level_db is not None:  # one pass to measure the level, a second to encode
-            meter = speech_level.LevelMeter(tok.sample_rate)
-            for piece in stream.pieces(frames):
-                meter.add(piece)
-            clip_db = meter.level_db
-            pieces = (self._to_level(piece, source, clip_db) for piece in pieces)
-        parts = []
-        total = stream.length / tok.sample_rate
-        with tqdm(total=round(total, 1), desc=stream.path.name, unit="s", leave=False, dynamic_ncols=True,
-                  disable=not self.progress or total < 30) as chunk_bar:
-            for piece in streaming.stream_encode(tok, pieces):
-                parts.append(piece)
-                chunk_bar.update(round(len(piece[-1]) * tok.downsample[-1] / tok.sample_rate, 1))
-        levels = [torch.from_numpy(c) for c in streaming.join_levels(parts, tok.levels)]
-        return levels[0] if tok.levels == 1 else levels
-
-    def _write(self, job: Job, codes, source, label, plan: Plan, entries, index, report: RunReport) -> None:
-        try:
-            write_codes(job.out, codes, self.tok, source, label)
-        except OSError as err:
-            raise VqtokError(f"{job.out}: cannot write ({err.strerror or err})") from None
-        entries[index[id(job)]] = manifest_entry(read_sidecar(job.out), job.out, plan.manifest_dir)
-        report.done += 1
+def encode_plan(plan: Plan, codec: Codec, force: bool = False, label_fn: Callable[[str], int | None] | None = None,
+                label_mode: str = "none", progress: bool = True, echo: Callable[[str], None] = print) -> RunReport:
+    """Encode a plan's inputs to token files (and its folder's manifest.jsonl); see `run_jobs`."""
+    classes = folder_labels(plan.jobs) if label_mode == "folder" else {}
+    work = EncodeWork(codec, force, label_fn, label_mode, classes)
+    return run_jobs(plan, work, progress, echo, "encoding")
 
 
 # ------------------------------------------------------------------ decode
-def decode_codes_file(tok, path: Path, out: Path, sample_rate: str = "model", chunk_seconds: float | None = 10.0,
-                      force: bool = False, postfilter: bool = True) -> Path:
-    """Decode one codes file to WAV (audio; through the tokenizer's postfilter unless `postfilter` is false) or PNG
-    (images), trimmed to the original size."""
-    if not force and out.exists():
-        raise VqtokError(f"{out}: already exists; pass --force to overwrite it")
-    file = read_codes(path, tok)
-    if tok.dims == 1:
-        src = file.source
-        wav = tok.decode_long(file.levels if tok.levels > 1 else file.levels[0], size=int(src["length"]),
-                              chunk_seconds=chunk_seconds, postfilter=postfilter)[0].cpu().numpy()  # (T,)
-        wav = speech_level.apply_gain(wav, -src.get("gain_db", 0.0))  # back to the input's level (speech_level.py)
-        rate = tok.sample_rate
-        if sample_rate == "original":
-            rate = int(src.get("orig_sample_rate", rate))
-            if rate != tok.sample_rate:
-                wav = resample(wav, tok.sample_rate, rate)
-            n = int(src.get("orig_frames", len(wav)))
-            wav = np.pad(wav, (0, max(0, n - len(wav))))[:n]
-        elif sample_rate != "model":
-            rate = int(sample_rate)
-            if rate != tok.sample_rate:
-                wav = resample(wav, tok.sample_rate, rate)
-        peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
-        if peak > 1.0:
-            logger.warning("%s: decoded audio peaks at %.2f; clipped to [-1, 1] for 16-bit WAV", path, peak)
-        _write_file(out, lambda: write_wav(out, wav, rate))  # clipped to [-1, 1], 16-bit PCM
-        return out
-    with torch.no_grad():
-        levels = [torch.from_numpy(a) for a in file.levels]
-        img = tok.decode(levels if tok.levels > 1 else levels[0], size=file.size).cpu().numpy()  # (C, H, W)
-    pixels = np.round(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, C)
-    _write_file(out, lambda: save_png(pixels, out))
-    return out
+class TokenizerFinder:
+    """The tokenizer of each codes file: `model` when given, else the one its sidecar records (a shipped tokenizer
+    with that fingerprint, or the file at the recorded path if it still has it), loaded once each by `load`."""
+
+    def __init__(self, model: Path | None, load: Callable[[Path], Any], echo: Callable[[str], None] = print):
+        self.model, self.load, self.echo = model, load, echo
+        self.loaded: dict[Path, Any] = {}
+        self.announced: set[tuple[str, str]] = set()
+
+    def __call__(self, codes: Path):
+        if self.model is not None:
+            return self._load(tokenizer_file(self.model))
+        made_by = read_sidecar(codes)["tokenizer"]
+        tok, recorded = self._load(locate_tokenizer(made_by, codes)), made_by.get("fingerprint")
+        if (tok.fingerprint, recorded) not in self.announced:
+            self.announced.add((tok.fingerprint, recorded))
+            how = ("as the sidecar records" if recorded == tok.fingerprint
+                   else f"a later version of the sidecar's {recorded}, with the same codes")
+            self.echo(f"decoding with {tok.name or tok.path} (tokenizer {tok.fingerprint}, {how})")
+        return tok
+
+    def _load(self, path: Path):
+        if path not in self.loaded:
+            self.loaded[path] = self.load(path)
+        return self.loaded[path]
+
+    def first_dims(self, inputs: list[Path]) -> int:
+        """Audio (1) or images (2): from `model`, else from the first codes file's sidecar."""
+        if self.model is not None:
+            return self(Path()).dims  # one tokenizer for every file
+        for path in inputs:
+            files = list_files(path, CODE_SUFFIXES) if path.is_dir() else [path]
+            if files and files[0].is_file():
+                return int(read_sidecar(files[0])["tokenizer"].get("dims", 1))
+        return 1  # nothing readable: the run reports each input's own error
 
 
-def _write_file(out: Path, write: Callable[[], None]) -> None:
-    try:
-        write()
-    except OSError as err:
-        raise VqtokError(f"{out}: cannot write ({err.strerror or err})") from None
+class DecodeWork:
+    """Token files back to WAV or PNG, each through a `Codec` of the tokenizer that `find` gives it."""
+
+    batch_size = 1
+    manifest = False
+
+    def __init__(self, find: Callable[[Path], Any], suffix: str, sample_rate: str = "model",
+                 chunk_seconds: float | None = 10.0, force: bool = False, postfilter: bool = True):
+        self.find, self.suffix = find, suffix
+        self.sample_rate, self.chunk_seconds = sample_rate, chunk_seconds
+        self.force, self.postfilter = force, postfilter
+        self.codecs: dict[int, Codec] = {}
+
+    def done(self, job: Job, resume: bool, manifest_dir: Path | None) -> None:
+        if not self.force and job.out.exists():
+            raise VqtokError(f"{job.out}: already exists; pass --force to overwrite it")
+        return None
+
+    def start(self, job: Job) -> tuple[Codec, TokenFile]:
+        tok = self.find(job.source)
+        if decoded_suffix(tok) != self.suffix:
+            raise VqtokError(f"{job.source}: made by an {'audio' if tok.dims == 1 else 'image'} tokenizer, "
+                             f"unlike the first codes file of this run; decode it on its own")
+        codec = self.codecs.setdefault(id(tok), Codec(tok, chunk_seconds=self.chunk_seconds))
+        return codec, read_codes(job.source, tok)
+
+    def finish(self, jobs: list[Job], inputs: list[tuple[Codec, TokenFile]],
+               manifest_dir: Path | None) -> list[dict | VqtokError]:
+        results: list[dict | VqtokError] = []
+        for job, (codec, file) in zip(jobs, inputs):
+            try:
+                decoded = codec.decode(file.levels, file.source, self.sample_rate, self.postfilter)
+                write_decoded(job.out, decoded, file.path)
+            except VqtokError as err:
+                results.append(err)
+                continue
+            results.append({"path": str(job.source), "out": str(job.out)})
+        return results
+
+
+def decoded_suffix(tok) -> str:
+    """What a tokenizer's codes decode to: .wav (audio) or .png (images)."""
+    return ".wav" if tok.dims == 1 else ".png"
+
+
+def decode_plan(plan: Plan, work: DecodeWork, progress: bool = False, echo: Callable[[str], None] = print) -> RunReport:
+    """Decode a plan's token files; see `run_jobs`."""
+    return run_jobs(plan, work, progress, echo, "decoding")

@@ -151,6 +151,24 @@ def test_images_folder(tmp_path, cli):
     assert np.load(tmp_path / "out" / "dogs" / "b.npy").shape == (4, 6)
 
 
+def test_a_colour_image_for_a_grey_tokenizer_is_named_on_stderr(tmp_path, cli):
+    """A 112x112 RGB picture given to a 1-channel tokenizer (like mnist) encodes at its own size as grey, and the
+    run says so on stderr; a grey picture passes without a word."""
+    from PIL import Image
+
+    tok_path = make_tokenizer(tmp_path / "img.safetensors", dims=2)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).save(tmp_path / "grey.png")
+    res = cli("encode", tmp_path / "rgb.png", "-m", tok_path, "-o", tmp_path / "rgb.npy")
+    assert res.exit_code == 0, res.output
+    assert "rgb.png: RGB pixels, converted to grey for this 1-channel tokenizer; it decodes as grey" in res.stderr
+    file = read_codes(tmp_path / "rgb.npy", load_tokenizer(tok_path))
+    assert file.source["size"] == [112, 112] and file.source["channels"] == 1 and file.levels[0].shape == (28, 28)
+    res = cli("encode", tmp_path / "grey.png", "-m", tok_path, "-o", tmp_path / "grey.npy")
+    assert res.exit_code == 0 and "converted" not in res.stderr
+
+
 def test_fsdd_subset_encodes_and_decodes_to_the_original_lengths(tmp_path, audio_tok, cli):
     src = tmp_path / "fsdd"
     src.mkdir()

@@ -1,11 +1,13 @@
 """AudioStream: piecewise reading identical to load_audio, and strict checks (truncated WAV, NaN, not audio)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from vqtok import VqtokError
-from vqtok.data.audio import load_audio
+from vqtok.data.audio import load_audio, mp3_span
 from vqtok.data.audio import check_wav_complete
 from vqtok.data.stream import AudioStream
 
@@ -55,3 +57,37 @@ def test_nan_raises_while_reading(tmp_path):
     stream = AudioStream(tmp_path / "n.wav", 8000)
     with pytest.raises(VqtokError, match=r"n\.wav: 1 samples from 0\.50 s on are NaN or Inf"):
         list(stream.pieces(4000))
+
+
+MP3_NO_TAG = Path(__file__).parent / "files" / "chirp_16k_lame_no_gapless_tag.mp3"
+
+
+def chirp() -> np.ndarray:
+    """The source of MP3_NO_TAG: 1 s at 16 kHz, 200 -> 1000 Hz, faded in over 50 ms (lame 3.100, default settings,
+    which writes no Xing/Info tag at this rate)."""
+    t = np.arange(16000) / 16000
+    return (0.3 * np.sin(2 * np.pi * (200 * t + 400 * t * t)) * np.minimum(1, t * 20)).astype(np.float32)
+
+
+def test_an_mp3_without_gapless_tag_is_read_without_the_coding_delay():
+    """libsndfile decodes this file 1280 samples (0.08 s) longer than its source, 1105 of them (the encoder's
+    576 + the decoder's 529) in front: reading cuts the delay, keeps every source sample and at most one frame
+    (576 samples) more, whether read whole or as a stream."""
+    assert sf.info(str(MP3_NO_TAG)).frames == 17280
+    assert mp3_span(MP3_NO_TAG, 17280) == (1105, 16128)  # 17280 - 1105 - (576 - 529)
+    x = chirp()
+    y, info = load_audio(MP3_NO_TAG, 16000)
+    assert len(y) == info.orig_frames == 16128
+    assert np.abs(y[:16000] - x).max() < 0.03 and np.abs(y[16000:]).max() < 0.01  # aligned: no delay left
+    stream = AudioStream(MP3_NO_TAG, 8000)
+    assert stream.length == 8064 and stream.info.orig_frames == 16128
+    # one piece: libsndfile's MP3 reads of sizes that are not whole frames do not always join up exactly
+    assert np.array_equal(np.concatenate(list(stream.pieces())), load_audio(MP3_NO_TAG, 8000)[0])
+
+
+def test_an_mp3_with_gapless_tag_is_left_to_libsndfile(tmp_path):
+    x = chirp()
+    sf.write(tmp_path / "tagged.mp3", x, 16000, format="MP3")  # libsndfile writes a Xing tag with LAME's fields
+    assert mp3_span(tmp_path / "tagged.mp3", 16000) == (0, 16000)
+    y, info = load_audio(tmp_path / "tagged.mp3", 16000)
+    assert len(y) == info.orig_frames == 16000 and np.abs(y - x).max() < 0.05

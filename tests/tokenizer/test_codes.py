@@ -8,7 +8,7 @@ import torch
 
 from vqtok import VqtokError, read_codes, save_tokenizer, write_codes
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
-from vqtok.tokenizer.codes import code_dtype, is_complete, sidecar_path
+from vqtok.tokenizer.codes import code_dtype, is_complete, read_sidecar, sidecar_path
 
 
 def saved(tmp_path, arch="vqvae", dims=1, codebook_size=32, seed=0, name="tok.safetensors"):
@@ -33,8 +33,9 @@ def test_single_level_audio_round_trip(tmp_path):
     with torch.no_grad():
         codes = tok.encode(torch.randn(101))
     path = tmp_path / "a.npy"
-    side = write_codes(path, codes, tok, audio_source(101), label=3)
-    assert side == sidecar_path(path) == tmp_path / "a.npy.json"
+    written = write_codes(path, codes, tok, audio_source(101), label=3)
+    side = sidecar_path(path)
+    assert side == tmp_path / "a.npy.json" and written == json.loads(side.read_text()) == read_sidecar(path)
     raw = np.load(path, allow_pickle=False)
     assert raw.dtype == np.int16 and raw.shape == (26,)
     meta = json.loads(side.read_text())

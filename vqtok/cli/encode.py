@@ -82,9 +82,10 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
       vqtok encode ../shared/data/fsdd/recordings -m runs/speech/tokenizer.safetensors -o fsdd_codes/
       vqtok encode digits/ -m runs/mnist/tokenizer.safetensors -o digit_codes/ --labels folder
     """
+    from vqtok.codec import Codec
     from vqtok.data.audio import AUDIO_EXTENSIONS
     from vqtok.data.images import IMAGE_EXTENSIONS
-    from vqtok.pipeline import FileEncoder, label_function, plan_runs, prepare_output_dirs
+    from vqtok.pipeline import encode_plan, label_function, plan_runs, prepare_output_dirs
     from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix
 
     setup_logging()
@@ -98,13 +99,14 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
         raise click.UsageError(f"this {tok.levels}-level tokenizer writes {suffix} files, not {out.suffix}")
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
     prepare_output_dirs(plans)
-    runner = FileEncoder(tok, chunk_seconds=chunk_seconds or None, batch_size=batch_size, force=force,
-                     label_fn=label_function(tok_path, labels), label_mode=labels, progress=not quiet,
-                     echo=lambda line: click.echo(line, err=True), at_level=not as_is)
+    codec = Codec(tok, at_level=not as_is, chunk_seconds=chunk_seconds or None, batch_size=batch_size,
+                  progress=not quiet)
+    label_fn = label_function(tok_path, labels)
     done = skipped = 0
     failed: list[str] = []
     for plan in plans:
-        report = runner.run(plan)
+        report = encode_plan(plan, codec, force=force, label_fn=label_fn, label_mode=labels, progress=not quiet,
+                             echo=lambda line: click.echo(line, err=True))
         done, skipped, failed = done + report.done, skipped + report.skipped, failed + report.failed
         if plan.single:
             click.echo(f"wrote {plan.jobs[0].out}", err=True)

@@ -136,6 +136,38 @@ def check_wav_complete(path: Path) -> None:
         raise VqtokError(f"{path}: truncated WAV (no complete data chunk); re-export or re-download it")
 
 
+# An MP3 encoder delays the signal by 576 samples and its decoder by 529 more, and pads the end to whole frames
+# (LAME's technical FAQ). A Xing/Info tag with LAME's gapless fields lets the decoder (libsndfile's mpg123) cut
+# both; a file without one decodes longer and later than its source, so the delay is cut here.
+MP3_DELAY = 576 + 529
+
+
+def mp3_span(path: Path, frames: int) -> tuple[int, int]:
+    """(first frame, frame count) of the source signal in what libsndfile decodes from `path`: (0, frames) unless
+    `path` is an MP3 whose first frame carries no gapless tag; then the start delay `MP3_DELAY` is skipped and
+    the end cut so that no source sample is lost, leaving the length within one frame of the source's."""
+    if path.suffix.lower() != ".mp3":
+        return 0, frames
+    with open(path, "rb") as f:
+        head = f.read(10)
+        start = 0
+        if head[:3] == b"ID3" and len(head) == 10:  # ID3v2: its size is four 7-bit bytes
+            start = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10]))
+        f.seek(start)
+        frame = f.read(200)
+    if len(frame) < 40 or frame[0] != 0xFF or (frame[1] & 0xE0) != 0xE0 or ((frame[1] >> 1) & 3) != 1:
+        return 0, frames  # not a layer III frame where one should start: leave it to libsndfile
+    version, mono = (frame[1] >> 3) & 3, (frame[3] >> 6) == 3
+    side = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    if frame[4 + side: 8 + side] in (b"Xing", b"Info") or frame[36:40] == b"VBRI":
+        return 0, frames  # gapless information: libsndfile already decodes the source's span
+    per_frame = 1152 if version == 3 else 576
+    # LAME pads the source (after its 576-sample delay) to whole frames and then adds one frame: so the decoded
+    # tail after the source is between per_frame - 529 and 2 * per_frame - 530 samples; cut the least of it.
+    keep = frames - MP3_DELAY - (per_frame - 529)
+    return (MP3_DELAY, keep) if keep > 0 else (0, frames)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, AudioInfo]:
     """Read an audio file as mono float32 (T,) at ``sample_rate``.
 
@@ -152,6 +184,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> tuple[np.ndarray, A
         # One line: libsndfile messages may span lines.
         reason = " ".join(str(err).split())
         raise VqtokError(f"{path}: not readable as audio ({reason}); re-export it as WAV or FLAC") from None
+    skip, frames = mp3_span(path, len(data))
+    data = data[skip: skip + frames]  # (frames, channels)
     frames, channels = data.shape
     if frames == 0:
         raise VqtokError(f"{path}: holds no audio frames; delete or re-export it")

@@ -43,6 +43,21 @@ def _open(path: Path) -> Image.Image:
         raise VqtokError(f"{path}: not a readable image ({reason}); re-save it as PNG or JPEG or remove it") from None
 
 
+# Pillow modes that hold one grey channel (alpha, when present, is dropped on loading); every other mode is colour.
+_GREY_MODES = {"1", "L", "LA", "La", "I", "F"} | set(_WIDE_GRAY)
+
+
+def image_channels(path: str | os.PathLike) -> int:
+    """1 for a grey image file, 3 for a colour one (palette images count as colour), read from its header only."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in _GREY_MODES else 3
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        _open(path)  # raises the one-line error that names the problem
+        raise
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None, channels: int = 3) -> np.ndarray:
     """Read an image as float32 (C, H, W) in [0, 1], C = ``channels`` (1 gray, 3 RGB).
 

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqtok.data.audio import AudioInfo, check_audio_file
+from vqtok.data.audio import AudioInfo, check_audio_file, mp3_span
 from vqtok.errors import VqtokError
 
 
@@ -40,9 +40,9 @@ class AudioStream:
             raise VqtokError(f"{path}: not readable as audio ({reason}); re-export it as WAV or FLAC") from None
         if info.frames <= 0:
             raise VqtokError(f"{path}: holds no audio frames; delete or re-export it")
-        self.info = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames),
-                              info.frames / info.samplerate)
-        self.length = math.ceil(info.frames * self.sample_rate / info.samplerate)
+        self.skip, frames = mp3_span(path, info.frames)  # the source's span of an MP3 without gapless tag
+        self.info = AudioInfo(path, int(info.samplerate), int(info.channels), frames, frames / info.samplerate)
+        self.length = math.ceil(frames * self.sample_rate / info.samplerate)
 
     def pieces(self, frames_per_piece: int = 1 << 16) -> Iterator[np.ndarray]:
         """Mono float32 pieces at the target rate; their concatenation has `length` samples."""
@@ -54,8 +54,10 @@ class AudioStream:
         read = 0
         try:
             with sf.SoundFile(str(self.path)) as f:
+                skip = self.skip  # read with the first piece, not seeked: libmpg123 needs the frames before
                 while True:
-                    data = f.read(frames_per_piece, dtype="float32", always_2d=True)  # (n, channels)
+                    data = f.read(frames_per_piece + skip, dtype="float32", always_2d=True)[skip:]  # (n, channels)
+                    data, skip = data[: info.orig_frames - read], 0
                     read += len(data)
                     last = len(data) < frames_per_piece or read >= info.orig_frames
                     finite = np.isfinite(data)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from vqtok.codec import Codec
 from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.tokens import TokenDataset
 from vqtok.errors import VqtokError
@@ -112,6 +113,7 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
     """
     dataset, labels, count = _dataset(data, split, tok)
     tok.eval()
+    codec = Codec(tok)
     per_level: list[list[Tensor]] = [[] for _ in range(tok.levels)]
     sizes: list[int] = []
     # one pass over the data per offset: (dy, dx) for images, a delay in samples for audio
@@ -130,7 +132,8 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
                 sizes += [x.shape[-2] * x.shape[-1]] * (stop - start)
             else:
                 # each clip at the tokenizer's speech level first, as `vqtok encode` brings a file (T,)
-                clips = [F.pad(tok.at_level(dataset.clip(i))[0], (shift, 0)) for i in range(start, stop)]
+                clips = [F.pad(torch.from_numpy(codec.prepare(dataset.clip(i)).data), (shift, 0))
+                         for i in range(start, stop)]
                 for item in tok.encode_batch(clips):
                     item = [item] if tok.levels == 1 else item
                     for lv, c in enumerate(item):

@@ -150,8 +150,9 @@ def _file_sha256(path: Path) -> str:
 
 
 def write_codes(path: str | os.PathLike, codes, tok, source: dict[str, Any],
-                label: int | None = None) -> Path:
-    """Write codes (a tensor/array, or a list per level, top first) and their sidecar; returns the sidecar path.
+                label: int | None = None) -> dict[str, Any]:
+    """Write codes (a tensor/array, or a list per level, top first) and their sidecar; returns the sidecar's
+    content as written (`sidecar_path(path)` is where it went).
 
     `source` describes the input (see the module doc): for audio at least ``kind="audio"`` and
     ``length``; for images ``kind="image"`` and ``size``.
@@ -192,8 +193,9 @@ def write_codes(path: str | os.PathLike, codes, tok, source: dict[str, Any],
         "array_sha256": _file_sha256(path),
     }
     side = sidecar_path(path)
-    atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
-    return side
+    text = json.dumps(meta, indent=1, sort_keys=True)
+    atomic_write(side, lambda tmp: Path(tmp).write_text(text))
+    return json.loads(text)  # as read back: tuples in `source` become lists
 
 
 def _save_npy(tmp: str, array: np.ndarray) -> None:

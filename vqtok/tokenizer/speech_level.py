@@ -74,7 +74,14 @@ def apply_gain(x: np.ndarray, gain_db: float) -> np.ndarray:
     return (np.asarray(x, np.float32) * np.float32(10 ** (gain_db / 20))).astype(np.float32, copy=False)
 
 
-def to_level(x: np.ndarray, sample_rate: int, target_db: float) -> tuple[np.ndarray, float]:
-    """A whole clip (T,) brought to `target_db` (float32), and the gain in dB that did it."""
-    gain = gain_to(level_db(x, sample_rate), target_db)
+def to_level(x: np.ndarray, sample_rate: int, target_db: float,
+             clip_db: float | None = None) -> tuple[np.ndarray, float]:
+    """A clip (T,) brought to `target_db` (float32), and the gain in dB that did it; `clip_db` is the clip's level
+    when known (a piece of a long file takes the whole file's, measured by a `LevelMeter`), else measured here."""
+    gain = gain_to(level_db(x, sample_rate) if clip_db is None else clip_db, target_db)
     return apply_gain(x, gain), gain
+
+
+def undo_level(x: np.ndarray, gain_db: float) -> np.ndarray:
+    """Decoded audio (T,) back at the level of the clip that `to_level` scaled by `gain_db`, float32."""
+    return apply_gain(x, -gain_db)
