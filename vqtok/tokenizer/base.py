@@ -45,6 +45,9 @@ class LevelConfig:
     # the code rate and an inverse STFT (Vocos, heads.py), several times cheaper on CPU
     decoder_head: str = "conv"
     head: HeadConfig = field(default_factory=HeadConfig)  # the istft head's size (unused by "conv")
+    codebooks: int = 1  # residual VQ stages of this level (arch "stacked": a prefix of them decodes)
+    quantizer_dropout: float = 0.0  # share of training items that use a random prefix of the stages (rvq.py)
+    activation: str | None = None  # this level's own activation (None: the tokenizer's)
 
     @property
     def encoder_depth(self) -> int:
@@ -76,7 +79,9 @@ def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels:
 class TokenizerConfig:
     """Everything needed to rebuild a tokenizer; stored as JSON inside every checkpoint."""
 
-    arch: str = "vqvae"  # "vqvae" (one level) or "vqvae2" (top + bottom)
+    # "vqvae" (one level), "vqvae2" (top + bottom) or "stacked" (net's encoder and decoder around a low-rate
+    # residual-VQ level `top`)
+    arch: str = "vqvae"
     dims: int = 2  # 1: waveforms (B, C, T); 2: images (B, C, H, W)
     in_channels: int = 1
     sample_rate: int | None = None  # audio only
@@ -216,6 +221,11 @@ class Tokenizer(nn.Module):
         if not batched:
             levels = [c[None] for c in levels]
         out = self.decode_padded(levels)
+        out = self._finish(out, size, postfilter)
+        return out if batched else out[0]
+
+    def _finish(self, out: Tensor, size: int | tuple[int, ...] | None, postfilter: bool) -> Tensor:
+        """Decoder output (B, C, *S) -> trimmed to `size`, through the postfilter (audio, if the model has one)."""
         if size is not None:
             out = self._trim(out, (size,) if isinstance(size, int) else tuple(size))
         if postfilter and self.postfilter is not None:
@@ -223,7 +233,7 @@ class Tokenizer(nn.Module):
                 flat = out.detach().reshape(-1, out.shape[-1]).cpu()
                 out = torch.stack([sharpen(y, self.sample_rate, self.postfilter) for y in flat]).reshape(out.shape)
             out = out.to(self.device)
-        return out if batched else out[0]
+        return out
 
     def decoder_modules(self) -> list[nn.Module]:
         """The modules between the codes and the output: what `decode_padded` runs after the codebook lookup."""

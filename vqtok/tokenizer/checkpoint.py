@@ -16,6 +16,7 @@ from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
 from vqtok.pretrained import registry
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
+from vqtok.tokenizer.stacked import Stacked
 from vqtok.tokenizer.vqvae import VQVAE
 from vqtok.tokenizer.vqvae2 import VQVAE2
 from vqtok.version import __version__
@@ -23,7 +24,7 @@ from vqtok.version import __version__
 FORMAT = "vqtok.tokenizer"
 TOKENIZER_FILE = "tokenizer.safetensors"  # the tokenizer inside a training run's folder
 FORMAT_VERSION = 1
-ARCHITECTURES: dict[str, type[Tokenizer]] = {"vqvae": VQVAE, "vqvae2": VQVAE2}
+ARCHITECTURES: dict[str, type[Tokenizer]] = {"vqvae": VQVAE, "vqvae2": VQVAE2, "stacked": Stacked}
 
 
 def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
@@ -53,10 +54,21 @@ def fingerprint(config_json: str, tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+# Level fields added after fingerprints were first fixed: left out at their defaults, so every earlier fingerprint
+# stays as it was.
+LATER_LEVEL_FIELDS = {"codebooks": 1, "activation": None}
+
+
 def architecture(config: dict[str, Any]) -> dict[str, Any]:
-    """A tokenizer config dict without its quantizer section: those are training settings (EMA decay, beta,
-    dead-code thresholds, k-means init) that a later stage may change with overrides, not the architecture."""
-    return {k: v for k, v in config.items() if k != "quantizer"}
+    """A tokenizer config dict without its quantizer section and each level's quantizer_dropout: those are
+    training settings (EMA decay, beta, dead-code thresholds, k-means init, dropout) that a later stage may change
+    with overrides, not the architecture."""
+    arch = {k: v for k, v in config.items() if k != "quantizer"}
+    for level in ("net", "top"):
+        if isinstance(arch.get(level), dict):
+            arch[level] = {k: v for k, v in arch[level].items() if k != "quantizer_dropout"
+                           and not (k in LATER_LEVEL_FIELDS and v == LATER_LEVEL_FIELDS[k])}
+    return arch
 
 
 def codes_fingerprint(model: Tokenizer, tensors: dict[str, torch.Tensor] | None = None) -> str:

@@ -1,0 +1,155 @@
+"""arch 'stacked': a residual-VQ level between a base tokenizer's encoder and decoder, and its latent trainer."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from vqtok.tokenizer.base import LevelConfig, TokenizerConfig
+from vqtok.tokenizer.checkpoint import build_tokenizer, load_tokenizer, save_tokenizer
+from vqtok.tokenizer.quantizer import QuantizerConfig
+from vqtok.tokenizer.train_latent import load_latent_recipe, stacked_tokenizer, train_latent_level
+
+LEVEL = LevelConfig(channels=[16, 16], strides=[2, 2], res_depth=1, dilation_growth=3, code_dim=8, codebooks=3,
+                    codebook_size=16, quantizer_dropout=0.5, activation="elu")
+
+
+def small_base():
+    torch.manual_seed(0)
+    net = LevelConfig(channels=[8, 16], strides=[2, 5], res_depth=1, code_dim=8, codebook_size=16,
+                      encoder_stem="patch", dilation_growth=3)
+    base = build_tokenizer(TokenizerConfig(dims=1, sample_rate=8000, net=net)).train()
+    t = torch.arange(4000.0)
+    base(torch.stack([torch.sin(t * f) for f in (0.03, 0.1, 0.3, 0.7)])[:, None] * 0.1)  # k-means init: codes in use
+    return base.eval()
+
+
+def trained_stacked():
+    tok = stacked_tokenizer(small_base(), LEVEL, QuantizerConfig(kmeans_iters=1)).train()
+    tok(torch.randn(2, 1, 800) * 0.1)  # k-means init of every stage
+    return tok.eval()
+
+
+def test_stacked_codes_and_prefixes():
+    tok = trained_stacked()
+    assert tok.downsample == (40,) and tok.frame_rate == (200.0,) and tok.codebooks == 3
+    assert tok.bitrate == 200 * 3 * 4 and tok.bitrate_at(1) == 200 * 4
+    x = torch.randn(1, 1, 333) * 0.1
+    codes = tok.encode(x)
+    assert codes.shape == (1, 3, 9)  # 333 samples padded to 360 = 9 frames of 40
+    assert torch.equal(tok.encode(x[0, 0]), codes[0])  # unbatched (T,) -> (Q, T')
+    for n in (1, 2):
+        assert torch.equal(tok.encode(x, codebooks=n), codes[:, :n])
+    # eval forward is decode(encode(x)), trimmed
+    assert torch.allclose(tok(x).recon, tok.decode(codes, size=333, postfilter=False), atol=1e-6)
+    # a prefix decodes to the decoder applied to the level's partial sum
+    part = codes[0, :2]
+    expected = tok.decoder(tok.level.decode(part[None]))[..., :333]
+    assert torch.allclose(tok.decode(part, size=333), expected[0], atol=1e-6)
+    with pytest.raises(ValueError, match="between 1 and 3"):
+        tok.encode(x, codebooks=4)
+    with pytest.raises(ValueError, match="4 codebooks; this quantizer has 3"):
+        tok.decode(torch.zeros(4, 9, dtype=torch.long))
+
+
+def test_stacked_saves_and_loads_with_its_codes(tmp_path):
+    tok = trained_stacked()
+    path = tmp_path / "t.safetensors"
+    save_tokenizer(tok, path)
+    back = load_tokenizer(path)
+    x = torch.randn(1, 1, 400) * 0.1
+    assert torch.equal(back.encode(x), tok.encode(x))
+    assert back.config.top.codebooks == 3 and back.config.arch == "stacked"
+    # the base's encoder and decoder are the base's
+    base = small_base()
+    assert torch.equal(back.encoder.net[1].weight, base.encoder.net[1].weight)
+
+
+def test_stacked_encode_long_equals_encode():
+    tok = trained_stacked()
+    wav = torch.randn(3000) * 0.1
+    assert torch.equal(tok.encode_long(wav.numpy(), chunk_seconds=0.05), tok.encode(wav))
+
+
+def test_new_level_fields_leave_earlier_fingerprints_alone():
+    from vqtok.tokenizer.checkpoint import architecture, to_dict
+
+    cfg = to_dict(TokenizerConfig(dims=1, sample_rate=8000))
+    arch = architecture(cfg)
+    assert "codebooks" not in arch["net"] and "activation" not in arch["net"]
+    assert "quantizer_dropout" not in arch["net"]
+    cfg["net"]["codebooks"] = 4
+    assert architecture(cfg)["net"]["codebooks"] == 4
+
+
+def write_corpus(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+        for i in range(3):
+            t = np.arange(8000 + 2000 * i)
+            wav = 0.1 * np.sin(t * 0.05 * (i + 1)) + 0.01 * rng.standard_normal(len(t))
+            sf.write(root / split / f"{i}.wav", wav.astype(np.float32), 16000)  # resampled to the base's 8 kHz
+
+
+def recipe_dict(base_path: Path, root: Path) -> dict:
+    train = {"batch_size": 2, "lr": 1e-3, "warmup_steps": 1, "log_every": 1, "valid_every": 100, "save_every": 1,
+             "threads": 1}
+    return {
+        "task": "latent_level", "name": "tiny", "base": str(base_path),
+        "level": {k: v for k, v in vars(copy.deepcopy(LEVEL)).items() if k != "head"},
+        "quantizer": {"kmeans_iters": 1},
+        "data": {"root": str(root), "valid_pieces": 2},
+        "stages": [{"train": {**train, "max_steps": 3}, "segment_seconds": 0.1},
+                   {"train": {**train, "max_steps": 3}, "segment_seconds": 0.1,
+                    "loss": {"stft": 1.0, "train_decoder": True}}],
+    }
+
+
+def test_latent_trainer_resumes_bit_exact(tmp_path, monkeypatch):
+    base_path = tmp_path / "base.safetensors"
+    save_tokenizer(small_base(), base_path)
+    write_corpus(tmp_path / "data")
+    recipe = load_latent_recipe(recipe_dict(base_path, tmp_path / "data"))
+    whole = train_latent_level(recipe, tmp_path / "whole", progress=False)
+    assert (tmp_path / "whole" / "stage1" / "tokenizer.safetensors").exists()
+
+    # the same run stopped in the middle of stage 2 (after its first step), then resumed
+    from vqtok.tokenizer import train_latent
+
+    real, calls = train_latent.draw_batch, {"n": 0}
+
+    def stop_after_four(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_latent, "draw_batch", stop_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_latent_level(recipe, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_latent, "draw_batch", real)
+    resumed = train_latent_level(recipe, tmp_path / "cut", resume=True, progress=False)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    # stage 2 trained the decoder: it moved away from the base's
+    assert not torch.equal(whole.decoder.net[0].weight, load_tokenizer(base_path).decoder.net[0].weight)
+
+
+def test_latent_recipe_is_strict():
+    from vqtok.errors import VqtokError
+
+    with pytest.raises(VqtokError, match="unknown key 'stages\\[0\\].loss.wave'"):
+        load_latent_recipe({"stages": [{"loss": {"wave": 1}}]})
+    with pytest.raises(VqtokError, match="train_decoder needs"):
+        load_latent_recipe({"stages": [{"loss": {"train_decoder": True}}]})
+
+
+def test_shipped_recipe_parses():
+    path = Path(__file__).resolve().parents[2] / "recipes" / "speech_lm16k.yaml"
+    recipe = load_latent_recipe(yaml.safe_load(path.read_text()))
+    assert recipe.level.codebooks == 8 and recipe.base == "speech-16k"
