@@ -47,7 +47,11 @@ def model_card(tok, path: Path) -> dict[str, Any]:
                     bitrate=tok.bitrate,
                     receptive_field={"encode_samples": [ctx.encode_left, ctx.encode_right],
                                      "decode_hops": [ctx.decode_left, ctx.decode_right]},
-                    block_frames=tok.block_frames)
+                    block_frames=tok.block_frames,
+                    # live coding (stream.py): right context plus one hop, the decoder's plus the postfilter window
+                    latency_ms={"encode": 1000 * tok.stream_encoder().latency,
+                                "decode": 1000 * tok.stream_decoder().latency,
+                                "decode_no_postfilter": 1000 * tok.stream_decoder(postfilter=False).latency})
     else:
         card["tokens_per_32x32_image"] = sum(math.prod(s) for s in tok.code_shape((32, 32)))
     return card
@@ -86,6 +90,10 @@ def format_card(card: dict[str, Any]) -> str:
         rf = card["receptive_field"]
         lines.append(f"context       encoder {rf['encode_samples'][0]}+{rf['encode_samples'][1]} samples, "
                      f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; blocks of {card['block_frames']} hops")
+        lat = card["latency_ms"]
+        post = f" ({lat['decode_no_postfilter']:.1f} ms without the postfilter)" if card.get("postfilter") is not None else ""
+        lines.append(f"latency       streaming: encode {lat['encode']:.1f} ms, decode {lat['decode']:.1f} ms{post} "
+                     "(right context + one hop)")
     else:
         lines.append(f"tokens        {card['tokens_per_32x32_image']} per 32x32 image")
     train = card.get("train") or {}

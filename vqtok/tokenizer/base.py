@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqtok.tokenizer import speech_level, streaming
+from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.tokenizer.postfilter import sharpen
 from vqtok.tokenizer.heads import HeadConfig, IstftDecoder
 from vqtok.tokenizer.nets import Decoder
@@ -286,6 +287,14 @@ class Tokenizer(nn.Module):
         pieces = list(streaming.stream_decode(self, levels, size, hops, postfilter=postfilter))
         wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return torch.from_numpy(wav)[None].to(self.device)
+
+    def stream_encoder(self, gain_db: float = 0.0) -> StreamEncoder:
+        """Live encoding: push audio chunks of any size, get codes as soon as they are final (stream.py)."""
+        return StreamEncoder(self, gain_db)
+
+    def stream_decoder(self, postfilter: bool = True) -> StreamDecoder:
+        """Live decoding: push codes, get audio as soon as it is final (stream.py)."""
+        return StreamDecoder(self, postfilter)
 
     def encode_batch(self, items: Sequence[Tensor | np.ndarray], batch_size: int | None = None) -> list:
         """Encode clips (T,) or images (C, H, W) of different sizes together, `batch_size` windows at a time.

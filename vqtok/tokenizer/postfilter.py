@@ -35,10 +35,13 @@ class Postfilter:
     """Streaming sharpening of mono audio: `add(piece)` returns the samples that are final so far, `flush()` the
     rest; together they are the whole clip, `sharpen`'s samples exactly."""
 
-    def __init__(self, sample_rate: int, exponent: float):
+    def __init__(self, sample_rate: int, exponent: float, group: int = FRAMES_PER_GROUP):
+        """`group`: frames per FFT call in `add`; 1 gives every sample back as soon as its four frames are in (live
+        decoding, stream.py), with the same output."""
         if not exponent > 0:
             raise ValueError(f"postfilter exponent must be positive, got {exponent}")
         self.exponent = float(exponent)
+        self.group = group
         self.n = window_size(sample_rate)
         self.hop = self.n // OVERLAP
         self.window = torch.hann_window(self.n)
@@ -58,8 +61,8 @@ class Postfilter:
         self.length += len(piece)
         self.buffer = torch.cat([self.buffer, piece])
         parts = []
-        while len(self.buffer) >= self._span(FRAMES_PER_GROUP):
-            parts.append(self._filter(FRAMES_PER_GROUP))
+        while len(self.buffer) >= self._span(self.group):
+            parts.append(self._filter(self.group))
         return self._overlap_add(parts, limit=None)
 
     def flush(self) -> Tensor:
