@@ -69,10 +69,21 @@ def test_stacked_saves_and_loads_with_its_codes(tmp_path):
     assert torch.equal(back.encoder.net[1].weight, base.encoder.net[1].weight)
 
 
-def test_stacked_encode_long_equals_encode():
+def test_stacked_block_wise_and_batched_coding_equal_whole_clip():
     tok = trained_stacked()
-    wav = torch.randn(3000) * 0.1
-    assert torch.equal(tok.encode_long(wav.numpy(), chunk_seconds=0.05), tok.encode(wav))
+    wav = torch.randn(8000 * 9 + 123) * 0.1  # several 4 s blocks at 8 kHz
+    codes = tok.encode(wav)
+    assert tok.block_frames * tok.hop < len(wav)
+    for chunk in (None, 0.37):
+        assert torch.equal(tok.encode_long(wav.numpy(), chunk_seconds=chunk), codes)
+    # block-wise decoding equals whole-clip decoding, for a prefix too
+    for n in (3, 1):
+        whole = tok.decode(codes[:n], size=len(wav), postfilter=False)
+        assert torch.allclose(tok.decode_long(codes[:n], size=len(wav), postfilter=False), whole, atol=1e-5)
+    # batched clips of other lengths get what each gets alone
+    clips = [wav[:5000], wav[:2000], wav]
+    for got, clip in zip(tok.encode_batch(clips, batch_size=3), clips):
+        assert torch.equal(got, tok.encode_long(clip.numpy()))
 
 
 def test_new_level_fields_leave_earlier_fingerprints_alone():

@@ -47,9 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vqtok.tokenizer.heads import ConvNeXtBlock, IstftDecoder
-from vqtok.tokenizer.nets import Decoder, Encoder, Patchify, ResBlock
 from vqtok.tokenizer.postfilter import Postfilter
+from vqtok.tokenizer.receptive import Interval, input_interval  # noqa: F401 (tokenizers take it from here)
 
 # Canonical block length: about this many seconds of audio (8000 samples a second when no sample rate is set).
 # Each block pays its context twice and a fixed cost per layer call (oneDNN's per-call set-up): on one thread,
@@ -64,48 +63,6 @@ BLOCK_PER_CONTEXT = 8
 # by default, about 11 bits) nothing has been measured, so the bound there is 1e-2.
 LATENT_RTOL = {"cpu": 1e-5}
 LATENT_RTOL_OTHER = 1e-2
-
-Interval = tuple[int, int]  # inclusive [lo, hi] of indices
-
-
-# ------------------------------------------------------------------ receptive fields
-def input_interval(module: nn.Module, out: Interval) -> Interval:
-    """Indices of `module`'s input that output indices [lo, hi] depend on (1-D, along time).
-
-    Handles the layers the tokenizers are built from: Conv1d, ConvTranspose1d, ResBlock, Sequential,
-    Encoder/Decoder, Patchify, IstftDecoder, ConvNeXtBlock and elementwise activations. Border padding is ignored (it
-    only narrows the range).
-    """
-    lo, hi = out
-    if isinstance(module, (Encoder, Decoder)):
-        return input_interval(module.net, out)
-    if isinstance(module, IstftDecoder):  # embed conv -> ConvNeXt blocks -> per-frame maps -> overlap-add
-        return input_interval(module.embed, input_interval(module.blocks, module.istft.frames(out)))
-    if isinstance(module, nn.Sequential):
-        for layer in reversed(module):
-            lo, hi = input_interval(layer, (lo, hi))
-        return lo, hi
-    if isinstance(module, ResBlock):  # x + block(x): the union of both paths
-        blo, bhi = input_interval(module.block, out)
-        return min(lo, blo), max(hi, bhi)
-    if isinstance(module, Patchify):  # frame i holds samples [i s, i s + s)
-        return lo * module.stride, hi * module.stride + module.stride - 1
-    if isinstance(module, ConvNeXtBlock):  # x + mlp(dwconv(x)), the MLP per frame
-        blo, bhi = input_interval(module.dwconv, out)
-        return min(lo, blo), max(hi, bhi)
-    if isinstance(module, nn.ConvTranspose1d):
-        (s,), (k,), (d,), (p,) = module.stride, module.kernel_size, module.dilation, module.padding
-        # output o = i s - p + j d for tap j in [0, k): i ranges over ceil((o + p - d(k-1)) / s) .. floor((o + p) / s)
-        return -((-(lo + p - d * (k - 1))) // s), (hi + p) // s
-    if isinstance(module, nn.Conv1d):
-        (s,), (k,), (d,), (p,) = module.stride, module.kernel_size, module.dilation, module.padding
-        return lo * s - p, hi * s - p + d * (k - 1)
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        raise ValueError("receptive fields are computed for 1-D (audio) tokenizers only")
-    if len(list(module.children())) == 0:  # activations and other elementwise layers
-        return lo, hi
-    raise TypeError(f"no receptive-field rule for {type(module).__name__}")
-
 
 @dataclass(frozen=True)
 class LevelPath:
@@ -194,7 +151,7 @@ def stream_encode(tok, pieces: Iterable[np.ndarray]) -> Iterator[list[np.ndarray
         codes = encode_window(tok, window)
         first = next_frame - a // hop
         count = stop_hops - next_frame
-        return [c[first * r : (first + count) * r].cpu().numpy() for c, r in zip(codes, ratio)]
+        return [c[..., first * r : (first + count) * r].cpu().numpy() for c, r in zip(codes, ratio)]
 
     for piece in pieces:
         piece = np.asarray(piece, dtype=np.float32).reshape(-1)
@@ -228,8 +185,8 @@ def split_pieces(x: np.ndarray, size: int | None) -> Iterator[np.ndarray]:
 
 
 def join_levels(parts: list[list[np.ndarray]], levels: int) -> list[np.ndarray]:
-    """Concatenate per-level pieces from `stream_encode`."""
-    return [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(levels)]
+    """Concatenate per-level pieces from `stream_encode` along time (the last axis: codes may be (Q, frames))."""
+    return [np.concatenate([p[i] for p in parts], axis=-1) if parts else np.zeros(0, np.int64) for i in range(levels)]
 
 
 # ------------------------------------------------------------------ long decode
@@ -258,9 +215,9 @@ def _decoded_pieces(tok, levels: list[np.ndarray | Tensor], length: int | None,
     hop, B, ctx = tok.hop, tok.block_frames, tok.context
     ratio = _level_ratio(tok)
     levels = [torch.as_tensor(np.asarray(c), dtype=torch.long) for c in levels]
-    n_hops = levels[0].shape[0] // ratio[0]
-    if any(c.shape[0] != n_hops * r for c, r in zip(levels, ratio)):
-        raise ValueError(f"level lengths {[c.shape[0] for c in levels]} do not match {ratio} frames per hop")
+    n_hops = levels[0].shape[-1] // ratio[0]  # time is the last axis: (frames,) or (Q, frames)
+    if any(c.shape[-1] != n_hops * r for c, r in zip(levels, ratio)):
+        raise ValueError(f"level lengths {[c.shape[-1] for c in levels]} do not match {ratio} frames per hop")
     length = n_hops * hop if length is None else length
     group = max(1, (chunk_hops or B) // B)
     out: list[np.ndarray] = []
@@ -268,7 +225,7 @@ def _decoded_pieces(tok, levels: list[np.ndarray | Tensor], length: int | None,
     for k, start in enumerate(range(0, n_hops, B)):
         stop = min(start + B, n_hops)
         a, b = max(0, start - ctx.decode_left), min(n_hops, stop + ctx.decode_right)
-        window = [c[a * r : b * r].to(tok.device)[None] for c, r in zip(levels, ratio)]
+        window = [c[..., a * r : b * r].to(tok.device)[None] for c, r in zip(levels, ratio)]
         y = tok.decode_padded(window)[0, 0]  # (samples,) mono
         piece = y[(start - a) * hop : (stop - a) * hop].float().cpu().numpy()
         piece = piece[: max(0, length - produced)]
@@ -363,10 +320,11 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
         per_level = []
         safe = True
         for c, f in zip(codes, fragile):
-            shape = tuple(int(s) * c.shape[1 + a] // full[a] for a, s in enumerate(sizes[i]))
-            index = (i,) + tuple(slice(0, n) for n in shape)
-            per_level.append(c[index])
-            safe = safe and not bool(f[index].any())
+            lead = c.dim() - 1 - len(full)  # axes between batch and space: 1 for (B, Q, T') codes
+            shape = tuple(int(s) * c.shape[1 + lead + a] // full[a] for a, s in enumerate(sizes[i]))
+            spatial = tuple(slice(0, n) for n in shape)
+            per_level.append(c[(i,) + (slice(None),) * lead + spatial])
+            safe = safe and not bool(f[(i,) + spatial].any())
         if not safe:  # a latent near a cell boundary: the batch's float rounding could move it across
             per_level = [c[0] for c in tok.encode_padded(windows[i][None].to(device))]
         results.append(per_level)
@@ -405,10 +363,10 @@ def encode_batch(tok, items: list, batch_size: int | None = None) -> list:
         if ratio is None:
             per_item[i].append(codes)
         else:
-            per_item[i].append([c[first * r : (first + count) * r] for c, r in zip(codes, ratio)])
+            per_item[i].append([c[..., first * r : (first + count) * r] for c, r in zip(codes, ratio)])
     out = []
     for parts in per_item:
-        levels = [torch.cat([p[lv] for p in parts]).to(device) for lv in range(tok.levels)]
+        levels = [torch.cat([p[lv] for p in parts], dim=-1).to(device) for lv in range(tok.levels)]
         out.append(levels[0] if tok.levels == 1 else levels)
     return out
 
