@@ -277,7 +277,8 @@ class Progress:
     """A loop's tqdm bar and metrics log (RUN/metrics.jsonl), with SIGTERM stopping the loop like Ctrl-C.
 
     `train(step, row)` accumulates a step's figures on the device (no host sync) and writes their interval
-    means every `log_every` steps; keys starting with one of `sums` are reported as interval totals.
+    means every `log_every` steps; keys starting with one of `sums` are reported as interval totals (the log
+    line says over how many steps; metrics.jsonl keeps the number, `log_every` steps apart).
     Only the main process (`main`) writes. Use as a context manager around the loop.
     """
 
@@ -317,8 +318,11 @@ class Progress:
             line[key] = float(value) if key.startswith(self.sums or ("\0",)) else float(value) / self.count
         line["lr"] = lr
         line["steps_per_s"] = self.count / max(now - self.t_last, 1e-9)
+        # A total says over how many steps it ran: codes revived in 100 steps can outnumber the codebook.
+        shown = {k: f"{v:.0f} in {self.count} steps" if k.startswith(self.sums or ("\0",)) else v
+                 for k, v in line.items() if k != "grad_norm"}
         self.acc, self.count, self.t_last = {}, 0, now
-        self.write(format_line(step, self.cfg.max_steps, {k: v for k, v in line.items() if k != "grad_norm"}))
+        self.write(format_line(step, self.cfg.max_steps, shown))
         if self.main:
             append_jsonl(self.path, line)
 

@@ -45,7 +45,9 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
     from vqtok.files import atomic_write
     from vqtok.prior.coding import SUFFIX, CodedItem, coded_class, compress_archive, compress_many
     from vqtok.prior.generate import load_prior_run
-    from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix, read_codes
+    from vqtok.tokenizer.checkpoint import reads_codes_of
+    from vqtok.tokenizer.codes import (CODE_SUFFIXES, check_shapes, codes_suffix, describe_tokenizer, read_codes,
+                                       tokenizer_summary)
 
     setup_logging()
     archive = codes.is_dir() and out.suffix == SUFFIX
@@ -67,7 +69,13 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
     priors, tok, _ = load_prior_run(prior, device="cpu")  # a run folder, a prior file or a shipped name
     items = []
     for path in inputs:  # every input read and checked before anything is written
-        file = read_codes(path, tok)
+        file = read_codes(path)  # read_codes(path, tok) would check the tokenizer too, but name the wrong fix
+        made_by = file.meta["tokenizer"]
+        if not reads_codes_of(tok, made_by):
+            raise VqtokError(f"{path}: made by {describe_tokenizer(made_by)}, but the prior {prior} models the codes "
+                             f"of {describe_tokenizer(tokenizer_summary(tok))}; pass a prior trained on the codes "
+                             "of the tokenizer that encoded it (-p)")
+        check_shapes(file, tok)
         cls = file.label if label is None else label
         # the entry's path in the folder, with the suffix decompress writes (.npy / .npz, lower case)
         name = path.relative_to(codes).with_suffix(codes_suffix(len(file.levels))).as_posix() if archive else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vqtok.cli.common import friendly_errors, setup_logging
+from vqtok.cli.common import echo_err, friendly_errors, setup_logging
 from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_option, threads_option
 
 
@@ -45,16 +45,16 @@ def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sampl
       vqtok decode speech.npy -m runs/speech/tokenizer.safetensors --sample-rate original
       vqtok decode fsdd_codes/ -m runs/speech/tokenizer.safetensors -o fsdd_decoded/
     """
+    from vqtok.modality import MODALITIES
     from vqtok.pipeline import DecodeWork, TokenizerFinder, decode_plan, plan_runs, prepare_output_dirs
     from vqtok.tokenizer.codes import CODE_SUFFIXES
 
     setup_logging()
     if sample_rate not in ("model", "original") and not (sample_rate.isdigit() and int(sample_rate) > 0):
         raise click.BadParameter("use 'model', 'original' or a positive number of Hz", param_hint="--sample-rate")
-    echo = lambda line: click.echo(line, err=True)  # noqa: E731
-    find = TokenizerFinder(model, lambda path: open_tokenizer(path, device, threads)[0], echo)
-    suffix = ".wav" if find.first_dims(list(codes)) == 1 else ".png"
-    if out is not None and out.suffix.lower() in (".wav", ".png") and out.suffix.lower() != suffix:
+    find = TokenizerFinder(model, lambda path: open_tokenizer(path, device, threads)[0], echo_err)
+    suffix = find.first_modality(list(codes)).decoded_suffix
+    if out is not None and out.suffix.lower() in {m.decoded_suffix for m in MODALITIES} and out.suffix.lower() != suffix:
         raise click.UsageError(f"this tokenizer decodes to {suffix} files, not {out.suffix}")
     # Beside the codes the default name must not be the encoded original's (a.wav -> a.npy -> a.wav).
     plans = plan_runs(list(codes), out, (suffix,), suffix, CODE_SUFFIXES, "_decoded", ".decoded" + suffix)
@@ -62,11 +62,11 @@ def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sampl
     work = DecodeWork(find, suffix, sample_rate, chunk_seconds or None, force, postfilter=not no_postfilter)
     failed = 0
     for plan in plans:
-        report = decode_plan(plan, work, echo=echo)
+        report = decode_plan(plan, work, echo=echo_err)
         failed += len(report.failed)
         if plan.single:
-            echo(f"wrote {plan.jobs[0].out}")
+            echo_err(f"wrote {plan.jobs[0].out}")
         else:
-            echo(f"{plan.manifest_dir}: {report.done} decoded, {len(report.failed)} failed")
+            echo_err(f"{plan.manifest_dir}: {report.done} decoded, {len(report.failed)} failed")
     if failed:
         sys.exit(1)

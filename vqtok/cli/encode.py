@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from vqtok.cli.common import friendly_errors, setup_logging
+from vqtok.cli.common import echo_err, friendly_errors, setup_logging
 from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_option, threads_option
 from vqtok.errors import VqtokError
 
@@ -106,7 +106,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     failed: list[str] = []
     for plan in plans:
         report = encode_plan(plan, codec, force=force, label_fn=label_fn, label_mode=labels, progress=not quiet,
-                             echo=lambda line: click.echo(line, err=True))
+                             echo=echo_err)
         done, skipped, failed = done + report.done, skipped + report.skipped, failed + report.failed
         if plan.single:
             click.echo(f"wrote {plan.jobs[0].out}", err=True)

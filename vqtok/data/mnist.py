@@ -167,7 +167,8 @@ def load_mnist(
         download_mnist(root)
     elif missing:
         raise VqtokError(
-            f"MNIST {split} files missing in {root}: {', '.join(missing)}; copy them there or pass download=True"
+            f"MNIST {split} files missing in {root}: {', '.join(missing)}; copy them there, or fetch them: "
+            "data.download=true in a recipe or on the vqtok train command line (download=True in Python)"
         )
     images = read_idx(image_file)
     labels = read_idx(label_file)

@@ -55,7 +55,7 @@ class ShippedModel:
 def header(path: str | Path) -> dict[str, str]:
     """The metadata of a safetensors file ({} for one without); a one-line error for an unreadable file."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch import
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise VqtokError(f"{path}: unreadable safetensors header ({err})") from None
