@@ -133,15 +133,16 @@ CLASSICAL: dict[int, list[Codec]] = {
 }
 
 
-def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool = False) -> list[Codec]:
+def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool = False,
+                     codebooks: list[int] | None = None) -> list[Codec]:
     """One round trip per bitrate of the tokenizer at ``path`` (a run folder or tokenizer file).
 
     A tokenizer with a ``level_db`` gets each piece brought to that level and its output brought back, as
     `vqtok encode` / `decode` do (vqtok/tokenizer/speech_level.py); ``as_is`` adds rows that give it the pieces
     as they are. One with a ``postfilter`` decodes through it (postfilter.py); ``raw`` adds rows without it.
 
-    Today a tokenizer has one bitrate (all its levels); a model with residual stages would give one
-    row per prefix of stages here.
+    A tokenizer with several codebooks (residual stages) gives one row per prefix in ``codebooks`` (default:
+    every prefix 1..Q): the clip is encoded once and each prefix of its codes decoded.
     """
     tok = load_tokenizer(tokenizer_file(path))
     if tok.sample_rate is None:
@@ -149,26 +150,40 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool 
     rate = int(tok.sample_rate)
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
 
-    def codec(at_level: bool, postfilter: bool) -> Codec:
-        seen: list[list[np.ndarray]] = []  # per call: codes (1, frames) per codebook
+    stages = getattr(tok, "codebooks", 1)  # residual stages per frame (arch "stacked"); 1 for a plain VQ
+    prefixes = [None] if stages == 1 else sorted(set(codebooks or range(1, stages + 1)))
+    if any(n is not None and not 1 <= n <= stages for n in prefixes):
+        raise VqtokError(f"{path}: --codebooks {codebooks}: this tokenizer has {stages} codebooks")
+
+    def codec(at_level: bool, postfilter: bool, n: int | None) -> Codec:
+        seen: list[list[np.ndarray]] = []  # per call: codes per codebook
         contract = vqtok.codec.Codec(tok, at_level=at_level)  # level, encode, decode, undo the gain as vqtok does
 
         def fn(audio: np.ndarray) -> np.ndarray:  # (T,) at table_rate -> (T',) at table_rate
             x = audio if rate == table_rate else resample(audio, table_rate, rate)
-            levels, decoded = contract.round_trip(x, postfilter=postfilter)
-            y = decoded.data
-            seen.append([c.cpu().numpy()[None] for c in levels])
+            item = contract.prepare(x)
+            codes = contract.encode([item])[0]
+            levels = codes if isinstance(codes, list) else [codes if n is None else codes[:n]]
+            y = contract.decode(levels, item.source, postfilter=postfilter).data
+            # one (frames,) array per codebook: a level's codes, or each residual stage's
+            seen.append([c.cpu().numpy() for c in levels] if n is None else list(levels[0].cpu().numpy()))
             return y if rate == table_rate else resample(y, rate, table_rate)
 
-        notes = [*(["as is"] if tok.level_db is not None and not at_level else []),
+        notes = [*([f"{n} of {stages} codebooks"] if n is not None else []),
+                 *(["as is"] if tok.level_db is not None and not at_level else []),
                  *(["no postfilter"] if tok.postfilter is not None and not postfilter else [])]
         name = f"vqtok {label}" + (f" ({', '.join(notes)})" if notes else "")
-        return Codec(name, rate, float(tok.bitrate), fn, codebook_sizes=tok.codebook_size, codes=seen)
+        bitrate = float(tok.bitrate) if n is None else tok.bitrate_at(n)
+        sizes = tok.codebook_size if n is None else tok.codebook_size * n
+        return Codec(name, rate, bitrate, fn, codebook_sizes=sizes, codes=seen)
 
     has_level, has_post = tok.level_db is not None, tok.postfilter is not None
-    return [codec(has_level, has_post),
-            *([codec(False, has_post)] if as_is and has_level else []),
-            *([codec(has_level, False)] if raw and has_post else [])]
+    rows = []
+    for n in prefixes:
+        rows += [codec(has_level, has_post, n),
+                 *([codec(False, has_post, n)] if as_is and has_level else []),
+                 *([codec(has_level, False, n)] if raw and has_post else [])]
+    return rows
 
 
 def usage_cells(codec: Codec) -> tuple[str, str]:
@@ -219,6 +234,8 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=MAX_PIECE_SECONDS, help="longest piece of a folder")
     parser.add_argument("--tokenizer", action="extend", nargs="+", default=[], metavar="RUN_OR_FILE",
                         help="vqtok tokenizer run folders or files (repeatable)")
+    parser.add_argument("--codebooks", type=lambda v: [int(n) for n in v.split(",")], default=None,
+                        help="multi-codebook tokenizers: the prefixes to score, e.g. 2,4,8 (default: 1..Q)")
     parser.add_argument("--no-classical", action="store_true", help="only the tokenizers")
     parser.add_argument("--as-is", action="store_true",
                         help="also a row for each tokenizer with a level_db, given the pieces at their own level")
@@ -234,7 +251,7 @@ def main() -> None:
     try:
         codecs = [] if args.no_classical else list(CLASSICAL[rate])
         for path in args.tokenizer:
-            codecs += tokenizer_codecs(path, rate, as_is=args.as_is, raw=args.no_postfilter)
+            codecs += tokenizer_codecs(path, rate, as_is=args.as_is, raw=args.no_postfilter, codebooks=args.codebooks)
         if args.digits:
             speakers = args.speakers.split(",") if args.speakers else None
             pieces = make_eval_strings(args.fsdd, n=args.n or 50, sample_rate=rate, speakers=speakers)
