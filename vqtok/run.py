@@ -34,7 +34,7 @@ from vqtok.plots import plot_run
 STATE_FILE = "state.pt"
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
-TASKS = ("tokenizer", "prior")
+TASKS = ("tokenizer", "prior", "latent_level")
 
 
 @dataclass

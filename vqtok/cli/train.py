@@ -67,6 +67,15 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         recipe = load_prior_recipe(recipe_path, overrides)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_prior(recipe, run, resume=bool(resume), progress=not quiet)
+    elif task == "latent_level":
+        from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
+
+        if init_from:
+            raise VqtokError("a latent_level recipe names the tokenizer it stacks on as `base`; --init-from does not "
+                             "apply")
+        recipe = load_latent_recipe(data)
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
+        train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
     else:
         from vqtok.tokenizer.recipe import load_recipe
         from vqtok.tokenizer.train import train_tokenizer

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss
-from vqtok.run import Progress, TrainConfig, lr_lambda
+from vqtok.run import Progress, TrainConfig, lr_lambda, write_recipe
 from vqtok.tokenizer.base import LevelConfig, Tokenizer
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.quantizer import QuantizerConfig
@@ -172,6 +172,8 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
         p.requires_grad_(False)
     stft = MultiResolutionSTFTLoss(base.sample_rate, fft_sizes=(256, 512, 1024, 2048))
 
+    run.mkdir(parents=True, exist_ok=True)
+    write_recipe(run, recipe)
     state_path = run / STATE_FILE
     state = torch.load(state_path, weights_only=True) if resume and state_path.exists() else None
     first_stage, first_step = (state["stage"], state["step"]) if state else (0, 0)
