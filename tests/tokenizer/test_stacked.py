@@ -117,7 +117,7 @@ def recipe_dict(base_path: Path, root: Path) -> dict:
         "data": {"root": str(root), "valid_pieces": 2},
         "stages": [{"train": {**train, "max_steps": 3}, "segment_seconds": 0.1},
                    {"train": {**train, "max_steps": 3}, "segment_seconds": 0.1,
-                    "loss": {"stft": 1.0, "train_decoder": True}}],
+                    "loss": {"stft": 1.0, "train_decoder": True, "decoder_only": True}}],
     }
 
 
@@ -147,8 +147,12 @@ def test_latent_trainer_resumes_bit_exact(tmp_path, monkeypatch):
     resumed = train_latent_level(recipe, tmp_path / "cut", resume=True, progress=False)
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    # stage 2 trained the decoder: it moved away from the base's
+    # stage 2 trained the decoders: the base's moved; the codes did not (decoder_only)
     assert not torch.equal(whole.decoder.net[0].weight, load_tokenizer(base_path).decoder.net[0].weight)
+    first = load_tokenizer(tmp_path / "whole" / "stage1" / "tokenizer.safetensors")
+    last = load_tokenizer(tmp_path / "whole" / "tokenizer.safetensors")
+    assert first.codes_fingerprint == last.codes_fingerprint and first.fingerprint != last.fingerprint
+    assert not torch.equal(first.level.decoder.net[0].weight, last.level.decoder.net[0].weight)
 
 
 def test_latent_recipe_is_strict():

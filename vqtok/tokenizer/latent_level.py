@@ -38,9 +38,10 @@ class LatentLevel(nn.Module):
         """(B, D, T) base latents, T a multiple of `stride` -> (B, n, T / stride) codes of the first n stages."""
         return self.quantizer.encode(self.encoder(self._standardise(z)), codebooks)
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """(B, n, T') codes of the first n stages -> (B, D, T' * stride) latents for the base decoder."""
-        return self._restore(self.decoder(self.quantizer.decode(codes)))
+    def decode(self, codes: Tensor, prefixes: Tensor | None = None) -> Tensor:
+        """(B, n, T') codes of the first n stages -> (B, D, T' * stride) latents for the base decoder.
+        prefixes (B,): item i decodes only its first prefixes[i] stages (ResidualVQ.decode)."""
+        return self._restore(self.decoder(self.quantizer.decode(codes, prefixes)))
 
     def forward(self, z: Tensor, codebooks: int | None = None) -> tuple[Tensor, QuantizerOutput]:
         q = self.quantizer(self.encoder(self._standardise(z)), codebooks=codebooks)

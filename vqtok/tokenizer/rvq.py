@@ -58,15 +58,29 @@ class ResidualVQ(nn.Module):
             codes.append(c)
         return torch.stack(codes, 1)
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """codes (N, n) or (B, n, ...) of the first n stages -> the sum of their vectors, (N, D) or (B, D, ...)."""
+    def decode(self, codes: Tensor, prefixes: Tensor | None = None) -> Tensor:
+        """codes (N, n) or (B, n, ...) of the first n stages -> the sum of their vectors, (N, D) or (B, D, ...).
+
+        prefixes: (N,) or (B,) stage counts: item i sums only its first prefixes[i] stages (as quantizer dropout
+        trains them), for training a decoder on every prefix with the codes fixed.
+        """
         n = codes.shape[1]
         if n > self.codebooks:
             raise ValueError(f"codes hold {n} codebooks; this quantizer has {self.codebooks}")
-        out = self.stages[0].decode(codes[:, 0])
-        for q in range(1, n):
-            out = out + self.stages[q].decode(codes[:, q])
+        keep = None if prefixes is None else _prefix_mask(prefixes, n)  # (B, n)
+        out = None
+        for q in range(n):
+            v = self.stages[q].decode(codes[:, q])
+            if keep is not None:
+                v = v * keep[:, q].view(-1, *[1] * (v.dim() - 1)).to(v.dtype)
+            out = v if out is None else out + v
         return out
+
+    def draw_prefixes(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
+        """(batch,) stage counts as quantizer dropout draws them: with probability `dropout` uniform in 1..Q, else Q."""
+        drawn = torch.randint(1, self.codebooks + 1, (batch,), device=device)
+        dropped = torch.rand(batch, device=device) < self.dropout
+        return torch.where(dropped, drawn, torch.full_like(drawn, self.codebooks))
 
     def forward(self, x: Tensor, mask: Tensor | None = None, codebooks: int | None = None) -> QuantizerOutput:
         """Training / evaluation pass. Scalars of QuantizerOutput are per stage here: perplexity, usage, revived (Q,).
@@ -108,10 +122,7 @@ class ResidualVQ(nn.Module):
         if not (self.training and self.dropout > 0):
             return None if n_used == self.codebooks else _prefix_mask(
                 torch.full((x.shape[0],), n_used, device=x.device), self.codebooks)
-        b = x.shape[0]
-        drawn = torch.randint(1, self.codebooks + 1, (b,), device=x.device)
-        dropped = torch.rand(b, device=x.device) < self.dropout
-        n = torch.where(dropped, drawn, torch.full_like(drawn, n_used))
+        n = self.draw_prefixes(x.shape[0], x.device).clamp_max(n_used)
         return _prefix_mask(n, self.codebooks)
 
 

@@ -39,6 +39,10 @@ class LatentLoss:
     latent: float = 1.0  # MSE to the base quantizer's vectors, in units of their per-channel std
     stft: float = 0.0  # > 0: multi-resolution STFT loss of the base decoder's output against the audio
     train_decoder: bool = False  # fine-tune the base decoder as well (needs stft > 0)
+    # the codes stay as they are: the level's encoder and codebooks are frozen, only its decoder (and with
+    # train_decoder the base decoder) trains, on every prefix of the stages as quantizer dropout draws them; token
+    # files and priors of the earlier stage keep their meaning (the codes fingerprint does not move)
+    decoder_only: bool = False
 
 
 @dataclass
@@ -192,6 +196,8 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
             torch.set_num_threads(cfg.threads)
         for p in decoder.parameters():
             p.requires_grad_(stage.loss.train_decoder)
+        for p in [*level.encoder.parameters(), *level.quantizer.parameters()]:
+            p.requires_grad_(not stage.loss.decoder_only)
         params = [p for p in tok.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -210,16 +216,27 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
             (run / "state.tmp").replace(state_path)
 
         level.train()
+        if stage.loss.decoder_only:
+            level.encoder.eval()
+            level.quantizer.eval()  # no EMA update, no revival: the codebooks stay
         with Progress(run, cfg, f"{recipe.name} stage {si + 1}/{len(recipe.stages)}", start, cfg.max_steps,
                       show=progress) as bar:
             for step in range(start + 1, cfg.max_steps + 1):
                 z, e, audio = draw_batch(data, hop, cfg.batch_size, frames, gen)
-                out, q = level(z)
+                row = {"stage": torch.tensor(float(si + 1))}
+                if stage.loss.decoder_only:
+                    with torch.no_grad():
+                        codes = level.encode(z)
+                    out = level.decode(codes, level.quantizer.draw_prefixes(len(z)))
+                    commit = torch.zeros(())
+                else:
+                    out, q = level(z)
+                    commit = q.commit_loss
+                    row |= {"commit": commit.detach(), "perplexity": q.perplexity.mean()}
                 scale = level.std[:, None]
                 latent = F.mse_loss(out / scale, e / scale)
-                loss = stage.loss.latent * latent + q.commit_loss
-                row = {"stage": torch.tensor(float(si + 1)), "latent": latent.detach(),
-                       "commit": q.commit_loss.detach(), "perplexity": q.perplexity.mean()}
+                loss = stage.loss.latent * latent + commit
+                row["latent"] = latent.detach()
                 if stage.loss.stft > 0:
                     spec = stft(decoder(out), audio)
                     loss = loss + stage.loss.stft * spec
