@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from vqtok import metrics
 from vqtok.codec import Codec
-from vqtok.data.audio import AUDIO_EXTENSIONS, AudioFolder, list_files
+from vqtok.data.audio import AudioFolder, list_files
 from vqtok.data.build import build_dataset, check_dims
-from vqtok.data.images import IMAGE_EXTENSIONS, load_image
+from vqtok.data.images import load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
+from vqtok.modality import modality_of
 from vqtok.tokenizer.recipe import load_recipe
 
 STRING_SECONDS = 3.0
@@ -32,9 +33,10 @@ GAP_SECONDS = 0.1
 
 def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:
     """(name, signal (T,) at the tokenizer's rate | image (C, H, W)) for the files of a folder; bad files raise."""
-    files = list_files(folder, AUDIO_EXTENSIONS if tok.dims == 1 else IMAGE_EXTENSIONS)
+    modality = modality_of(tok.config)
+    files = list_files(folder, modality.extensions)
     if not files:
-        raise VqtokError(f"{folder}: no {'audio' if tok.dims == 1 else 'image'} files to evaluate on")
+        raise VqtokError(f"{folder}: no {modality.name} files to evaluate on")
     for path in files[:max_items]:
         if tok.dims == 1:
             yield str(path), AudioStream(path, tok.sample_rate).read()
@@ -99,13 +101,9 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
                 store.append(lv.cpu().numpy().ravel())
             bits += sum(lv.numel() * math.log2(k) for lv, k in zip(levels, tok.codebook_size))
             y = codec.decode(levels, item.source).data
-            if tok.dims == 1:
-                per_item.setdefault("si_snr", []).append(metrics.si_snr(y, x))
-                per_item.setdefault("log_mel_distance", []).append(metrics.log_mel_distance(y, x, tok.sample_rate))
-                pairs.append((x, y))
-            else:
-                per_item.setdefault("mse", []).append(metrics.mse(y, x))
-                per_item.setdefault("psnr", []).append(metrics.psnr(np.clip(y, 0, 1), x))
+            for name, value in codec.modality.scores(y, x, tok).items():
+                per_item.setdefault(name, []).append(value)
+            pairs.append((x, y))
             count += 1
             bar.update(1)
         batch.clear()
@@ -119,7 +117,7 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
     bar.close()
     if count == 0:
         raise VqtokError("nothing to evaluate")
-    result: dict[str, Any] = {"items": count, "kind": "audio" if tok.dims == 1 else "image",
+    result: dict[str, Any] = {"items": count, "kind": codec.modality.name,
                               "tokenizer": tok.fingerprint, "metrics": {}, "skipped": {}}
     for name, values in per_item.items():
         finite = [v for v in values if math.isfinite(v)]

@@ -28,10 +28,11 @@ from typing import Any, Protocol
 import yaml
 from tqdm import tqdm
 
-from vqtok.codec import Codec, Prepared, write_decoded
+from vqtok.codec import Codec, Prepared
 from vqtok.data.audio import RULE_NUM_CLASSES, RULES, list_files
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
+from vqtok.modality import Modality, by_name, modality_of
 from vqtok.pretrained import registry
 from vqtok.tokenizer.checkpoint import locate_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import (
@@ -288,11 +289,7 @@ def manifest_entry(meta: dict[str, Any], codes_path: Path, manifest_dir: Path | 
     src = meta["source"]
     rel = codes_path.name if manifest_dir is None else os.path.relpath(codes_path, manifest_dir)
     entry: dict[str, Any] = {"path": src.get("path"), "codes": Path(rel).as_posix(), "kind": src.get("kind")}
-    if src.get("kind") == "audio":
-        entry.update(duration=src.get("duration"), length=src.get("length"),
-                     frames=[lv["shape"][0] for lv in meta["levels"]])
-    else:
-        entry.update(size=src.get("size"), frames=[lv["shape"] for lv in meta["levels"]])
+    entry.update(by_name(src.get("kind")).manifest_fields(src, [lv["shape"] for lv in meta["levels"]]))
     entry["label"] = meta.get("label")
     return entry
 
@@ -383,15 +380,15 @@ class TokenizerFinder:
             self.loaded[path] = self.load(path)
         return self.loaded[path]
 
-    def first_dims(self, inputs: list[Path]) -> int:
-        """Audio (1) or images (2): from `model`, else from the first codes file's sidecar."""
+    def first_modality(self, inputs: list[Path]) -> Modality:
+        """What the run decodes: the modality of `model`, else of the first codes file's source."""
         if self.model is not None:
-            return self(Path()).dims  # one tokenizer for every file
+            return modality_of(self(Path()).config)  # one tokenizer for every file
         for path in inputs:
             files = list_files(path, CODE_SUFFIXES) if path.is_dir() else [path]
             if files and files[0].is_file():
-                return int(read_sidecar(files[0])["tokenizer"].get("dims", 1))
-        return 1  # nothing readable: the run reports each input's own error
+                return by_name(read_sidecar(files[0])["source"].get("kind"))
+        return by_name("audio")  # nothing readable: the run reports each input's own error
 
 
 class DecodeWork:
@@ -414,10 +411,10 @@ class DecodeWork:
 
     def start(self, job: Job) -> tuple[Codec, TokenFile]:
         tok = self.find(job.source)
-        if decoded_suffix(tok) != self.suffix:
-            raise VqtokError(f"{job.source}: made by an {'audio' if tok.dims == 1 else 'image'} tokenizer, "
-                             f"unlike the first codes file of this run; decode it on its own")
         codec = self.codecs.setdefault(id(tok), Codec(tok, chunk_seconds=self.chunk_seconds))
+        if codec.modality.decoded_suffix != self.suffix:
+            raise VqtokError(f"{job.source}: made by an {codec.modality.name} tokenizer, unlike the first codes file "
+                             "of this run; decode it on its own")
         return codec, read_codes(job.source, tok)
 
     def finish(self, jobs: list[Job], inputs: list[tuple[Codec, TokenFile]],
@@ -426,17 +423,12 @@ class DecodeWork:
         for job, (codec, file) in zip(jobs, inputs):
             try:
                 decoded = codec.decode(file.levels, file.source, self.sample_rate, self.postfilter)
-                write_decoded(job.out, decoded, file.path)
+                codec.write(job.out, decoded, file.path)
             except VqtokError as err:
                 results.append(err)
                 continue
             results.append({"path": str(job.source), "out": str(job.out)})
         return results
-
-
-def decoded_suffix(tok) -> str:
-    """What a tokenizer's codes decode to: .wav (audio) or .png (images)."""
-    return ".wav" if tok.dims == 1 else ".png"
 
 
 def decode_plan(plan: Plan, work: DecodeWork, progress: bool = False, echo: Callable[[str], None] = print) -> RunReport:

@@ -83,8 +83,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
       vqtok encode digits/ -m runs/mnist/tokenizer.safetensors -o digit_codes/ --labels folder
     """
     from vqtok.codec import Codec
-    from vqtok.data.audio import AUDIO_EXTENSIONS
-    from vqtok.data.images import IMAGE_EXTENSIONS
+    from vqtok.modality import modality_of
     from vqtok.pipeline import encode_plan, label_function, plan_runs, prepare_output_dirs
     from vqtok.tokenizer.codes import CODE_SUFFIXES, codes_suffix
 
@@ -93,7 +92,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
         model = default_model(inputs)
         click.echo(f"using the shipped tokenizer {model.stem} (no -m given; vqtok models lists the others)", err=True)
     tok, tok_path = open_tokenizer(model, device, threads)
-    in_suffixes = AUDIO_EXTENSIONS if tok.dims == 1 else IMAGE_EXTENSIONS
+    in_suffixes = modality_of(tok.config).extensions
     suffix = codes_suffix(tok.levels)
     if out is not None and out.suffix in CODE_SUFFIXES and out.suffix != suffix:
         raise click.UsageError(f"this {tok.levels}-level tokenizer writes {suffix} files, not {out.suffix}")

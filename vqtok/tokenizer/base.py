@@ -15,8 +15,7 @@ from torch import Tensor, nn
 from vqtok.tokenizer import speech_level, streaming
 from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.tokenizer.postfilter import sharpen
-from vqtok.tokenizer.heads import HeadConfig, IstftDecoder
-from vqtok.tokenizer.nets import Decoder
+from vqtok.tokenizer.heads import DECODER_HEADS, HeadConfig, build_decoder  # noqa: F401 (models build here)
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
 # Level names by level count, top (coarse) first: token files, metrics, priors and the model card use them.
@@ -57,23 +56,6 @@ class LevelConfig:
     @property
     def decoder_depth(self) -> int:
         return self.res_depth if self.decoder_res_depth is None else self.decoder_res_depth
-
-
-DECODER_HEADS = ("conv", "istft")
-
-
-def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
-    """The decoder `level.decoder_head` names: (B, in_channels, *S) -> (B, out_channels, *S * prod(strides))."""
-    if level.decoder_head == "conv":
-        return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.decoder_depth,
-                       level.dilation_growth, act)
-    if level.decoder_head == "istft":
-        if level.decoder_res_depth is not None:
-            raise ValueError("decoder_res_depth sizes the 'conv' decoder; the istft head's size is `head`")
-        if dims != 1:
-            raise ValueError("decoder_head 'istft' is for audio (dims 1); images take 'conv'")
-        return IstftDecoder(in_channels, out_channels, math.prod(level.strides), level.head)
-    raise ValueError(f"unknown decoder_head '{level.decoder_head}'; choose one of {', '.join(DECODER_HEADS)}")
 
 
 @dataclass

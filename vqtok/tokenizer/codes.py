@@ -132,9 +132,9 @@ class TokenFile:
 
     @property
     def size(self) -> int | tuple[int, int]:
-        """What decoding trims to: length at the tokenizer's rate (audio) or (H, W) (images)."""
+        """What decoding trims to: a length (audio: at the tokenizer's rate) or (H, W) (images)."""
         src = self.source
-        return int(src["length"]) if src.get("kind") == "audio" else tuple(src["size"])
+        return int(src["length"]) if "length" in src else tuple(src["size"])
 
     def load_tokenizer(self, device="cpu"):
         """The tokenizer that made these codes: shipped (by fingerprint) or at its recorded path."""

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+
+from vqtok.tokenizer.nets import Decoder
+from vqtok.tokenizer.receptive import Interval, input_interval, residual_interval
+
+if TYPE_CHECKING:  # base.py builds its decoders from this table
+    from vqtok.tokenizer.base import LevelConfig
 
 FFT_PER_HOP = 4  # n_fft = 4 hop: 75% window overlap, as Vocos and WavTokenizer use
 MAX_LOG_MAGNITUDE = 6.0  # exp(6) ~ 400: a full-scale sinusoid peaks at n_fft/4 (50 at hop 50); keeps exp() finite
@@ -45,6 +54,9 @@ class ConvNeXtBlock(nn.Module):
         h = rearrange(self.dwconv(x), "b c t -> b t c")
         h = self.pw2(self.act(self.pw1(self.norm(h)))) * self.gamma
         return x + rearrange(h, "b t c -> b c t")
+
+    def input_interval(self, out: Interval) -> Interval:  # the MLP acts per frame: the depthwise conv's reach
+        return residual_interval(self.dwconv, out)
 
 
 class ISTFT(nn.Module):
@@ -122,6 +134,9 @@ class IstftDecoder(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self.spectrum_to_wave(*h.float().chunk(2, dim=-1))
 
+    def input_interval(self, out: Interval) -> Interval:  # embed conv -> ConvNeXt blocks -> frames -> overlap-add
+        return input_interval(self.embed, input_interval(self.blocks, self.istft.frames(out)))
+
     def spectrum_to_wave(self, log_mag: Tensor, phase: Tensor) -> Tensor:
         """Log-magnitudes and phases (B, T, C_out * bins), fp32 -> waveforms (B, C_out, T * hop)."""
         spec = torch.polar(torch.exp(log_mag.clamp(max=MAX_LOG_MAGNITUDE)), phase)
@@ -129,3 +144,37 @@ class IstftDecoder(nn.Module):
         wave = self.istft(spec)  # (B * C_out, T * hop)
         return rearrange(wave, "(b c) s -> b c s", c=self.out_channels)
 
+
+# ------------------------------------------------------------------ the decoder heads a LevelConfig names
+HeadBuilder = Callable[[int, int, "LevelConfig", int, str], nn.Module]
+
+
+def conv_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+    """The encoder's mirror: transposed convs up to the sample rate (nets.Decoder)."""
+    return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.decoder_depth,
+                   level.dilation_growth, act)
+
+
+def istft_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+    """ConvNeXt blocks at the code rate and an inverse STFT (`IstftDecoder`), audio only."""
+    if level.decoder_res_depth is not None:
+        raise ValueError("decoder_res_depth sizes the 'conv' decoder; the istft head's size is `head`")
+    if dims != 1:
+        raise ValueError("decoder_head 'istft' is for audio (dims 1); images take 'conv'")
+    return IstftDecoder(in_channels, out_channels, math.prod(level.strides), level.head)
+
+
+# name -> builder of a (B, in_channels, *S) -> (B, out_channels, *S * prod(strides)) module. A new head is its
+# module (with an `input_interval(out)` method unless it is built from torch's layers alone: receptive.py) and
+# one line here.
+DECODER_HEADS: dict[str, HeadBuilder] = {"conv": conv_decoder, "istft": istft_decoder}
+
+
+def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+    """The decoder `level.decoder_head` names."""
+    try:
+        builder = DECODER_HEADS[level.decoder_head]
+    except KeyError:
+        raise ValueError(f"unknown decoder_head '{level.decoder_head}'; choose one of "
+                         f"{', '.join(DECODER_HEADS)}") from None
+    return builder(dims, in_channels, level, out_channels, act)

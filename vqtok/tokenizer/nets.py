@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqtok.tokenizer.receptive import Interval, input_interval, residual_interval
+
 
 class HardELU(nn.Module):
     """max(x, -1): ELU's piecewise-linear twin (identity down to ELU's floor -1), as hardtanh is tanh's.
@@ -147,6 +149,9 @@ class ResBlock(nn.Module):
         # faster, its encoder's full-rate blocks the most). Same numbers either way.
         return run_layers(self.block, x).add_(x)
 
+    def input_interval(self, out: Interval) -> Interval:
+        return residual_interval(self.block, out)
+
     def add_to(self, x: Tensor) -> Tensor:
         """self(x), written into x where it can: without autograd, for an x no one else holds (run_layers after
         its first layer).
@@ -198,6 +203,9 @@ class Patchify(nn.Module):
         b, c, t = x.shape
         # (B, C, T/s, s) -> (B, C, s, T/s) -> (B, C*s, T/s): channel c*s + j holds sample j of each run
         return x.reshape(b, c, t // self.stride, self.stride).transpose(2, 3).reshape(b, c * self.stride, -1)
+
+    def input_interval(self, out: Interval) -> Interval:  # frame i holds samples [i s, i s + s)
+        return out[0] * self.stride, out[1] * self.stride + self.stride - 1
 
 
 STEMS = ("conv", "patch")
@@ -252,6 +260,9 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return run_layers(self.net, x)
+
+    def input_interval(self, out: Interval) -> Interval:
+        return input_interval(self.net, out)
 
     def parts(self) -> EncoderParts:
         """The layers of `net` grouped as built: stem, then per stage its downsampling conv and residual blocks."""
@@ -308,6 +319,9 @@ class Decoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return run_layers(self.net, x)
+
+    def input_interval(self, out: Interval) -> Interval:
+        return input_interval(self.net, out)
 
     def load_shallower(self, old: Decoder) -> None:
         """Take the weights of `old`, this decoder with fewer residual blocks a stage: its layers are copied in

@@ -1,0 +1,98 @@
+"""A third kind of input from this file alone: multichannel 1-D arrays (sensor or EEG recordings) as .npy files,
+through `vqtok encode` / `vqtok decode`, the manifest and the codec; and the built-in modalities found by config."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vqtok import VqtokError, load_tokenizer, read_codes
+from vqtok.cli import main
+from vqtok.modality import MODALITIES, Audio, Decoded, Image, Modality, Prepared, modality_of, register
+from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, save_tokenizer
+
+
+class Arrays(Modality):
+    """(C, T) float32 arrays in .npy files, no sample rate, encoded whole in one call and written back as .npy."""
+
+    name = "array"
+    extensions = (".npy",)
+    decoded_suffix = ".npy"
+    best_metric = "mse"
+
+    def matches(self, config) -> bool:
+        return config.dims == 1 and config.sample_rate is None
+
+    def open(self, codec, path: Path) -> Prepared:
+        x = np.load(path, allow_pickle=False).astype(np.float32)
+        if x.ndim != 2 or x.shape[0] != codec.tok.config.in_channels:
+            raise VqtokError(f"{path}: expected ({codec.tok.config.in_channels}, T), got {x.shape}")
+        return self.prepare(codec, x, str(path))
+
+    def prepare(self, codec, x, path=None) -> Prepared:
+        x = np.asarray(x, np.float32)
+        return Prepared(x, {"kind": self.name, "path": path, "length": x.shape[1], "channels": x.shape[0]})
+
+    def encode(self, codec, items) -> list:
+        return [codec.tok.encode(torch.from_numpy(item.data)) for item in items]  # (C, T) -> (T',)
+
+    def decode(self, codec, codes, source, sample_rate, postfilter) -> Decoded:
+        return Decoded(codec.tok.decode(codes, size=int(source["length"])).cpu().numpy())  # (C, T)
+
+    def write(self, out: Path, decoded: Decoded, what) -> None:
+        np.save(out, decoded.data, allow_pickle=False)
+
+    def manifest_fields(self, source, shapes) -> dict:
+        return {"length": source["length"], "channels": source["channels"], "frames": [s[0] for s in shapes]}
+
+
+@pytest.fixture
+def arrays():
+    modality = register(Arrays())
+    yield modality
+    MODALITIES.remove(modality)
+
+
+def array_tokenizer(path: Path) -> Path:
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(dims=1, in_channels=3, net=LevelConfig(channels=[8], strides=[4], res_depth=1,
+                                                                 code_dim=4, codebook_size=16))
+    model = build_tokenizer(cfg)
+    model.train()(torch.randn(4, 3, 64))  # initialise the codebook
+    save_tokenizer(model.eval(), path)
+    return path
+
+
+def test_a_third_modality_encodes_and_decodes_through_the_cli(tmp_path, arrays):
+    tok_path = array_tokenizer(tmp_path / "eeg.safetensors")
+    rng = np.random.default_rng(0)
+    (tmp_path / "in" / "s1").mkdir(parents=True)
+    signals = {"s1/a.npy": rng.standard_normal((3, 101)), "b.npy": rng.standard_normal((3, 40))}
+    for name, x in signals.items():
+        np.save(tmp_path / "in" / name, x.astype(np.float32))
+    runner = CliRunner()
+    res = runner.invoke(main, ["encode", str(tmp_path / "in"), "-m", str(tok_path), "-o", str(tmp_path / "codes"),
+                               "--quiet"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    manifest = (tmp_path / "codes" / "manifest.jsonl").read_text().splitlines()
+    assert [line.split('"codes": ')[1].split(",")[0] for line in manifest] == ['"b.npy"', '"s1/a.npy"']
+    assert '"kind": "array", "length": 101, "channels": 3, "frames": [26]' in manifest[1]
+    res = runner.invoke(main, ["decode", str(tmp_path / "codes"), "-o", str(tmp_path / "dec")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    tok = load_tokenizer(tok_path)
+    for name, x in signals.items():
+        file = read_codes(tmp_path / "codes" / name, tok)
+        with torch.no_grad():
+            codes = tok.encode(torch.from_numpy(x.astype(np.float32)))
+            expected = tok.decode(codes, size=x.shape[1]).numpy()
+        assert np.array_equal(file.levels[0], codes.numpy())
+        assert np.array_equal(np.load(tmp_path / "dec" / name), expected)  # (3, T), bit for bit
+
+
+def test_modalities_by_config():
+    assert isinstance(modality_of(TokenizerConfig(dims=1, sample_rate=8000)), Audio)
+    assert isinstance(modality_of(TokenizerConfig(dims=2)), Image)
+    with pytest.raises(VqtokError, match="needs a sample_rate"):
+        modality_of(TokenizerConfig(dims=1))

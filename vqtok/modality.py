@@ -1,0 +1,291 @@
+"""What each kind of input is to vqtok: its files, how it is read, checked, encoded and written back, its default
+shipped model, manifest fields and quality metrics. `Audio` and `Image`, one object each; a tokenizer's is
+`modality_of(tok.config)`.
+
+A new kind of input is one `Modality` subclass and one `register` call: `vqtok encode` / `decode`, the manifest and
+`vqtok eval` then take it (tests/test_modality.py adds multichannel 1-D arrays from a test file alone).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from vqtok import metrics
+from vqtok.data.audio import AUDIO_EXTENSIONS, resample, write_wav
+from vqtok.data.images import IMAGE_EXTENSIONS, image_channels, load_image
+from vqtok.data.stream import AudioStream
+from vqtok.errors import VqtokError
+from vqtok.plots import save_png
+from vqtok.tokenizer import speech_level, streaming
+
+if TYPE_CHECKING:  # the codec holds a modality; a modality only reads the codec's settings
+    from vqtok.codec import Codec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """An input ready to encode.
+
+    `data`: what the modality hands the tokenizer (audio (T,) float32 at the tokenizer's rate and level, an image
+    (C, H, W) in [0, 1]), or an `AudioStream` for a file long enough to be encoded block-wise (levelled as it is
+    encoded). `source` is what the token file's sidecar records about the input (tokenizer/codes.py), `gain_db`
+    included once known.
+    """
+
+    data: Any
+    source: dict[str, Any]
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.data, AudioStream)
+
+
+@dataclass
+class Decoded:
+    """Codes decoded back: audio (T,) float32 at `sample_rate`, an image (C, H, W), or another modality's array."""
+
+    data: np.ndarray
+    sample_rate: int | None = None
+
+
+class Modality:
+    """One kind of input. Subclasses set the class attributes and the methods a kind needs."""
+
+    name: str = ""  # the sidecar's and manifest's source "kind"
+    extensions: tuple[str, ...] = ()  # input files, lower case
+    decoded_suffix: str = ""  # what `vqtok decode` writes
+    default_model: str | None = None  # the shipped tokenizer `vqtok encode` takes without -m
+    best_metric: str = ""  # the validation metric a training run keeps its best checkpoint by (lower is better)
+
+    def matches(self, config) -> bool:
+        """Whether a tokenizer of this config takes this kind of input."""
+        raise NotImplementedError
+
+    def open(self, codec: Codec, path: Path) -> Prepared:
+        """A file read and checked for `codec.tok`; a one-line VqtokError naming the file on any problem."""
+        raise NotImplementedError
+
+    def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
+        """An input already in memory, in the layout `open` gives."""
+        raise NotImplementedError
+
+    def encode(self, codec: Codec, items: Sequence[Prepared]) -> list:
+        """Codes per item, each exactly what it gives alone (default: `Tokenizer.encode_batch`)."""
+        return codec.tok.encode_batch([torch.as_tensor(item.data) for item in items], batch_size=codec.batch_size)
+
+    def decode(self, codec: Codec, codes, source: dict[str, Any], sample_rate: str, postfilter: bool) -> Decoded:
+        """Codes (a tensor, or a list per level) back to the input `source` describes."""
+        raise NotImplementedError
+
+    def write(self, out: Path, decoded: Decoded, what: Path | str) -> None:
+        raise NotImplementedError
+
+    def manifest_fields(self, source: dict[str, Any], shapes: list[list[int]]) -> dict[str, Any]:
+        """The manifest line's fields after path, codes and kind; `shapes` per level, top first."""
+        return {"size": source.get("size"), "frames": shapes}
+
+    def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
+        """Per-item quality of a reconstruction `y` of `x` (`vqtok eval`)."""
+        return {"mse": metrics.mse(y, x)}
+
+
+class Audio(Modality):
+    """Waveforms: mono at the tokenizer's rate, brought to its speech level; block-wise when long."""
+
+    name = "audio"
+    extensions = AUDIO_EXTENSIONS
+    decoded_suffix = ".wav"
+    default_model = "speech-16k"
+    best_metric = "mel_distance"
+
+    def matches(self, config) -> bool:
+        return config.dims == 1 and config.sample_rate is not None
+
+    def open(self, codec: Codec, path: Path) -> Prepared:
+        tok = codec.tok
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            raise VqtokError(f"{path}: an image, but this is an audio tokenizer")
+        stream = AudioStream(path, tok.sample_rate)
+        info = stream.info
+        if stream.length < tok.hop:
+            raise VqtokError(
+                f"{path}: {stream.length} samples at {tok.sample_rate} Hz "
+                f"({1000 * stream.length / tok.sample_rate:.1f} ms) is shorter than one frame of this tokenizer "
+                f"({tok.hop} samples, {1000 * tok.hop / tok.sample_rate:.1f} ms); nothing to encode")
+        source = {"kind": "audio", "path": str(path), "length": stream.length, "sample_rate": tok.sample_rate,
+                  "orig_sample_rate": info.orig_sample_rate, "channels": info.channels,
+                  "orig_frames": info.orig_frames, "duration": info.duration_seconds}
+        if stream.length > tok.block_frames * tok.hop:
+            return Prepared(stream, source)
+        return self._levelled(codec, stream.read(), source)
+
+    def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
+        audio = codec.tok._mono(x).numpy()
+        return self._levelled(codec, audio, {"kind": "audio", "path": None, "length": len(audio)})
+
+    @staticmethod
+    def _levelled(codec: Codec, audio: np.ndarray, source: dict[str, Any], clip_db: float | None = None) -> Prepared:
+        """`audio` (T,) at the codec's level from the clip's level `clip_db` (None: measured on `audio`); the gain
+        goes into `source`."""
+        if codec.level_db is None:
+            return Prepared(audio, source)
+        audio, source["gain_db"] = speech_level.to_level(audio, codec.tok.sample_rate, codec.level_db, clip_db)
+        return Prepared(audio, source)
+
+    def encode(self, codec: Codec, items: Sequence[Prepared]) -> list:
+        codes: list = [None] * len(items)
+        for i, item in enumerate(items):
+            if item.streamed:
+                codes[i] = self._encode_stream(codec, item)
+        short = [i for i, item in enumerate(items) if not item.streamed]
+        if short:
+            for i, c in zip(short, super().encode(codec, [items[i] for i in short])):
+                codes[i] = c
+        return codes
+
+    def _encode_stream(self, codec: Codec, item: Prepared):
+        """A long file block by block as it is read: the level measured over the whole file first."""
+        tok, stream, source = codec.tok, item.data, item.source
+        rate = stream.info.orig_sample_rate
+        frames = stream.info.orig_frames if not codec.chunk_seconds else max(1, round(codec.chunk_seconds * rate))
+        pieces = stream.pieces(frames)
+        if codec.level_db is not None:
+            meter = speech_level.LevelMeter(tok.sample_rate)
+            for piece in stream.pieces(frames):
+                meter.add(piece)
+            clip_db = meter.level_db
+            pieces = (self._levelled(codec, piece, source, clip_db).data for piece in pieces)
+        parts = []
+        total = stream.length / tok.sample_rate
+        with codec.bar(total=round(total, 1), desc=stream.path.name, unit="s", leave=False,
+                       disable=total < 30) as bar:
+            for part in streaming.stream_encode(tok, pieces):
+                parts.append(part)
+                bar.update(round(len(part[-1]) * tok.downsample[-1] / tok.sample_rate, 1))
+        levels = [torch.from_numpy(c) for c in streaming.join_levels(parts, tok.levels)]
+        return levels[0] if tok.levels == 1 else levels
+
+    def decode(self, codec: Codec, codes, source: dict[str, Any], sample_rate: str, postfilter: bool) -> Decoded:
+        tok = codec.tok
+        wav = tok.decode_long(codes, size=int(source["length"]), chunk_seconds=codec.chunk_seconds,
+                              postfilter=postfilter)[0].cpu().numpy()  # (T,)
+        wav = speech_level.undo_level(wav, source.get("gain_db", 0.0))
+        rate = tok.sample_rate
+        if sample_rate == "original":
+            rate = int(source.get("orig_sample_rate", rate))
+            if rate != tok.sample_rate:
+                wav = resample(wav, tok.sample_rate, rate)
+            n = int(source.get("orig_frames", len(wav)))
+            wav = np.pad(wav, (0, max(0, n - len(wav))))[:n]
+        elif sample_rate != "model":
+            rate = int(sample_rate)
+            if rate != tok.sample_rate:
+                wav = resample(wav, tok.sample_rate, rate)
+        return Decoded(wav, rate)
+
+    def write(self, out: Path, decoded: Decoded, what: Path | str) -> None:
+        wav = decoded.data
+        peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
+        if peak > 1.0:
+            logger.warning("%s: decoded audio peaks at %.2f; clipped to [-1, 1] for 16-bit WAV", what or out, peak)
+        write_wav(out, wav, decoded.sample_rate)  # clipped to [-1, 1], 16-bit PCM
+
+    def manifest_fields(self, source: dict[str, Any], shapes: list[list[int]]) -> dict[str, Any]:
+        return {"duration": source.get("duration"), "length": source.get("length"),
+                "frames": [shape[0] for shape in shapes]}
+
+    def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
+        return {"si_snr": metrics.si_snr(y, x), "log_mel_distance": metrics.log_mel_distance(y, x, tok.sample_rate)}
+
+
+# Image channel counts by name, as `image_channels` reads them from a file's header.
+_CHANNEL_NAMES = {1: "grey", 3: "RGB"}
+
+
+class Image(Modality):
+    """Pictures at their own size, with the tokenizer's channel count."""
+
+    name = "image"
+    extensions = IMAGE_EXTENSIONS
+    decoded_suffix = ".png"
+    default_model = "mnist"
+    best_metric = "mse"
+
+    def matches(self, config) -> bool:
+        return config.dims == 2
+
+    def open(self, codec: Codec, path: Path) -> Prepared:
+        tok = codec.tok
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            raise VqtokError(f"{path}: an audio file, but this is an image tokenizer")
+        channels = tok.config.in_channels
+        stored = image_channels(path)
+        if stored != channels:
+            # An RGB photo given to a grey tokenizer (or the reverse) encodes, but decodes as what the tokenizer
+            # makes: say so rather than hand back a different picture without a word.
+            logger.warning("%s: %s pixels, converted to %s for this %d-channel tokenizer; it decodes as %s", path,
+                           _CHANNEL_NAMES[stored], _CHANNEL_NAMES[channels], channels, _CHANNEL_NAMES[channels])
+        image = load_image(path, None, channels=channels)  # (C, H, W) in [0, 1]
+        h, w = image.shape[1:]
+        if min(h, w) < tok.hop:
+            raise VqtokError(f"{path}: {h}x{w} pixels is smaller than one code of this tokenizer ({tok.hop}x{tok.hop})")
+        return Prepared(image, {"kind": "image", "path": str(path), "size": [int(h), int(w)],
+                                "channels": int(image.shape[0])})
+
+    def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
+        image = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
+        return Prepared(image, {"kind": "image", "path": None, "size": list(image.shape[1:])})
+
+    def decode(self, codec: Codec, codes, source: dict[str, Any], sample_rate: str, postfilter: bool) -> Decoded:
+        return Decoded(codec.tok.decode(codes, size=tuple(source["size"])).cpu().numpy())  # (C, H, W)
+
+    def write(self, out: Path, decoded: Decoded, what: Path | str) -> None:
+        pixels = np.round(np.clip(decoded.data, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, C)
+        save_png(pixels, out)
+
+    def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
+        return {"mse": metrics.mse(y, x), "psnr": metrics.psnr(np.clip(y, 0, 1), x)}
+
+
+# Later registrations are asked first, so a registered kind can claim configs a built-in one would take.
+MODALITIES: list[Modality] = [Audio(), Image()]
+
+
+def register(modality: Modality) -> Modality:
+    """Add a kind of input (see the module doc); returns it."""
+    MODALITIES.insert(0, modality)
+    return modality
+
+
+def modality_of(config) -> Modality:
+    """The modality of a tokenizer config (`tok.config`)."""
+    for modality in MODALITIES:
+        if modality.matches(config):
+            return modality
+    if config.dims == 1:
+        raise VqtokError("an audio tokenizer (dims 1) needs a sample_rate")
+    raise VqtokError(f"no input modality takes a tokenizer with dims {config.dims}; "
+                     f"the known ones are {', '.join(m.name for m in MODALITIES)}")
+
+
+def by_name(name: str) -> Modality:
+    """The modality whose source kind is `name` (a sidecar's or manifest's "kind")."""
+    for modality in MODALITIES:
+        if modality.name == name:
+            return modality
+    raise VqtokError(f"unknown input kind '{name}'; the known ones are {', '.join(m.name for m in MODALITIES)}")
+
+
+def by_extension(path: Path) -> Modality | None:
+    """The modality whose files end like `path`, or None."""
+    suffix = path.suffix.lower()
+    return next((m for m in MODALITIES if suffix in m.extensions), None)
