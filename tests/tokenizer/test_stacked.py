@@ -168,3 +168,21 @@ def test_shipped_recipe_parses():
     path = Path(__file__).resolve().parents[2] / "recipes" / "speech_lm16k.yaml"
     recipe = load_latent_recipe(yaml.safe_load(path.read_text()))
     assert recipe.level.codebooks == 8 and recipe.base == "speech-16k"
+
+
+def test_token_files_hold_any_prefix(tmp_path):
+    from vqtok.errors import VqtokError
+    from vqtok.tokenizer.codes import read_codes, write_codes
+
+    tok = trained_stacked()
+    save_tokenizer(tok, tmp_path / "t.safetensors")
+    tok = load_tokenizer(tmp_path / "t.safetensors")
+    assert tok.code_shape(333) == [(3, 9)] and tok.seconds_to_frames(333 / 8000) == 9
+    codes = tok.encode(torch.randn(333) * 0.1)
+    for n in (3, 1):
+        meta = write_codes(tmp_path / f"c{n}.npy", codes[:n], tok, {"kind": "audio", "length": 333})
+        assert meta["tokenizer"]["codebooks"] == 3 and meta["levels"][0]["shape"] == [n, 9]
+        back = read_codes(tmp_path / f"c{n}.npy", tok)
+        assert np.array_equal(back.levels[0], codes[:n].numpy())
+    with pytest.raises(VqtokError, match="do not fit"):
+        write_codes(tmp_path / "c4.npy", torch.zeros(4, 9, dtype=torch.long), tok, {"kind": "audio", "length": 333})

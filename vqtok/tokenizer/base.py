@@ -304,7 +304,7 @@ class Tokenizer(nn.Module):
     def seconds_to_frames(self, seconds: float, level: int = -1) -> int:
         """Codes of `level` that `encode` gives for `seconds` of audio (the clip is padded to whole hops)."""
         samples = math.ceil(round(seconds * self._rate(), 6))
-        return self.code_shape(samples)[level][0] if samples > 0 else 0
+        return self.code_shape(samples)[level][-1] if samples > 0 else 0  # time: the last axis
 
     def _rate(self) -> int:
         if self.dims != 1 or self.sample_rate is None:

@@ -3,7 +3,8 @@
 Layout (format "vqtok.codes", version 1):
 
 * A single-level tokenizer writes ``NAME.npy``: int16 when the codebook has at most 32768 codes,
-  else int32; shape ``(T,)`` for audio, ``(H, W)`` for images. A VQ-VAE-2 writes ``NAME.npz`` with one
+  else int32; shape ``(T,)`` for audio, ``(H, W)`` for images, ``(n, T)`` for the first n codebooks of a
+  multi-codebook (residual) tokenizer, whose summary records its ``codebooks`` Q (n <= Q). A VQ-VAE-2 writes ``NAME.npz`` with one
   array per level, ``top`` and ``bottom`` (same dtype rule, per level). Arrays are plain numeric
   NumPy files: they are always read with ``allow_pickle=False``.
 * Beside it, ``NAME.npy.json`` (or ``NAME.npz.json``), the sidecar::
@@ -87,6 +88,8 @@ def tokenizer_summary(tok) -> dict[str, Any]:
     }
     if tok.dims == 1:
         summary["block_frames"] = tok.block_frames
+    if getattr(tok, "codebooks", 1) > 1:  # residual stages per frame; a file may hold a prefix of them
+        summary["codebooks"] = tok.codebooks
     return summary
 
 
@@ -305,6 +308,8 @@ def check_shapes(file: TokenFile, tok) -> None:
         raise VqtokError(f"{file.path}: the sidecar records no input size")
     expected = tok.code_shape(int(size) if tok.dims == 1 else tuple(size))
     got = [tuple(a.shape) for a in file.levels]
+    if getattr(tok, "codebooks", 1) > 1 and len(got[0]) == 2 and 1 <= got[0][0] <= tok.codebooks:
+        expected = [(got[0][0], *expected[0][1:])]  # any prefix of the residual stages decodes
     if got != expected:
         raise VqtokError(f"{file.path}: level shapes {got} do not fit an input of size {size} for this tokenizer "
                          f"(expected {expected})")

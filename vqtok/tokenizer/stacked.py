@@ -50,6 +50,10 @@ class Stacked(Tokenizer):
         """Bits per second with all the codebooks; `bitrate_at(n)` for a prefix."""
         return self.bitrate_at(self.codebooks)
 
+    def code_shape(self, input_shape: int | tuple[int, ...]) -> list[tuple[int, ...]]:
+        """[(Q, T')]: every codebook's frames for an input of `input_shape` samples."""
+        return [(self.codebooks, *shape) for shape in super().code_shape(input_shape)]
+
     def bitrate_at(self, codebooks: int) -> float:
         return self.frame_rate[0] * codebooks * math.log2(self.codebook_size[0])
 
