@@ -1,9 +1,29 @@
-"""The import graph of vqtok/, read from the source (function-level imports included), has no cycle."""
+"""The import graph of vqtok/, read from the source (function-level imports included), has no cycle, and every
+import runs down the floors of LAYERS (STYLE.md: cli -> pipelines / trainers / export -> codec -> tokenizer, prior,
+data -> helpers)."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vqtok"
+
+# Floors, top first: a module imports its own floor's modules and lower floors' only. A name stands for that
+# module and everything under it; the longest name that fits a module places it. data/ reads token files and
+# tokenizers (data/tokens.py), so it sits above the models, and tokenizer/ and prior/ never import data/.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("the public API and the CLI", ("vqtok", "vqtok.__main__", "vqtok.cli")),
+    ("pipelines, trainers, export, integrations", (
+        "vqtok.pipeline", "vqtok.corpus", "vqtok.parquet", "vqtok.evaluate", "vqtok.integrations",
+        "vqtok.onnx_runner", "vqtok.pretrained.export", "vqtok.tokenizer.train", "vqtok.tokenizer.train_latent",
+        "vqtok.tokenizer.recipe", "vqtok.prior.train", "vqtok.prior.recipe", "vqtok.prior.data")),
+    ("the codec", ("vqtok.codec",)),
+    ("modalities", ("vqtok.modality",)),
+    ("datasets", ("vqtok.data",)),
+    ("models", ("vqtok.tokenizer", "vqtok.prior")),
+    ("the shipped-model registry", ("vqtok.pretrained",)),
+    ("helpers", ("vqtok.errors", "vqtok.files", "vqtok.device", "vqtok.version", "vqtok.config", "vqtok.run",
+                 "vqtok.metrics", "vqtok.losses", "vqtok.plots")),
+]
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -82,3 +102,46 @@ def test_vqtok_has_no_import_cycle():
     assert len(graph) > 30
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def floor(module: str, layers=LAYERS) -> int | None:
+    """Index in `layers` of the floor that holds `module` (0 is the top), or None."""
+    best, found = -1, None
+    for index, (_, names) in enumerate(layers):
+        for name in names:
+            fits = module == name or (name != "vqtok" and module.startswith(name + "."))
+            if fits and len(name) > best:
+                best, found = len(name), index
+    return found
+
+
+def upward_imports(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """'a -> b (floor of a below floor of b)' for every import that climbs, and every module without a floor."""
+    problems = [f"{m}: on no floor; add it to LAYERS in tests/test_imports.py" for m in sorted(graph)
+                if floor(m, layers) is None]
+    for a in sorted(graph):
+        for b in sorted(graph[a]):
+            fa, fb = floor(a, layers), floor(b, layers)
+            if fa is not None and fb is not None and fb < fa:
+                problems.append(f"{a} ({layers[fa][0]}) imports {b} ({layers[fb][0]}), a floor above it")
+    return problems
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    pkg = tmp_path / "vqtok"
+    (pkg / "tokenizer").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tokenizer" / "__init__.py").write_text("")
+    (pkg / "tokenizer" / "base.py").write_text("def f():\n    from vqtok import codec\n")  # climbs from inside a function
+    (pkg / "codec.py").write_text("from vqtok.tokenizer import base\n")
+    (pkg / "errors.py").write_text("")
+    graph = import_graph(pkg)
+    assert upward_imports(graph) == [
+        "vqtok.tokenizer.base (models) imports vqtok.codec (the codec), a floor above it"]
+    (pkg / "stray.py").write_text("")
+    assert upward_imports(import_graph(pkg))[0] == "vqtok.stray: on no floor; add it to LAYERS in tests/test_imports.py"
+
+
+def test_vqtok_imports_run_down_the_floors():
+    problems = upward_imports(import_graph())
+    assert not problems, "\n".join(problems)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,10 +25,19 @@ from vqtok.errors import VqtokError
 from vqtok.plots import save_png
 from vqtok.tokenizer import speech_level, streaming
 
-if TYPE_CHECKING:  # the codec holds a modality; a modality only reads the codec's settings
-    from vqtok.codec import Codec
-
 logger = logging.getLogger(__name__)
+
+
+class Codec(Protocol):
+    """What a modality reads of the codec (codec.py) that holds it: the tokenizer and the run's settings."""
+
+    tok: Any
+    level_db: float | None  # the speech level audio is brought to (None: as it is)
+    chunk_seconds: float | None  # how much of a long file is read at a time (None: all of it)
+    batch_size: int
+
+    def bar(self, **kwargs) -> Any:
+        """A progress bar (tqdm's arguments), shown only when the run asked for progress."""
 
 
 @dataclass

@@ -20,6 +20,7 @@ COMMANDS = {
     "compress": "compress",
     "decompress": "decompress",
     "models": "models",
+    "export": "export",
 }
 
 

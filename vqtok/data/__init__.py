@@ -15,7 +15,8 @@ from vqtok.data.audio import (
 from vqtok.data.images import IMAGE_EXTENSIONS, ImageFolder, list_image_files, load_image
 from vqtok.data.mnist import MNIST, download_mnist, load_mnist, read_idx
 from vqtok.data.stream import AudioStream
-from vqtok.data.tokens import TokenDataset, Vocab
+from vqtok.data.tokens import TokenDataset
+from vqtok.prior.vocab import Vocab
 
 __all__ = [
     "AUDIO_EXTENSIONS",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +28,11 @@ from torch.utils.data import Dataset
 
 from vqtok.data.audio import get_rule
 from vqtok.errors import VqtokError
+from vqtok.prior.vocab import Vocab
 from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer
 from vqtok.tokenizer.codes import describe_tokenizer, read_codes, same_codes
 
 logger = logging.getLogger(__name__)
-
-RESERVED = ("pad", "bos", "eos")
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Token ids of one level: codes 0..K-1, then PAD, BOS, EOS."""
-
-    codebook_size: int
-
-    @property
-    def pad(self) -> int:
-        return self.codebook_size
-
-    @property
-    def bos(self) -> int:
-        return self.codebook_size + 1
-
-    @property
-    def eos(self) -> int:
-        return self.codebook_size + 2
-
-    @property
-    def size(self) -> int:
-        return self.codebook_size + len(RESERVED)
-
 
 class TokenDataset(Dataset):
     """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode`.

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from vqtok.data.tokens import Vocab
+from vqtok.prior.vocab import Vocab
 from vqtok.prior.guidance import drop_labels
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtok.prior.sampling import decode_transformer, sample_pixelcnn
@@ -32,7 +32,7 @@ class PriorLayout:
 
     * 2-D levels (images) keep their (H, W) map; a Transformer reads it in raster order.
     * 1-D levels without an upper level have natural lengths: the sequence ends with EOS. Ids follow the
-      vocabulary of `vqtok.data.tokens.Vocab`: codes 0..K-1, PAD = K, BOS = K+1, EOS = K+2, so the
+      vocabulary of `vqtok.prior.vocab.Vocab`: codes 0..K-1, PAD = K, BOS = K+1, EOS = K+2, so the
       Transformer has K + 3 outputs; PAD (after the end) is never a target and BOS never appears (the
       Transformer has its own start token), so neither is ever sampled.
     * A bottom level is conditioned on the top codes (the whole upper map, known when it is sampled):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -13,10 +13,6 @@ from torch import Tensor, nn
 
 from vqtok.tokenizer.nets import Decoder
 from vqtok.tokenizer.receptive import Interval, input_interval, residual_interval
-
-if TYPE_CHECKING:  # base.py builds its decoders from this table
-    from vqtok.tokenizer.base import LevelConfig
-
 FFT_PER_HOP = 4  # n_fft = 4 hop: 75% window overlap, as Vocos and WavTokenizer use
 MAX_LOG_MAGNITUDE = 6.0  # exp(6) ~ 400: a full-scale sinusoid peaks at n_fft/4 (50 at hop 50); keeps exp() finite
 
@@ -146,16 +142,17 @@ class IstftDecoder(nn.Module):
 
 
 # ------------------------------------------------------------------ the decoder heads a LevelConfig names
-HeadBuilder = Callable[[int, int, "LevelConfig", int, str], nn.Module]
+# (dims, in_channels, the level's base.LevelConfig, out_channels, activation name) -> the decoder module
+HeadBuilder = Callable[[int, int, Any, int, str], nn.Module]
 
 
-def conv_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+def conv_decoder(dims: int, in_channels: int, level: Any, out_channels: int, act: str) -> nn.Module:
     """The encoder's mirror: transposed convs up to the sample rate (nets.Decoder)."""
     return Decoder(dims, in_channels, level.channels, level.strides, out_channels, level.decoder_depth,
                    level.dilation_growth, act)
 
 
-def istft_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+def istft_decoder(dims: int, in_channels: int, level: Any, out_channels: int, act: str) -> nn.Module:
     """ConvNeXt blocks at the code rate and an inverse STFT (`IstftDecoder`), audio only."""
     if level.decoder_res_depth is not None:
         raise ValueError("decoder_res_depth sizes the 'conv' decoder; the istft head's size is `head`")
@@ -170,7 +167,7 @@ def istft_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels:
 DECODER_HEADS: dict[str, HeadBuilder] = {"conv": conv_decoder, "istft": istft_decoder}
 
 
-def build_decoder(dims: int, in_channels: int, level: LevelConfig, out_channels: int, act: str) -> nn.Module:
+def build_decoder(dims: int, in_channels: int, level: Any, out_channels: int, act: str) -> nn.Module:
     """The decoder `level.decoder_head` names."""
     try:
         builder = DECODER_HEADS[level.decoder_head]
