@@ -41,8 +41,13 @@ class Codec:
     """
 
     def __init__(self, tok, at_level: bool = True, chunk_seconds: float | None = 10.0, batch_size: int = 1,
-                 progress: bool = False):
+                 progress: bool = False, codebooks: int | None = None):
+        stages = getattr(tok, "codebooks", 1)
+        if codebooks is not None and not 1 <= codebooks <= stages:
+            raise VqtokError(f"codebooks {codebooks}: this tokenizer has {stages} codebook(s) per frame; choose 1.."
+                             f"{stages}")
         self.tok = tok
+        self.codebooks = None if codebooks in (None, stages) else codebooks  # a prefix of the residual stages
         self.modality = modality_of(tok.config)
         self.level_db = tok.level_db if at_level else None  # the speech level audio is brought to (None: as is)
         self.chunk_seconds = chunk_seconds or None
@@ -59,9 +64,11 @@ class Codec:
         return self.modality.prepare(self, x)
 
     def encode(self, items: Sequence[Prepared]) -> list:
-        """Codes per item (a tensor, or a list per level, top first), each exactly what it gives alone."""
+        """Codes per item (a tensor, or a list per level, top first), each exactly what it gives alone; of a
+        multi-codebook tokenizer (Q, T), or (n, T) with `codebooks` n: the first n residual stages."""
         with torch.no_grad():
-            return self.modality.encode(self, items)
+            codes = self.modality.encode(self, items)
+        return codes if self.codebooks is None else [c[: self.codebooks] for c in codes]
 
     # ------------------------------------------------------------ decoding
     def decode(self, levels: Sequence[np.ndarray | torch.Tensor], source: dict[str, Any], sample_rate: str = "model",

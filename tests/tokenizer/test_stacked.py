@@ -186,3 +186,30 @@ def test_token_files_hold_any_prefix(tmp_path):
         assert np.array_equal(back.levels[0], codes[:n].numpy())
     with pytest.raises(VqtokError, match="do not fit"):
         write_codes(tmp_path / "c4.npy", torch.zeros(4, 9, dtype=torch.long), tok, {"kind": "audio", "length": 333})
+
+
+def test_cli_encodes_a_prefix_and_decodes_it(tmp_path):
+    from click.testing import CliRunner
+
+    from vqtok.cli import main
+
+    tok = trained_stacked()
+    model = tmp_path / "t.safetensors"
+    save_tokenizer(tok, model)
+    wav = (np.sin(np.arange(4000) * 0.07) * 0.2).astype(np.float32)
+    sf.write(tmp_path / "a.wav", wav, 8000)
+    runner = CliRunner()
+    for n, name in ((None, "all.npy"), (2, "two.npy")):
+        args = ["encode", str(tmp_path / "a.wav"), "-m", str(model), "-o", str(tmp_path / name)]
+        result = runner.invoke(main, args + (["--codebooks", str(n)] if n else []))
+        assert result.exit_code == 0, result.output
+    full, two = np.load(tmp_path / "all.npy"), np.load(tmp_path / "two.npy")
+    assert full.shape == (3, 100) and np.array_equal(two, full[:2])
+    result = runner.invoke(main, ["decode", str(tmp_path / "two.npy"), "-m", str(model)])
+    assert result.exit_code == 0, result.output
+    decoded, rate = sf.read(tmp_path / "two.decoded.wav")
+    assert rate == 8000 and len(decoded) == 4000
+    result = runner.invoke(main, ["info", str(tmp_path / "two.npy")])
+    assert "codebooks     2 of 3, 1.6 kbit/s" in result.output
+    result = runner.invoke(main, ["encode", str(tmp_path / "a.wav"), "-m", str(model), "--codebooks", "4"])
+    assert result.exit_code != 0 and "this tokenizer has 3 codebook(s) per frame" in result.output

@@ -24,6 +24,8 @@ def model_card(tok, path: Path) -> dict[str, Any]:
                                  "decoder_head": cfg.decoder_head}
         if tok.sample_rate:
             level["frame_rate"] = tok.sample_rate / down
+        if cfg.codebooks > 1:  # residual stages: each frame is Q codes, any prefix decodes
+            level["codebooks"] = cfg.codebooks
         levels.append(level)
     card: dict[str, Any] = {
         "file": str(path),
@@ -43,7 +45,8 @@ def model_card(tok, path: Path) -> dict[str, Any]:
     if tok.dims == 1:
         ctx = tok.context
         card.update(sample_rate=tok.sample_rate, hop=tok.hop, level_db=tok.level_db, postfilter=tok.postfilter,
-                    tokens_per_second=sum(level.get("frame_rate", 0.0) for level in levels) or None,
+                    tokens_per_second=sum(level.get("frame_rate", 0.0) * level.get("codebooks", 1)
+                                          for level in levels) or None,
                     bitrate=tok.bitrate,
                     receptive_field={"encode_samples": [ctx.encode_left, ctx.encode_right],
                                      "decode_hops": [ctx.decode_left, ctx.decode_right]},
@@ -52,6 +55,8 @@ def model_card(tok, path: Path) -> dict[str, Any]:
                     latency_ms={"encode": 1000 * tok.stream_encoder().latency,
                                 "decode": 1000 * tok.stream_decoder().latency,
                                 "decode_no_postfilter": 1000 * tok.stream_decoder(postfilter=False).latency})
+        if getattr(tok, "codebooks", 1) > 1:  # bit/s of every prefix of the residual stages (--codebooks N)
+            card["bitrate_by_codebooks"] = {n: tok.bitrate_at(n) for n in range(1, tok.codebooks + 1)}
     else:
         card["tokens_per_32x32_image"] = sum(math.prod(s) for s in tok.code_shape((32, 32)))
     return card
@@ -80,13 +85,18 @@ def format_card(card: dict[str, Any]) -> str:
                          "(--no-postfilter: not)")
     for lv in card["levels"]:
         rate = f", {lv['frame_rate']:g} frames/s" if "frame_rate" in lv else ""
-        lines.append(f"level {lv['name']:<7} {lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
+        books = f"{lv['codebooks']} codebooks of " if "codebooks" in lv else ""
+        lines.append(f"level {lv['name']:<7} {books}{lv['codebook_size']} codes ({lv['bits_per_code']:g} bits), "
                      f"downsample {lv['downsample']}{rate}; channels {lv['channels']}, strides {lv['strides']}, "
                      f"code dim {lv['code_dim']}; {lv['encoder_stem']} stem, {lv['decoder_head']} decoder"
                      + depths(lv))
     if card["kind"] == "audio":
         lines.append(f"tokens/s      {card['tokens_per_second']:g}")
         lines.append(f"bitrate       {card['bitrate']:.1f} bit/s")
+        if "bitrate_by_codebooks" in card:
+            lines.append("by codebooks  " + ", ".join(f"{n}: {b / 1000:g} kbit/s"
+                                                      for n, b in card["bitrate_by_codebooks"].items())
+                         + " (vqtok encode --codebooks N)")
         rf = card["receptive_field"]
         lines.append(f"context       encoder {rf['encode_samples'][0]}+{rf['encode_samples'][1]} samples, "
                      f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; blocks of {card['block_frames']} hops")
@@ -123,6 +133,11 @@ def format_codes(summary: dict[str, Any]) -> str:
     tok, src = summary["tokenizer"], summary["source"]
     lines = [f"codes file    {summary['file']}",
              f"tokenizer     {tok.get('fingerprint')} ({tok.get('arch')}, codebook {tok.get('codebook_size')})"]
+    if tok.get("codebooks"):  # a multi-codebook tokenizer: the file may hold a prefix of its stages
+        held = summary["levels"][0]["shape"][0]
+        rate = tok["sample_rate"] / tok["downsample"][0] if tok.get("sample_rate") else None
+        bits = f", {rate * held * math.log2(tok['codebook_size'][0]) / 1000:g} kbit/s" if rate else ""
+        lines.append(f"codebooks     {held} of {tok['codebooks']}{bits}")
     if src.get("kind") == "audio":
         lines.append(f"source        {src.get('path')}: {src.get('duration', 0):.3f} s, {src.get('orig_sample_rate')} Hz, "
                      f"{src.get('channels')} channel(s), {src.get('orig_frames')} frames "

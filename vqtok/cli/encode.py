@@ -58,11 +58,15 @@ def default_model(inputs: tuple[Path, ...]) -> Path:
 @click.option("--as-is", is_flag=True,
               help="Encode audio at its own level: skip the scaling to the tokenizer's speech level (level_db, "
                    "vqtok info shows it) that makes the codes of a recording hardly depend on how loud it is.")
+@click.option("--codebooks", type=click.IntRange(min=1), default=None,
+              help="Multi-codebook tokenizers (vqtok info lists them): keep the first N residual codebooks of each "
+                   "frame, a lower bitrate (default: all).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (a folder run otherwise resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @friendly_errors
 def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, device: str, batch_size: int,
-            chunk_seconds: float, labels: str, as_is: bool, force: bool, quiet: bool, threads: int | None) -> None:
+            chunk_seconds: float, labels: str, as_is: bool, codebooks: int | None, force: bool, quiet: bool,
+            threads: int | None) -> None:
     """Encode INPUT files or folders (searched recursively) into codes.
 
     Without -m, audio is encoded with the shipped speech-16k and images with the shipped mnist
@@ -78,6 +82,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     Examples:
       vqtok encode speech.wav                       (shipped speech-16k; writes speech.npy)
       vqtok encode call.wav -m speech-8k
+      vqtok encode speech.wav -m speech-lm-16k --codebooks 4     (40 frames/s x 4 codebooks, 1.6 kbit/s)
       vqtok encode speech.wav -m runs/speech/tokenizer.safetensors -o speech.npy
       vqtok encode ../shared/data/fsdd/recordings -m runs/speech/tokenizer.safetensors -o fsdd_codes/
       vqtok encode digits/ -m runs/mnist/tokenizer.safetensors -o digit_codes/ --labels folder
@@ -99,7 +104,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
     prepare_output_dirs(plans)
     codec = Codec(tok, at_level=not as_is, chunk_seconds=chunk_seconds or None, batch_size=batch_size,
-                  progress=not quiet)
+                  progress=not quiet, codebooks=codebooks)
     label_fn = label_function(tok_path, labels)
     done = skipped = 0
     failed: list[str] = []
