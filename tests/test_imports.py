@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqtok"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the public API and the CLI", ("vqtok", "vqtok.__main__", "vqtok.cli")),
     ("pipelines, trainers, export, integrations", (
-        "vqtok.pipeline", "vqtok.corpus", "vqtok.parquet", "vqtok.evaluate", "vqtok.integrations",
+        "vqtok.pipeline", "vqtok.corpus", "vqtok.parquet", "vqtok.evaluate", "vqtok.stages", "vqtok.integrations",
         "vqtok.onnx_runner", "vqtok.pretrained.export", "vqtok.tokenizer.train", "vqtok.tokenizer.train_latent",
         "vqtok.tokenizer.recipe", "vqtok.prior.train", "vqtok.prior.recipe", "vqtok.prior.data")),
     ("the codec", ("vqtok.codec",)),
@@ -132,7 +132,8 @@ def test_the_layer_check_finds_an_upward_import(tmp_path):
     (pkg / "tokenizer").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "tokenizer" / "__init__.py").write_text("")
-    (pkg / "tokenizer" / "base.py").write_text("def f():\n    from vqtok import codec\n")  # climbs from inside a function
+    # climbs from inside a function
+    (pkg / "tokenizer" / "base.py").write_text("def f():\n    from vqtok import codec\n")
     (pkg / "codec.py").write_text("from vqtok.tokenizer import base\n")
     (pkg / "errors.py").write_text("")
     graph = import_graph(pkg)
