@@ -213,3 +213,36 @@ def test_cli_encodes_a_prefix_and_decodes_it(tmp_path):
     assert "codebooks     2 of 3, 1.6 kbit/s" in result.output
     result = runner.invoke(main, ["encode", str(tmp_path / "a.wav"), "-m", str(model), "--codebooks", "4"])
     assert result.exit_code != 0 and "this tokenizer has 3 codebook(s) per frame" in result.output
+
+
+@pytest.mark.parametrize("layout", ["flat", "delay", "stack"])
+def test_token_dataset_serves_multi_codebook_layouts(tmp_path, layout):
+    from click.testing import CliRunner
+
+    from vqtok.cli import main
+    from vqtok.data import layouts
+    from vqtok.data.tokens import TokenDataset
+
+    model = tmp_path / "t.safetensors"
+    save_tokenizer(trained_stacked(), model)
+    (tmp_path / "wavs").mkdir()
+    for i, n in enumerate((3000, 4200)):
+        sf.write(tmp_path / "wavs" / f"{i}.wav", (np.sin(np.arange(n) * 0.05 * (i + 1)) * 0.2).astype(np.float32),
+                 8000)
+    result = CliRunner().invoke(main, ["encode", str(tmp_path / "wavs"), "-m", str(model), "-o",
+                                       str(tmp_path / "codes"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    ds = TokenDataset(tmp_path / "codes", layout=layout, add_eos=layout == "flat")
+    raw = [torch.from_numpy(np.load(tmp_path / "codes" / f"{i}.npy").astype(np.int64)) for i in range(2)]
+    assert raw[0].shape == (3, 75)
+    for i in range(2):
+        item = ds[i]["codes"]
+        if layout == "flat":
+            assert ds.vocab[0].codebook_size == 3 * 16
+            assert torch.equal(item[:-1], layouts.flatten(raw[i], 16)) and int(item[-1]) == ds.vocab[0].eos
+        elif layout == "delay":
+            assert torch.equal(layouts.undelay(item), raw[i]) and int(item[1, 0]) == 16  # PAD = K
+        else:
+            assert torch.equal(item, raw[i].t())
+    batch = ds.collate([ds[0], ds[1]])
+    assert batch["codes"].shape[0] == 2 and batch["mask"].sum() == sum(ds[i]["codes"].numel() for i in range(2))

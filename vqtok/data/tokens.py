@@ -13,6 +13,10 @@ A VQ-VAE-2's two levels each have their own layout (top first). Items are
 lists per level (``"codes": [top, bottom]``, ``"length": [t_top, t_bottom]``) for two. Audio codes are
 (T,), image codes (H, W). `collate` pads a batch with PAD to the longest item (both axes for images)
 and adds a boolean ``mask`` (True on real tokens, BOS/EOS included).
+
+A multi-codebook tokenizer's (Q, T) codes come in `layout` (data/layouts.py): ``flat`` (Q * T,) ids
+q * K + code, one vocabulary of Q * K codes (+ PAD, BOS, EOS after them); ``delay`` (Q, T + Q - 1), MusicGen's
+delay pattern padded with PAD; ``stack`` (T, Q), each frame's codes side by side.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vqtok.data import layouts
 from vqtok.data.audio import get_rule
 from vqtok.errors import VqtokError
 from vqtok.prior.vocab import Vocab
@@ -35,7 +40,8 @@ from vqtok.tokenizer.codes import describe_tokenizer, read_codes, same_codes
 logger = logging.getLogger(__name__)
 
 class TokenDataset(Dataset):
-    """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode`.
+    """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode` (or the rows of its
+    `--format parquet` files: a .parquet file or a folder of them).
 
     Every codes file is read and checked once at construction (sidecar, dtype, id range, shapes) and
     all must come from one tokenizer. `add_bos` / `add_eos` wrap each audio sequence (1-D codes only).
@@ -45,16 +51,23 @@ class TokenDataset(Dataset):
     """
 
     def __init__(self, manifest: str | os.PathLike, add_bos: bool = False, add_eos: bool = False,
-                 max_items: int | None = None, split: str | None = None, rule: str | None = "hash") -> None:
+                 max_items: int | None = None, split: str | None = None, rule: str | None = "hash",
+                 layout: str = "flat") -> None:
         path = Path(manifest)
-        if path.is_dir():
+        rows = None
+        if path.suffix == ".parquet" or (path.is_dir() and not (path / "manifest.jsonl").is_file()
+                                         and any(path.glob("*.parquet"))):
+            from vqtok.parquet import codes_by_path  # pyarrow is an optional extra: needed only here
+
+            rows = codes_by_path(path)  # manifest codes path -> TokenFile
+        elif path.is_dir():
             path = path / "manifest.jsonl"
-        if not path.is_file():
+        if rows is None and not path.is_file():
             raise VqtokError(f"{path}: no such manifest; run vqtok encode on a folder with -o DIR first")
         self.manifest = path
         self.add_bos, self.add_eos = add_bos, add_eos
-        entries = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        entries = [] if rows is None else [{"codes": key, "label": file.label} for key, file in rows.items()]
+        for n, line in enumerate(path.read_text().splitlines() if rows is None else [], 1):
             if not line.strip():
                 continue
             try:
@@ -78,7 +91,7 @@ class TokenDataset(Dataset):
         self.tokenizer: dict[str, Any] | None = None
         accepted: set[str | None] = set()  # fingerprints found to make the first file's codes (checked once)
         for entry, rule_label in zip(entries, rule_labels):
-            file = read_codes(path.parent / entry["codes"])
+            file = rows[entry["codes"]] if rows is not None else read_codes(path.parent / entry["codes"])
             made_by = file.meta["tokenizer"]
             self.tokenizer = self.tokenizer or made_by
             if made_by.get("fingerprint") not in accepted:
@@ -95,6 +108,17 @@ class TokenDataset(Dataset):
         self.vocab = [Vocab(k) for k in self.tokenizer["codebook_size"]]
         self.levels = len(self.vocab)
         self.dims = int(self.tokenizer.get("dims", 1))
+        # multi-codebook (Q, T) codes are served in `layout` (data/layouts.py); flat ids need Q * K of them
+        self.codebooks = int(self.tokenizer.get("codebooks", 1))
+        self.layout = layout if self.codebooks > 1 else None
+        if self.layout is not None:
+            if layout not in layouts.LAYOUTS:
+                raise VqtokError(f"unknown layout '{layout}'; choose one of {', '.join(layouts.LAYOUTS)}")
+            held = {int(c[0].shape[0]) for c in self.codes}
+            if layout == "flat":
+                self.vocab = [Vocab(self.vocab[0].codebook_size * max(held))]
+            if (add_bos or add_eos) and layout != "flat":
+                raise VqtokError(f"add_bos / add_eos wrap flat sequences; layout '{layout}' keeps its codebook axis")
         if (add_bos or add_eos) and self.dims != 1:
             raise VqtokError("add_bos / add_eos apply to 1-D (audio) codes only")
         labelled = [x for x in self.labels if x >= 0]
@@ -110,6 +134,9 @@ class TokenDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         levels = []
         for codes, vocab in zip(self.codes[index], self.vocab):
+            if self.layout is not None:
+                k = int(self.tokenizer["codebook_size"][0])
+                codes = layouts.apply(codes, self.layout, k, Vocab(k).pad)
             parts = ([torch.tensor([vocab.bos])] if self.add_bos else []) + [codes]
             parts += [torch.tensor([vocab.eos])] if self.add_eos else []
             levels.append(torch.cat(parts) if len(parts) > 1 else codes.clone())
