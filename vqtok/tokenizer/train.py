@@ -16,6 +16,7 @@ from vqtok.device import autocast
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
+from vqtok.modality import modality_of
 from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, ddp_wrap, draw_curves,
                        ignore_worker_deaths, improved, init_distributed, load_state, save_state, set_rng_state,
@@ -253,6 +254,112 @@ def with_decoder_depth(model: Tokenizer, depth: int) -> Tokenizer:
     return deeper
 
 
+def initial_model(recipe: Recipe, init_from: str | None, resume: bool,
+                  notes: list[str]) -> tuple[Tokenizer, EncoderDistillation | None]:
+    """The model a run starts from: a student of `loss.teacher` (with its distiller), the tokenizer `init_from`
+    (its architecture replaces `recipe.model`), or a new one from `recipe.model`; `notes` gets a line for each
+    choice the training log should state."""
+    if recipe.loss.teacher:
+        return from_teacher(recipe, init_from, notes)
+    if init_from:
+        return from_tokenizer(recipe, init_from, notes), None
+    if recipe.loss.decoder_only and not resume:
+        raise VqtokError("loss.decoder_only freezes a trained encoder and codebook: start with --init-from")
+    return build_tokenizer(recipe.model), None
+
+
+def from_teacher(recipe: Recipe, init_from: str | None, notes: list[str]) -> tuple[Tokenizer, EncoderDistillation]:
+    """A student built from the teacher's weights, and the distiller that trains its encoder on the teacher's
+    latents."""
+    if init_from:
+        raise VqtokError("loss.teacher starts the model from the teacher's weights; drop --init-from")
+    if recipe.loss.decoder_only:
+        raise VqtokError("loss.teacher trains the encoder, loss.decoder_only the decoder: choose one")
+    teacher = load_tokenizer(recipe.loss.teacher)
+    model = student_from(teacher, recipe.model)
+    notes.append(f"loss.teacher {recipe.loss.teacher}: training the encoder only, to reproduce its latents")
+    if recipe.loss.adversarial is not None:
+        notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
+    return model, EncoderDistillation(model.encoder, teacher.encoder, model.quantizer)
+
+
+def from_tokenizer(recipe: Recipe, init_from: str, notes: list[str]) -> Tokenizer:
+    """The tokenizer `init_from`, with what the recipe may change of it.
+
+    The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings (EMA decay,
+    commitment beta, dead-code thresholds) are training settings, so they apply, and so does its activation,
+    which holds no weights (an ELU model fine-tunes into a HardELU one), and a deeper decoder when the recipe sets
+    model.net.decoder_res_depth (added blocks start as the identity). `recipe.model` becomes its config.
+    """
+    model = load_tokenizer(init_from)
+    if model.config.activation != recipe.model.activation:
+        notes.append(f"--init-from {init_from}: activation {model.config.activation} -> "
+                     f"{recipe.model.activation} (the recipe's)")
+        model = with_activation(model, recipe.model.activation)
+    depth = recipe.model.net.decoder_res_depth
+    if depth is not None and depth != model.config.net.decoder_depth:
+        notes.append(f"--init-from {init_from}: decoder {model.config.net.decoder_depth} -> {depth} residual "
+                     "blocks a stage (the recipe's; the new ones start as the identity)")
+        model = with_decoder_depth(model, depth)
+    use_quantizer_settings(model, recipe.model.quantizer)
+    recipe.model = model.config
+    return model
+
+
+class Steps:
+    """What one training step runs for a recipe: the trained net (the model, its decoder path, or the distiller;
+    DDP-wrapped on several processes), its optimizer `gen`, the loss and the GAN's discriminators, if any."""
+
+    def __init__(self, recipe: Recipe, model: Tokenizer, distiller: EncoderDistillation | None, device, ddp: Dist,
+                 notes: list[str]):
+        cfg = recipe.train
+        self.model, self.distiller, self.device, self.precision = model, distiller, device, cfg.precision
+        decoding = DecoderTraining(model) if recipe.loss.decoder_only else None
+        if decoding is not None:
+            notes.append("loss.decoder_only: encoder and codebook frozen, every input keeps its codes")
+        self.trainables = Trainables()
+        trained = model.encoder if distiller is not None else model
+        self.gen = self.trainables.add("main", [p for p in trained.parameters() if p.requires_grad], cfg)
+        self.loss_fn = ReconstructionLoss(recipe).to(device)
+        self.adversary = None
+        if recipe.loss.adversarial is not None and distiller is None:
+            if model.dims != 1:
+                raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
+            self.adversary = Adversary(recipe.loss.adversarial, cfg, self.trainables, device, ddp)
+        self.net = distiller if distiller is not None else decoding if decoding is not None else model
+        if ddp.world > 1:
+            # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
+            # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
+            self.net = ddp_wrap(self.net, device, sync_buffers=False)
+
+    def loss(self, x: torch.Tensor, mask: torch.Tensor | None, step: int) -> tuple[torch.Tensor, dict]:
+        """The loss of batch `x` (B, C, *S) at step `step` (counted from 0) and its log row; the discriminators
+        take their own step here."""
+        model = self.model
+        if self.distiller is not None:  # the encoder alone, against the teacher's latents
+            x, mask = model.pad(x), None if mask is None else model.pad(mask)
+            with autocast(self.device, self.precision):
+                d = self.net(x, model.code_mask(mask, model.downsample[0]))
+            return d.loss, {"loss": d.loss.detach(), "agree": d.agree}
+        with autocast(self.device, self.precision):
+            out = self.net(x, mask=mask)
+        terms = self.loss_fn(out.recon, x, mask)
+        loss = terms["rec"] + out.commit_loss
+        adversary = self.adversary
+        if adversary is not None and adversary.active(step):
+            recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
+            terms["disc"] = adversary.update(x, recon)
+            if adversary.feeds_generator(step):
+                terms.update(adversary.generator_terms(x, recon))
+                loss = loss + terms["gan"]
+        row = {"loss": loss.detach(), "commit": out.commit_loss.detach(),
+               **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
+        for level, q in enumerate(out.quant):
+            suffix = level_suffix(model, level)
+            row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage, f"revived{suffix}": q.revived})
+        return loss, row
+
+
 def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: str | None = None,
                     stop_after: int | None = None, progress: bool = True) -> Tokenizer:
     """Train `recipe` into folder `run` and return the trained tokenizer (eval mode).
@@ -263,77 +370,22 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     cfg = recipe.train
     ddp = init_distributed(cfg.device)
     device = start_run(cfg, seed_offset=ddp.rank)
-    # Data
     train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
     valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
-
-    # Model, optimizer and schedule; the discriminators (GAN recipes) are a second trained part
     notes: list[str] = []  # lines for the training log
-    distiller = None
-    if recipe.loss.teacher:
-        if init_from:
-            raise VqtokError("loss.teacher starts the model from the teacher's weights; drop --init-from")
-        teacher = load_tokenizer(recipe.loss.teacher)
-        model = student_from(teacher, recipe.model)
-        distiller = EncoderDistillation(model.encoder, teacher.encoder, model.quantizer).to(device)
-        notes.append(f"loss.teacher {recipe.loss.teacher}: training the encoder only, to reproduce its latents")
-        if recipe.loss.adversarial is not None:
-            notes.append("loss.teacher: the distillation loss alone trains; loss.adversarial is not used")
-        if recipe.loss.decoder_only:
-            raise VqtokError("loss.teacher trains the encoder, loss.decoder_only the decoder: choose one")
-    elif init_from:
-        # The architecture, weights and codebook come from that tokenizer; the recipe's quantizer settings
-        # (EMA decay, commitment beta, dead-code thresholds) are training settings, so they apply, and so
-        # does its activation, which holds no weights (an ELU model fine-tunes into a HardELU one), and a deeper
-        # decoder when the recipe sets model.net.decoder_res_depth (added blocks start as the identity).
-        model = load_tokenizer(init_from)
-        if model.config.activation != recipe.model.activation:
-            notes.append(f"--init-from {init_from}: activation {model.config.activation} -> "
-                         f"{recipe.model.activation} (the recipe's)")
-            model = with_activation(model, recipe.model.activation)
-        depth = recipe.model.net.decoder_res_depth
-        if depth is not None and depth != model.config.net.decoder_depth:
-            notes.append(f"--init-from {init_from}: decoder {model.config.net.decoder_depth} -> {depth} residual "
-                         "blocks a stage (the recipe's; the new ones start as the identity)")
-            model = with_decoder_depth(model, depth)
-        use_quantizer_settings(model, recipe.model.quantizer)
-        recipe.model = model.config
-    else:
-        if recipe.loss.decoder_only and not resume:
-            raise VqtokError("loss.decoder_only freezes a trained encoder and codebook: start with --init-from")
-        model = build_tokenizer(recipe.model)
+    model, distiller = initial_model(recipe, init_from, resume, notes)
     if ddp.main:  # after --init-from settled the architecture, so that --resume rebuilds this model
         run.mkdir(parents=True, exist_ok=True)
         write_recipe(run, recipe)
     model = model.to(device).train()
-    decoding = DecoderTraining(model) if recipe.loss.decoder_only else None
-    if decoding is not None:
-        notes.append("loss.decoder_only: encoder and codebook frozen, every input keeps its codes")
-    trainables = Trainables()
-    trained = model.encoder if distiller else model
-    gen = trainables.add("main", [p for p in trained.parameters() if p.requires_grad], cfg)
-    loss_fn = ReconstructionLoss(recipe).to(device)
-    adversary = None
-    if recipe.loss.adversarial is not None and distiller is None:
-        if model.dims != 1:
-            raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
-        adversary = Adversary(recipe.loss.adversarial, cfg, trainables, device, ddp)
+    steps = Steps(recipe, model, None if distiller is None else distiller.to(device), device, ddp, notes)
+    best_metric = modality_of(model.config).best_metric
     start, best, state = 0, {}, None
     if resume:
         state = load_state(run)
         model.load_state_dict(load_tokenizer(run / TOKENIZER_FILE).state_dict())
-        trainables.load_state_dict(state)
+        steps.trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
-    net = model  # what a training step runs, and DDP wraps: the model, or the part of it being trained
-    if distiller is not None:
-        net = distiller
-    elif decoding is not None:
-        net = decoding
-    if ddp.world > 1:
-        # DDP copies rank 0's weights and buffers once at start; after that the codebook buffers are kept
-        # equal by the quantizer's own all-reduce, so no per-forward buffer broadcast.
-        net = ddp_wrap(net, device, sync_buffers=False)
-
     stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop, ddp.rank, ddp.world)
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=recipe.data.num_workers)
@@ -343,7 +395,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
 
     def save(step: int) -> None:
         save_tokenizer(model, run / TOKENIZER_FILE, train_info={"recipe": recipe.name, "step": step, **best})
-        save_state(run, step, trainables, best)
+        save_state(run, step, steps.trainables, best)
 
     step = start
     try:
@@ -352,37 +404,15 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
                 log.write(note)
             try:
                 for batch in batches:
-                    x = batch["x"].to(device, non_blocking=True)
                     mask = batch.get("mask")
-                    mask = mask.to(device) if mask is not None else None
-                    if distiller is not None:  # the encoder alone, against the teacher's latents
-                        x, mask = model.pad(x), None if mask is None else model.pad(mask)
-                        with autocast(device, cfg.precision):
-                            d = net(x, model.code_mask(mask, model.downsample[0]))
-                        loss, row = d.loss, {"loss": d.loss.detach(), "agree": d.agree}
-                    else:
-                        with autocast(device, cfg.precision):
-                            out = net(x, mask=mask)
-                        terms = loss_fn(out.recon, x, mask)
-                        loss = terms["rec"] + out.commit_loss
-                        if adversary is not None and adversary.active(step):
-                            recon = out.recon if mask is None else out.recon * mask  # padding is silence in both
-                            terms["disc"] = adversary.update(x, recon)
-                            if adversary.feeds_generator(step):
-                                terms.update(adversary.generator_terms(x, recon))
-                                loss = loss + terms["gan"]
-                        row = {"loss": loss.detach(), "commit": out.commit_loss.detach(),
-                               **{k: v.detach() for k, v in terms.items() if k not in ("rec", "gan")}}
-                        for level, q in enumerate(out.quant):
-                            suffix = level_suffix(model, level)
-                            row.update({f"perplexity{suffix}": q.perplexity, f"usage{suffix}": q.usage,
-                                        f"revived{suffix}": q.revived})
-                    row["grad_norm"] = gen.step(loss).detach()
+                    loss, row = steps.loss(batch["x"].to(device, non_blocking=True),
+                                           None if mask is None else mask.to(device), step)
+                    row["grad_norm"] = steps.gen.step(loss).detach()
                     step += 1
-                    log.train(step, row, gen.lr)
+                    log.train(step, row, steps.gen.lr)
                     if ddp.main and (step % cfg.valid_every == 0 or step == cfg.max_steps):
-                        metrics = validate(model, valid_loader, loss_fn, device, cfg.precision, run, step, True)
-                        best = improved(best, metrics, "mse" if model.dims == 2 else "mel_distance", step)
+                        metrics = validate(model, valid_loader, steps.loss_fn, device, cfg.precision, run, step, True)
+                        best = improved(best, metrics, best_metric, step)
                         log.valid(step, metrics)
                     if ddp.main and log.due(step, cfg.save_every):
                         save(step)
