@@ -28,12 +28,14 @@ the same inputs; ``done`` and ``failed`` that each item was handled by exactly o
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -42,8 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from vqtok.codec import Codec
+from vqtok.device import pick_device
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
+from vqtok.pipeline import EncodeWork, Job, Plan, label_function, prepare_output_dirs, run_jobs
+from vqtok.tokenizer.checkpoint import load_tokenizer
+from vqtok.tokenizer.codes import read_codes
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +274,7 @@ class MergeReport:
     fmt: str
     manifests: list[Path]
     files: list[Path]
+    records: list[tuple[Path, dict]] = field(default_factory=list)
 
 
 def check_shards(folder: Path) -> MergeReport:
@@ -307,4 +317,235 @@ def check_shards(folder: Path) -> MergeReport:
     failed = {k: v for r in records for k, v in r["failed"].items()}
     return MergeReport(count, first["total"], sorted(k for r in records for k in r["done"]), failed, first["format"],
                        [folder / r["manifest"] for r in records if r.get("manifest")],
-                       [folder / f for r in records for f in r.get("files", [])])
+                       [folder / f for r in records for f in r.get("files", [])], list(zip(paths, records)))
+
+
+def merge_shards(folder: Path, report: MergeReport) -> Path | None:
+    """Check each shard's data against its record, then, for token files, write ``manifest.jsonl``: the shards'
+    manifest lines ordered by item key (the input order of a folder run). Returns the manifest written (None for
+    Parquet, whose files need no joining)."""
+    pairs: list[tuple[str, dict]] = []
+    for path, record in report.records:
+        if record["format"] == "parquet":
+            from vqtok.data.parquet import CodesParquet  # pyarrow is an optional extra: needed only here
+
+            files = [folder / f for f in record["files"]]
+            ids = CodesParquet(files).ids() if files else []
+            if ids != list(record["done"]):
+                raise VqtokError(f"{path}: its Parquet files hold {len(ids)} rows, the record lists "
+                                 f"{len(record['done'])} items (or others); rerun that shard with --force")
+            continue
+        manifest = folder / record["manifest"]
+        try:
+            lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        except (OSError, json.JSONDecodeError) as err:
+            raise VqtokError(f"{manifest}: unreadable shard manifest ({' '.join(str(err).split())}); rerun that "
+                             "shard") from None
+        if len(lines) != len(record["done"]):
+            raise VqtokError(f"{manifest}: {len(lines)} lines, its record lists {len(record['done'])} items; "
+                             "rerun that shard")
+        for key, entry in zip(record["done"], lines):
+            if not (folder / entry["codes"]).is_file():
+                raise VqtokError(f"{folder / entry['codes']}: listed in {manifest.name} but missing; rerun that shard")
+            pairs.append((key, entry))
+    if report.fmt == "parquet":
+        return None
+    return write_manifest_as(folder / manifest_name(None), [entry for _, entry in sorted(pairs, key=lambda p: p[0])])
+
+
+# ------------------------------------------------------------------ corpus encoding
+@dataclass
+class EncodeSettings:
+    """What each worker builds its encoder from (pickled to spawned workers): `vqtok encode`'s options."""
+
+    model: Path  # the tokenizer file
+    manifest_dir: Path  # the folder manifest entries are relative to
+    device: str = "cpu"
+    at_level: bool = True
+    chunk_seconds: float | None = 10.0
+    batch_size: int = 1
+    force: bool = False
+    labels: str = "none"  # pipeline.label_function's choice
+    classes: dict[str, int] = field(default_factory=dict)  # first folder -> class, over the whole run ('folder')
+
+
+@dataclass
+class ChunkResult:
+    entries: dict[str, dict]  # key -> manifest entry, for the jobs done now or before
+    failed: dict[str, str]  # key -> the one-line error
+    done: int
+    skipped: int
+
+
+class _Recorder:
+    """A pipeline Work that keeps each job's manifest entry or error by key and writes no manifest (the parent
+    writes one for the whole run)."""
+
+    manifest = False
+
+    def __init__(self, work):
+        self.work, self.batch_size = work, work.batch_size
+        self.entries: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}
+
+    def done(self, job: Job, resume: bool, manifest_dir: Path | None) -> dict | None:
+        entry = self._noting(job, lambda: self.work.done(job, resume, manifest_dir))
+        if entry is not None:
+            self.entries[job.key] = entry
+        return entry
+
+    def start(self, job: Job):
+        return self._noting(job, lambda: self.work.start(job))
+
+    def finish(self, jobs: list[Job], inputs: list, manifest_dir: Path | None) -> list:
+        results = self.work.finish(jobs, inputs, manifest_dir)
+        for job, result in zip(jobs, results):
+            if isinstance(result, VqtokError):
+                self.failed[job.key] = str(result)
+            else:
+                self.entries[job.key] = result
+        return results
+
+    def _noting(self, job: Job, call):
+        try:
+            return call()
+        except VqtokError as err:
+            self.failed[job.key] = str(err)
+            raise
+
+
+class EncodeChunks:
+    """Built once per worker: the tokenizer, its Codec and the pipeline's EncodeWork; encodes lists of jobs."""
+
+    def __init__(self, settings: EncodeSettings):
+        tok = load_tokenizer(settings.model, pick_device(settings.device))
+        codec = Codec(tok, at_level=settings.at_level, chunk_seconds=settings.chunk_seconds,
+                      batch_size=settings.batch_size)
+        self.settings = settings
+        self.work = EncodeWork(codec, settings.force, label_function(settings.model, settings.labels),
+                               settings.labels, settings.classes)
+
+    def __call__(self, jobs: list[Job]) -> ChunkResult:
+        recorder = _Recorder(self.work)
+        report = run_jobs(Plan(jobs, self.settings.manifest_dir), recorder, progress=False, echo=lambda _: None)
+        for job in jobs:
+            if job.key not in recorder.entries and job.key not in recorder.failed:
+                recorder.failed[job.key] = job.error or f"{job.source}: not encoded"
+        return ChunkResult(recorder.entries, recorder.failed, report.done, report.skipped)
+
+
+@dataclass
+class CorpusReport:
+    planned: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    entries: list[dict] = field(default_factory=list)  # manifest entries in input order
+    files: list[Path] = field(default_factory=list)  # Parquet files written
+    stats: PoolStats = field(default_factory=PoolStats)
+    already_done: bool = False
+
+
+def encode_corpus(plan: Plan, settings: EncodeSettings, workers: int = 1, shard: Shard | None = None,
+                  by: str = "position", fmt: str = "npy", progress: bool = True,
+                  echo: Callable[[str], None] = print, chunk: int | None = None,
+                  target_bytes: int | None = None, threads: int = 1) -> CorpusReport:
+    """Encode the items of `plan` that `shard` takes, in `workers` processes, to token files or Parquet.
+
+    Token files (`fmt` 'npy') go where the plan says; the manifest (``manifest.jsonl``, or
+    ``manifest-IIIII-of-NNNNN.jsonl`` for a shard) lists the items in input order, and a shard also writes its
+    record (module doc). Parquet: items are encoded to token files in a staging folder
+    (``.staging-IIIII-of-NNNNN`` in the output folder; what makes an interrupted run resume), then written to
+    ``codes-NNNNN.parquet`` (``codes-IIIII-of-NNNNN-NNNNN.parquet`` for a shard) in input order, the record
+    written, the staging folder removed. A run whose record says it is complete is not redone (unless
+    `settings.force`). Ctrl-C or a fatal error still writes the manifest of what is done before raising.
+    """
+    folder = settings.manifest_dir
+    keys = [job.key for job in plan.jobs]
+    picked = [plan.jobs[i] for i in select(keys, shard, by)]
+    report = CorpusReport(planned=len(picked))
+    tag_shard = shard or Shard(0, 1)
+    if fmt == "parquet":
+        if not settings.force and _finished(folder, tag_shard, keys, fmt):
+            report.already_done = True
+            return report
+        staging = folder / f".staging-{tag_shard.tag}"
+        picked = [Job(j.source, staging / j.out.relative_to(folder), j.key, j.error) for j in picked]
+        settings = EncodeSettings(**{**settings.__dict__, "manifest_dir": staging})
+    prepare_output_dirs([Plan(picked, settings.manifest_dir)])
+    size = chunk or max(4, settings.batch_size)
+    chunks = [picked[i:i + size] for i in range(0, len(picked), size)]
+    results: dict[int, ChunkResult] = {}
+    bar = tqdm(total=len(picked), desc="encoding", unit="file", disable=not progress or len(picked) < 2,
+               dynamic_ncols=True)
+
+    def keep(i: int, result: ChunkResult) -> None:
+        results[i] = result
+        for key, message in result.failed.items():
+            echo(f"error: {message}")
+        bar.update(len(chunks[i]))
+
+    try:
+        report.stats = run_pool(functools.partial(EncodeChunks, settings), chunks, workers, keep, threads, echo)
+    finally:
+        bar.close()
+        report.entries = [r.entries[j.key] for i, r in sorted(results.items()) for j in chunks[i]
+                          if j.key in r.entries]
+        report.failed = {k: v for _, r in sorted(results.items()) for k, v in r.failed.items()}
+        report.done = sum(r.done for r in results.values())
+        report.skipped = sum(r.skipped for r in results.values())
+        if fmt == "npy" and (report.entries or not report.failed):
+            write_manifest_as(folder / manifest_name(shard), report.entries)
+    done_keys = [j.key for i in sorted(results) for j in chunks[i] if j.key in results[i].entries]
+    if fmt == "parquet":
+        report.files = _to_parquet(picked, results, chunks, folder, tag_shard if shard else None, settings,
+                                   target_bytes)
+        shutil.rmtree(staging, ignore_errors=True)  # only this shard's: others may be writing theirs
+    if shard is not None or fmt == "parquet":
+        write_record(folder, tag_shard, by, keys, [j.key for j in picked], done_keys, report.failed, fmt,
+                     manifest_name(shard) if fmt == "npy" else None,
+                     [f.relative_to(folder).as_posix() for f in report.files])
+    return report
+
+
+def write_manifest_as(path: Path, entries: list[dict]) -> Path:
+    atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
+    return path
+
+
+def _finished(folder: Path, shard: Shard, keys: Sequence[str], fmt: str) -> bool:
+    """Whether the record of `shard` in `folder` says this very run (same inputs, format) is complete."""
+    path = record_path(folder, shard)
+    if not path.is_file():
+        return False
+    try:
+        record = read_record(path)
+    except VqtokError:
+        return False
+    return (record["format"] == fmt and record["keys_sha256"] == keys_digest(keys)
+            and len(record["done"]) + len(record["failed"]) == record["planned"]
+            and all((folder / f).is_file() for f in record.get("files", [])))
+
+
+def _to_parquet(picked: list[Job], results: dict[int, ChunkResult], chunks: list[list[Job]], folder: Path,
+                shard: Shard | None, settings: EncodeSettings, target_bytes: int | None) -> list[Path]:
+    """The staged token files of a finished run, in input order, as Parquet files; stale files of an earlier run
+    of this shard (a larger one) removed."""
+    from vqtok.data.parquet import SUFFIX, ParquetWriter, item_row  # pyarrow is an optional extra: needed only here
+
+    prefix = "codes" if shard is None else f"codes-{shard.tag}"
+    writer = None
+    for i in sorted(results):
+        for job in chunks[i]:
+            if job.key not in results[i].entries:
+                continue
+            file = read_codes(job.out)
+            if writer is None:
+                writer = ParquetWriter(folder, file.meta["tokenizer"], prefix,
+                                       **({"target_bytes": target_bytes} if target_bytes else {}))
+            writer.add(item_row(job.key, file.levels, file.source, file.label))
+    files = writer.close() if writer is not None else []
+    for stale in folder.glob(f"{prefix}-[0-9][0-9][0-9][0-9][0-9]{SUFFIX}"):
+        if stale not in files:
+            stale.unlink()
+    return files

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from vqtok import parquet
+from vqtok.data import parquet
 from vqtok.errors import VqtokError
 
 AUDIO_TOK = {"fingerprint": "a" * 16, "codes_fingerprint": "b" * 16, "arch": "vqvae", "dims": 1,

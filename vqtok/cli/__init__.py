@@ -21,6 +21,7 @@ COMMANDS = {
     "decompress": "decompress",
     "models": "models",
     "export": "export",
+    "merge": "merge",
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from vqtok.cli.common import echo_err, friendly_errors, setup_logging
+from vqtok.cli.corpus import decode_item
 from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_option, threads_option
 
 
@@ -29,9 +30,11 @@ from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_
 @device_option
 @threads_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--item", default=None, metavar="ID",
+              help="Decode the row with this id (its input path) out of Parquet codes (vqtok encode --format parquet).")
 @friendly_errors
 def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sample_rate: str, chunk_seconds: float,
-            no_postfilter: bool, device: str, threads: int | None, force: bool) -> None:
+            no_postfilter: bool, device: str, threads: int | None, force: bool, item: str | None) -> None:
     """Decode CODES files (.npy/.npz with their .json sidecars) or folders of them.
 
     Without -m the tokenizer is the one the sidecar records: the shipped tokenizer with that
@@ -44,6 +47,7 @@ def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sampl
       vqtok decode speech.npy -m runs/speech/tokenizer.safetensors -o speech_decoded.wav
       vqtok decode speech.npy -m runs/speech/tokenizer.safetensors --sample-rate original
       vqtok decode fsdd_codes/ -m runs/speech/tokenizer.safetensors -o fsdd_decoded/
+      vqtok decode codes/codes-00000.parquet --item speaker1/a.flac -o a.wav
     """
     from vqtok.modality import MODALITIES
     from vqtok.pipeline import DecodeWork, TokenizerFinder, decode_plan, plan_runs, prepare_output_dirs
@@ -52,6 +56,10 @@ def command(codes: tuple[Path, ...], model: Path | None, out: Path | None, sampl
     setup_logging()
     if sample_rate not in ("model", "original") and not (sample_rate.isdigit() and int(sample_rate) > 0):
         raise click.BadParameter("use 'model', 'original' or a positive number of Hz", param_hint="--sample-rate")
+    if item is not None:  # one row of Parquet codes: cli/corpus.py
+        decode_item(codes, item, model, out, sample_rate, chunk_seconds or None, not no_postfilter, device, threads,
+                    force, echo_err)
+        return
     find = TokenizerFinder(model, lambda path: open_tokenizer(path, device, threads)[0], echo_err)
     suffix = find.first_modality(list(codes)).decoded_suffix
     if out is not None and out.suffix.lower() in {m.decoded_suffix for m in MODALITIES} and out.suffix.lower() != suffix:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from vqtok.cli.common import echo_err, friendly_errors, setup_logging
+from vqtok.cli.corpus import corpus_options, run_corpus, wanted
 from vqtok.cli.options import device_option, open_tokenizer, optional_tokenizer_option, threads_option
 from vqtok.errors import VqtokError
 
@@ -63,10 +64,12 @@ def default_model(inputs: tuple[Path, ...]) -> Path:
                    "frame, a lower bitrate (default: all).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (a folder run otherwise resumes).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@corpus_options
 @friendly_errors
 def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, device: str, batch_size: int,
             chunk_seconds: float, labels: str, as_is: bool, codebooks: int | None, force: bool, quiet: bool,
-            threads: int | None) -> None:
+            threads: int | None,
+            workers: int, shard: str | None, shard_by: str, fmt: str) -> None:
     """Encode INPUT files or folders (searched recursively) into codes.
 
     Without -m, audio is encoded with the shipped speech-16k and images with the shipped mnist
@@ -102,6 +105,13 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     if out is not None and out.suffix in CODE_SUFFIXES and out.suffix != suffix:
         raise click.UsageError(f"this {tok.levels}-level tokenizer writes {suffix} files, not {out.suffix}")
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
+    if wanted(workers, shard, fmt):  # workers, shards or Parquet: cli/corpus.py
+        failed = run_corpus(plans, tok, tok_path, device, threads, workers, shard, shard_by, fmt, chunk_seconds or None,
+                            batch_size, labels, not as_is, force, quiet, lambda line: click.echo(line, err=True))
+        if failed:
+            click.echo(f"{len(failed)} file(s) failed (listed above)", err=True)
+            sys.exit(1)
+        return
     prepare_output_dirs(plans)
     codec = Codec(tok, at_level=not as_is, chunk_seconds=chunk_seconds or None, batch_size=batch_size,
                   progress=not quiet, codebooks=codebooks)

@@ -31,14 +31,18 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vqtok.errors import VqtokError
+
+try:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+except ImportError:
+    raise VqtokError("Parquet files need pyarrow: pip install 'vqtok[parquet]'") from None
 from vqtok.files import atomic_write
 from vqtok.tokenizer.base import LEVEL_NAMES
 from vqtok.tokenizer.codes import TokenFile, code_dtype, describe_tokenizer, same_codes
@@ -252,3 +256,11 @@ class CodesParquet:
                     "levels": [{"name": n, "shape": list(a.shape), "dtype": "int64"}
                                for n, a in zip(LEVEL_NAMES[len(levels)], levels)]}
             yield TokenFile(path, levels, meta)
+
+
+def codes_by_path(path: str | os.PathLike) -> dict[str, TokenFile]:
+    """Every row of a Parquet dataset keyed as a manifest of token files lists it: the id with the codes suffix
+    (.npy, or .npz for two levels), so split rules on paths place each item as they place its token file."""
+    data = CodesParquet(path)
+    suffix = ".npy" if len(data.codebook_size) == 1 else ".npz"
+    return {str(PurePosixPath(f.meta["id"]).with_suffix(suffix)): f for f in data}

@@ -40,7 +40,8 @@ from vqtok.tokenizer.codes import describe_tokenizer, read_codes, same_codes
 logger = logging.getLogger(__name__)
 
 class TokenDataset(Dataset):
-    """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode`.
+    """Codes, lengths and labels listed in a manifest.jsonl written by `vqtok encode` (or the rows of its
+    `--format parquet` files: a .parquet file or a folder of them).
 
     Every codes file is read and checked once at construction (sidecar, dtype, id range, shapes) and
     all must come from one tokenizer. `add_bos` / `add_eos` wrap each audio sequence (1-D codes only).
@@ -53,14 +54,20 @@ class TokenDataset(Dataset):
                  max_items: int | None = None, split: str | None = None, rule: str | None = "hash",
                  layout: str = "flat") -> None:
         path = Path(manifest)
-        if path.is_dir():
+        rows = None
+        if path.suffix == ".parquet" or (path.is_dir() and not (path / "manifest.jsonl").is_file()
+                                         and any(path.glob("*.parquet"))):
+            from vqtok.data.parquet import codes_by_path  # pyarrow is an optional extra: needed only here
+
+            rows = codes_by_path(path)  # manifest codes path -> TokenFile
+        elif path.is_dir():
             path = path / "manifest.jsonl"
-        if not path.is_file():
+        if rows is None and not path.is_file():
             raise VqtokError(f"{path}: no such manifest; run vqtok encode on a folder with -o DIR first")
         self.manifest = path
         self.add_bos, self.add_eos = add_bos, add_eos
-        entries = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        entries = [] if rows is None else [{"codes": key, "label": file.label} for key, file in rows.items()]
+        for n, line in enumerate(path.read_text().splitlines() if rows is None else [], 1):
             if not line.strip():
                 continue
             try:
@@ -84,7 +91,7 @@ class TokenDataset(Dataset):
         self.tokenizer: dict[str, Any] | None = None
         accepted: set[str | None] = set()  # fingerprints found to make the first file's codes (checked once)
         for entry, rule_label in zip(entries, rule_labels):
-            file = read_codes(path.parent / entry["codes"])
+            file = rows[entry["codes"]] if rows is not None else read_codes(path.parent / entry["codes"])
             made_by = file.meta["tokenizer"]
             self.tokenizer = self.tokenizer or made_by
             if made_by.get("fingerprint") not in accepted:
