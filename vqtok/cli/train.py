@@ -56,6 +56,20 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         if not paths:
             raise VqtokError("give a recipe file, e.g. vqtok train recipes/mnist.yaml")
         recipe_path = Path(paths[0])
+    from vqtok.config import apply_overrides, load_yaml
+
+    raw = apply_overrides(load_yaml(recipe_path), overrides)
+    if raw.get("task") == "latent_level":  # its stages are its own (tokenizer/train_latent.py)
+        from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
+
+        if init_from:
+            raise VqtokError("a latent_level recipe names the tokenizer it stacks on as `base` and runs its stages "
+                             "in order; --init-from, --stage and --dry-run do not apply")
+        recipe = load_latent_recipe(raw)
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
+        train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
+        click.echo(f"done: {run}")
+        return
     data = load_recipe_dict(recipe_path, overrides)
     task = data.get("task", "tokenizer")
     if task == "prior":
@@ -67,15 +81,6 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         recipe = load_prior_recipe(recipe_path, overrides)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_prior(recipe, run, resume=bool(resume), progress=not quiet)
-    elif task == "latent_level":
-        from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
-
-        if init_from:
-            raise VqtokError("a latent_level recipe names the tokenizer it stacks on as `base`; --init-from does not "
-                             "apply")
-        recipe = load_latent_recipe(data)
-        run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
-        train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
     else:
         from vqtok.tokenizer.recipe import load_recipe
         from vqtok.tokenizer.train import train_tokenizer
