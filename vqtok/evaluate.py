@@ -23,9 +23,11 @@ from vqtok.data.audio import AudioFolder, list_files
 from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.images import load_image
 from vqtok.data.stream import AudioStream
+from vqtok.config import load_yaml
 from vqtok.errors import VqtokError
 from vqtok.modality import modality_of
 from vqtok.tokenizer.recipe import load_recipe
+from vqtok.tokenizer.train_latent import load_latent_recipe
 
 STRING_SECONDS = 3.0
 GAP_SECONDS = 0.1
@@ -45,7 +47,13 @@ def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str,
 
 
 def iter_recipe(tok, recipe_path: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:
-    """The validation set of a recipe (the first `data.valid_items` of its test split), as `vqtok train` builds it."""
+    """The validation set of a recipe (the first `data.valid_items` of its test split), as `vqtok train` builds it;
+    of a latent_level recipe, the audio files of its validation split."""
+    raw = load_yaml(recipe_path)
+    if raw.get("task") == "latent_level":
+        data = load_latent_recipe(raw).data
+        yield from iter_folder(tok, Path(data.root) / data.valid_split, max_items)
+        return
     data = load_recipe(recipe_path).data
     try:
         check_dims(data, tok.dims)

@@ -56,6 +56,7 @@ from vqtok.tokenizer.checkpoint import (TOKENIZER_FILE, architecture, codes_fing
                                         save_tokenizer)
 from vqtok.tokenizer.codes import tokenizer_summary
 from vqtok.tokenizer.recipe import load_recipe
+from vqtok.tokenizer.train_latent import LatentLevelRecipe, load_latent_recipe, stacked_config
 
 RECIPE_FILE = "recipe.yaml"
 PRIOR_FILE = "prior.safetensors"
@@ -132,9 +133,20 @@ def parameter_count(model: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- tokenizers
+def load_tokenizer_recipe(recipe_file: Path):
+    """A tokenizer recipe, or a latent_level one (a level stacked on a shipped tokenizer)."""
+    raw = load_yaml(recipe_file)
+    return load_latent_recipe(raw) if raw.get("task") == "latent_level" else load_recipe(recipe_file)
+
+
 def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
     """The recipe file must build this tokenizer's architecture."""
-    mismatch = differences(architecture(to_dict(load_recipe(recipe_file).model)), architecture(config))
+    recipe = load_tokenizer_recipe(recipe_file)
+    if isinstance(recipe, LatentLevelRecipe):
+        built = stacked_config(load_tokenizer(recipe.base).config, recipe.level, recipe.quantizer)
+    else:
+        built = recipe.model
+    mismatch = differences(architecture(to_dict(built)), architecture(config))
     if mismatch:
         raise VqtokError(f"{recipe_file}: does not build the exported tokenizer ({'; '.join(mismatch[:3])})")
 
@@ -169,6 +181,9 @@ def tokenizer_card(tok, recipe, name: str) -> dict[str, Any]:
     if tok.dims == 1:
         card.update(sample_rate=tok.sample_rate, frame_rate=[round(r, 3) for r in tok.frame_rate],
                     bitrate=round(tok.bitrate, 1))
+        if getattr(tok, "codebooks", 1) > 1:  # residual stages per frame; any prefix is a token file
+            card.update(codebooks_per_frame=tok.codebooks,
+                        bitrate_by_codebooks={n: round(tok.bitrate_at(n), 1) for n in range(1, tok.codebooks + 1)})
     else:
         data = recipe.data
         side = data.pad_to or 28
@@ -183,7 +198,7 @@ def export_tokenizer(run: Path, name: str, card_in: CardInput, out: Path, dtype:
                      echo, same_codes_as: tuple[Path, ...] = ()) -> Path:
     file, recipe_path = run_files(run, TOKENIZER_FILE, "tokenizer")
     src = load_tokenizer(file)
-    recipe = load_recipe(recipe_path)
+    recipe = load_tokenizer_recipe(recipe_path)
     repo_recipe = Path(card_in.recipe or f"recipes/{recipe.name}.yaml")
     tokenizer_recipe_check(repo_recipe, to_dict(src.config))
     target = out / f"{name}{registry.SUFFIX}"

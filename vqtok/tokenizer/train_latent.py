@@ -24,7 +24,7 @@ from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss
 from vqtok.run import Progress, TrainConfig, lr_lambda, write_recipe
-from vqtok.tokenizer.base import LevelConfig, Tokenizer
+from vqtok.tokenizer.base import LevelConfig, Tokenizer, TokenizerConfig
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
 from vqtok.tokenizer.quantizer import QuantizerConfig
 from vqtok.tokenizer.stacked import Stacked
@@ -86,11 +86,16 @@ def load_latent_recipe(data: dict) -> LatentLevelRecipe:
     return from_dict(LatentLevelRecipe, data)
 
 
+def stacked_config(base_config: TokenizerConfig, level: LevelConfig, quantizer: QuantizerConfig) -> TokenizerConfig:
+    """The arch 'stacked' config of `level` on a base tokenizer's config."""
+    config = copy.deepcopy(base_config)
+    config.arch, config.top, config.quantizer = "stacked", copy.deepcopy(level), copy.deepcopy(quantizer)
+    return config
+
+
 def stacked_tokenizer(base: Tokenizer, level: LevelConfig, quantizer: QuantizerConfig) -> Stacked:
     """An arch 'stacked' tokenizer holding `base`'s encoder and decoder (copied) and a new level."""
-    config = copy.deepcopy(base.config)
-    config.arch, config.top, config.quantizer = "stacked", copy.deepcopy(level), copy.deepcopy(quantizer)
-    tok = build_tokenizer(config)
+    tok = build_tokenizer(stacked_config(base.config, level, quantizer))
     tok.encoder.load_state_dict(base.encoder.state_dict())
     tok.decoder.load_state_dict(base.decoder.state_dict())
     return tok
