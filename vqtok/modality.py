@@ -1,6 +1,6 @@
 """What each kind of input is to vqtok: its files, how it is read, checked, encoded and written back, its default
-shipped model, manifest fields and quality metrics. `Audio` and `Image`, one object each; a tokenizer's is
-`modality_of(tok.config)`.
+shipped model, manifest fields, quality metrics, and its training loss, validation scores and examples. `Audio` and
+`Image`, one object each; a tokenizer's is `modality_of(tok.config)`.
 
 A new kind of input is one `Modality` subclass and one `register` call: `vqtok encode` / `decode`, the manifest and
 `vqtok eval` then take it (tests/test_modality.py adds multichannel 1-D arrays from a test file alone).
@@ -9,6 +9,7 @@ A new kind of input is one `Modality` subclass and one `register` call: `vqtok e
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from vqtok import metrics
 from vqtok.data.audio import AUDIO_EXTENSIONS, resample, write_wav
 from vqtok.data.images import IMAGE_EXTENSIONS, image_channels, load_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
-from vqtok.plots import save_png
+from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
+from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.tokenizer import speech_level, streaming
 
 logger = logging.getLogger(__name__)
@@ -105,6 +108,24 @@ class Modality:
     def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
         """Per-item quality of a reconstruction `y` of `x` (`vqtok eval`)."""
         return {"mse": metrics.mse(y, x)}
+
+    # ---------------------------------------------------------- training (tokenizer/train.py)
+    def reconstruction_loss(self, config, weights) -> nn.Module:
+        """The training loss of a tokenizer `config` with the recipe's loss `weights`: a module
+        (recon, x, mask) -> {"rec": the weighted sum, and each term}."""
+        return ImageLoss(weights)
+
+    def batch_scores(self, model, x: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor | None) -> dict:
+        """Per-item validation scores of a batch x (B, C, *S) and its reconstruction, by name (lists)."""
+        return {}
+
+    def validation_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics derived from the validation means of the loss terms."""
+        return {}
+
+    def write_examples(self, folder: Path, step: int, model, x: torch.Tensor, recon: torch.Tensor,
+                       mask: torch.Tensor | None) -> None:
+        """A few validation inputs beside their reconstructions, as files in `folder`."""
 
 
 class Audio(Modality):
@@ -216,6 +237,31 @@ class Audio(Modality):
         return {"si_snr": metrics.si_snr(y, x), "log_mel_distance": metrics.log_mel_distance(y, x, tok.sample_rate)}
 
 
+    def reconstruction_loss(self, config, weights) -> nn.Module:
+        return WaveformLoss(config.sample_rate, weights)
+
+    def batch_scores(self, model, x: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor | None) -> dict:
+        scores: dict[str, list[float]] = {"si_snr": [], "mel_distance": []}
+        for i in range(x.shape[0]):
+            t = int(mask[i].sum()) if mask is not None else x.shape[-1]
+            ref, est = x[i, 0, :t].cpu().numpy(), recon[i, 0, :t].float().cpu().numpy()
+            scores["si_snr"].append(metrics.si_snr(est, ref))
+            scores["mel_distance"].append(metrics.log_mel_distance(est, ref, model.sample_rate))
+        return scores
+
+    def write_examples(self, folder: Path, step: int, model, x: torch.Tensor, recon: torch.Tensor,
+                       mask: torch.Tensor | None) -> None:
+        clips, titles = [], []
+        for i in range(min(4, x.shape[0])):
+            t = int(mask[i].sum()) if mask is not None else x.shape[-1]
+            pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]])
+            write_wav(folder / f"step{step:07d}_{i}.wav", pair, model.sample_rate)
+            clips += [x[i, 0, :t], recon[i, 0, :t]]
+            titles += [f"clip {i}: input", f"clip {i}: reconstruction"]
+        # Each input beside its reconstruction (two pairs per row).
+        save_spectrograms(clips, model.sample_rate, titles, folder / f"step{step:07d}.png")
+
+
 # Image channel counts by name, as `image_channels` reads them from a file's header.
 _CHANNEL_NAMES = {1: "grey", 3: "RGB"}
 
@@ -263,6 +309,41 @@ class Image(Modality):
 
     def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
         return {"mse": metrics.mse(y, x), "psnr": metrics.psnr(np.clip(y, 0, 1), x)}
+
+    def validation_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        return {"psnr": 10 * math.log10(1.0 / max(means["mse"], 1e-12))}
+
+    def write_examples(self, folder: Path, step: int, model, x: torch.Tensor, recon: torch.Tensor,
+                       mask: torch.Tensor | None) -> None:
+        # Row pairs: originals above their reconstructions.
+        save_png(image_grid(torch.cat([x, recon]), nrow=x.shape[0]), folder / f"step{step:07d}.png")
+
+
+class ImageLoss(nn.Module):
+    """MSE on [0, 1] pixels."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        mse = image_mse(recon.float(), x)
+        return {"rec": self.weights.mse * mse, "mse": mse}
+
+
+class WaveformLoss(nn.Module):
+    """L1 on the waveform + multi-resolution STFT/log-mel loss, over the real samples of `mask`."""
+
+    def __init__(self, sample_rate: int, weights):
+        super().__init__()
+        self.weights = weights
+        self.stft = MultiResolutionSTFTLoss(sample_rate, fft_sizes=tuple(weights.fft_sizes))
+
+    def forward(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        recon = recon.float()
+        l1 = waveform_l1(recon, x, mask)
+        stft = self.stft(recon, x, mask)
+        return {"rec": self.weights.l1 * l1 + self.weights.stft * stft, "l1": l1, "stft": stft}
 
 
 # Later registrations are asked first, so a registered kind can claim configs a built-in one would take.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,14 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vqtok.data.audio import ConcatClips, RandomGain, write_wav
+from vqtok.data.audio import ConcatClips, RandomGain
 from vqtok.data.build import build_dataset
 from vqtok.device import autocast
 from vqtok.errors import VqtokError
-from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
-from vqtok.metrics import codebook_stats, log_mel_distance, si_snr
+from vqtok.metrics import codebook_stats
 from vqtok.modality import modality_of
-from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.run import (STATE_FILE, Dist, Progress, StepBatches, Trainables, TrainConfig, ddp_wrap, draw_curves,
                        ignore_worker_deaths, improved, init_distributed, load_state, save_state, set_rng_state,
                        start_run, write_recipe)
@@ -68,27 +65,7 @@ def collate(items: list[dict]) -> dict:
 
 
 
-# --------------------------------------------------------------------------- losses
-class ReconstructionLoss(torch.nn.Module):
-    """Images: MSE on [0, 1] pixels. Audio: L1 on the waveform + multi-resolution STFT/log-mel loss."""
-
-    def __init__(self, recipe: Recipe):
-        super().__init__()
-        self.weights = recipe.loss
-        self.audio = recipe.model.dims == 1
-        if self.audio:
-            self.stft = MultiResolutionSTFTLoss(recipe.model.sample_rate, fft_sizes=tuple(recipe.loss.fft_sizes))
-
-    def forward(self, recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        recon = recon.float()
-        if not self.audio:
-            mse = image_mse(recon, x)
-            return {"rec": self.weights.mse * mse, "mse": mse}
-        l1 = waveform_l1(recon, x, mask)
-        stft = self.stft(recon, x, mask)
-        return {"rec": self.weights.l1 * l1 + self.weights.stft * stft, "l1": l1, "stft": stft}
-
-
+# ------------------------------------------------------------------------ discriminators
 class Adversary:
     """The discriminators of a GAN recipe with their optimizer, and the two passes they add to a training step.
 
@@ -133,7 +110,7 @@ class Adversary:
 
 # ---------------------------------------------------------------------- validation
 @torch.no_grad()
-def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, device, precision: str,
+def validate(model: Tokenizer, loader: DataLoader, loss_fn: torch.nn.Module, device, precision: str,
              run: Path, step: int, save_examples: bool) -> dict:
     """Metrics over the whole validation set; a PNG grid or WAV files of a few reconstructions."""
     model.eval()
@@ -141,7 +118,8 @@ def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, 
     count = 0
     codes_per_level: list[list[np.ndarray]] = [[] for _ in range(model.levels)]
     examples = None
-    audio_scores = {"si_snr": [], "mel_distance": []}
+    modality = modality_of(model.config)
+    scores: dict[str, list[float]] = {}
     for batch in loader:
         x = batch["x"].to(device)
         mask = batch.get("mask")
@@ -159,18 +137,13 @@ def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, 
             else:  # only frames holding real samples
                 frame_mask = model.code_mask(model.pad(mask), model.downsample[level])[:, 0]
                 codes_per_level[level].append(codes[frame_mask].cpu().numpy())
-        if model.dims == 1:
-            for i in range(n):
-                t = int(mask[i].sum()) if mask is not None else x.shape[-1]
-                ref, est = x[i, 0, :t].cpu().numpy(), out.recon[i, 0, :t].float().cpu().numpy()
-                audio_scores["si_snr"].append(si_snr(est, ref))
-                audio_scores["mel_distance"].append(log_mel_distance(est, ref, model.sample_rate))
+        for key, values in modality.batch_scores(model, x, out.recon, mask).items():
+            scores.setdefault(key, []).extend(values)
         if examples is None:
             examples = (x[:8].cpu(), out.recon[:8].float().cpu(), None if mask is None else mask[:8].cpu())
     metrics = {key: value / max(count, 1) for key, value in sums.items() if key != "rec"}
-    if model.dims == 2:
-        metrics["psnr"] = 10 * math.log10(1.0 / max(metrics["mse"], 1e-12))
-    for key, values in audio_scores.items():
+    metrics.update(modality.validation_metrics(metrics))
+    for key, values in scores.items():
         if values:
             metrics[key] = float(np.mean(values))
     for level, chunks in enumerate(codes_per_level):
@@ -179,26 +152,10 @@ def validate(model: Tokenizer, loader: DataLoader, loss_fn: ReconstructionLoss, 
         metrics[f"usage{suffix}"] = stats["usage"]
         metrics[f"perplexity{suffix}"] = stats["perplexity"]
     if save_examples and examples is not None:
-        save_examples_to(run / "valid", step, model, *examples)
+        (run / "valid").mkdir(parents=True, exist_ok=True)
+        modality.write_examples(run / "valid", step, model, *examples)
     model.train()
     return metrics
-
-
-def save_examples_to(folder: Path, step: int, model: Tokenizer, x, recon, mask) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if model.dims == 2:
-        # Row pairs: originals above their reconstructions.
-        save_png(image_grid(torch.cat([x, recon]), nrow=x.shape[0]), folder / f"step{step:07d}.png")
-        return
-    clips, titles = [], []
-    for i in range(min(4, x.shape[0])):
-        t = int(mask[i].sum()) if mask is not None else x.shape[-1]
-        pair = torch.cat([x[i, 0, :t], torch.zeros(model.sample_rate // 4), recon[i, 0, :t]])
-        write_wav(folder / f"step{step:07d}_{i}.wav", pair, model.sample_rate)
-        clips += [x[i, 0, :t], recon[i, 0, :t]]
-        titles += [f"clip {i}: input", f"clip {i}: reconstruction"]
-    # Each input beside its reconstruction (two pairs per row).
-    save_spectrograms(clips, model.sample_rate, titles, folder / f"step{step:07d}.png")
 
 
 # ------------------------------------------------------------------------- the loop
@@ -320,7 +277,7 @@ class Steps:
         self.trainables = Trainables()
         trained = model.encoder if distiller is not None else model
         self.gen = self.trainables.add("main", [p for p in trained.parameters() if p.requires_grad], cfg)
-        self.loss_fn = ReconstructionLoss(recipe).to(device)
+        self.loss_fn = modality_of(model.config).reconstruction_loss(model.config, recipe.loss).to(device)
         self.adversary = None
         if recipe.loss.adversarial is not None and distiller is None:
             if model.dims != 1:
