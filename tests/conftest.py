@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to the shared data and a fixed seed."""
+"""Shared test fixtures: paths to the real data (testdata.py: the corpora or the repo's few files), a fixed seed."""
 
 import multiprocessing as mp
 import os
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from testdata import SHARED_DATA
 
 # The suite's numbers are CPU numbers (bit-exact resumes, CLI output against a CPU reference, one trained model
 # against another): on a machine with a GPU, 'auto' still means the CPU here, and tests/test_cuda.py runs the CUDA

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+from testdata import SHARED_DATA
 from vqtok.cli import main
 from vqtok.tokenizer.checkpoint import load_tokenizer
 from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer
@@ -23,8 +24,8 @@ from vqtok.tokenizer.train import train_tokenizer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST = REPO.parent / "shared" / "data" / "mnist"
-SPEECH = REPO.parent / "shared" / "data" / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"
+MNIST = SHARED_DATA / "mnist"
+SPEECH = SHARED_DATA / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"
 
 
 def test_training_on_cuda_under_bf16_autocast_learns_and_saves_a_cpu_loadable_tokenizer(tmp_path):

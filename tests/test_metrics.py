@@ -1,16 +1,16 @@
 """Tests for vqtok.metrics (the speech evaluation protocol is tested in tests/bench/)."""
 
 import builtins
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from testdata import SHARED_DATA
 from vqtok import metrics
 from vqtok.errors import VqtokError
 
-FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd" / "recordings"
+FSDD = SHARED_DATA / "fsdd" / "recordings"
 SR = 8000
 
 

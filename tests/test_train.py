@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from testdata import SHARED_DATA
 from vqtok import VqtokError, load_tokenizer
 from vqtok.run import load_recipe_dict
 from vqtok.tokenizer.recipe import load_recipe
@@ -25,7 +26,7 @@ from vqtok.tokenizer.train import build_datasets, train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-MNIST = str(REPO.parent / "shared" / "data" / "mnist")
+MNIST = str(SHARED_DATA / "mnist")
 
 
 def debug_recipe(**overrides):

@@ -2,11 +2,13 @@
 
 import pytest
 from batch_noise import latent_noise, load_items, speed
+from testdata import needs_corpus
 
 from vqtok.tokenizer import load_tokenizer, streaming
 from vqtok.tokenizer.checkpoint import tokenizer_file
 
 
+@needs_corpus  # the bench reads ../shared/data itself
 @pytest.mark.parametrize("name, n", [("speech-16k", 3), ("mnist", 40)])
 def test_batched_latents_stay_within_the_bound_and_codes_equal_alone(name, n):
     tok = load_tokenizer(tokenizer_file(name))

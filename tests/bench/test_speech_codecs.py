@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from testdata import SHARED_DATA
 from speech_codecs import CLASSICAL, Codec, header, opus, row, tokenizer_codecs, usage_cells
 from speech_protocol import EvalPiece
 
@@ -15,8 +16,7 @@ from vqtok.data.audio import resample
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, speech_level
 from vqtok.tokenizer.postfilter import sharpen
 
-SPEECH_FILE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / "test"
-               / "librispeech-test-other" / "1688-142285-0000.flac")
+SPEECH_FILE = SHARED_DATA / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"
 
 
 def speech() -> np.ndarray:

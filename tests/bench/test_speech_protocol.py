@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from testdata import SHARED_DATA
 from speech_protocol import (
     EvalPiece,
     compensate_delay,
@@ -20,7 +21,7 @@ from speech_protocol import (
 from vqtok.data.audio import resample
 from vqtok.errors import VqtokError
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 FSDD = SHARED / "fsdd" / "recordings"
 SPEECH_FILE = SHARED / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"
 

@@ -6,6 +6,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from testdata import SHARED_DATA
 from vqtok import save_tokenizer
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 
@@ -47,4 +48,4 @@ def listing(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-SHARED_FSDD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fsdd" / "recordings"
+SHARED_FSDD = SHARED_DATA / "fsdd" / "recordings"

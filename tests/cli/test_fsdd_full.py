@@ -5,9 +5,11 @@ import json
 import pytest
 import soundfile as sf
 from clihelpers import SHARED_FSDD
+from testdata import needs_corpus
 
 
 @pytest.mark.slow
+@needs_corpus  # all 2,500 recordings
 def test_whole_fsdd_folder(tmp_path, audio_tok, cli):
     src = SHARED_FSDD.parent  # fsdd/ with recordings/ inside: the tree is mirrored
     out = tmp_path / "codes"

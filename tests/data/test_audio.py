@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from testdata import SHARED_DATA, needs_corpus
 from vqtok.data.audio import (
     RULES,
     AudioFolder,
@@ -27,10 +28,7 @@ from vqtok.data.audio import (
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.speech_level import level_db
 
-FSDD_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/fsdd/recordings"
-def needs_fsdd(test):
-    """Marks tests that read the shared data. A missing folder must fail, never skip: CI always has it."""
-    return test
+FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
 
 
 def ramp(n: int) -> np.ndarray:
@@ -363,7 +361,7 @@ def test_folder_bad_arguments(clips):
 # --- the real Free Spoken Digit Dataset ---
 
 
-@needs_fsdd
+@needs_corpus  # all 2,500 recordings
 def test_fsdd_rule_on_real_names():
     files = list_audio_files(FSDD_DIR)
     assert len(files) == 2500
@@ -374,7 +372,7 @@ def test_fsdd_rule_on_real_names():
     assert 75 <= sum(hash_split(p.name) == "test" for p in files) <= 175
 
 
-@needs_fsdd
+@needs_corpus  # the 250 test takes
 def test_fsdd_test_split():
     ds = AudioFolder(FSDD_DIR, 8000, 0.5, split="test", rule="fsdd", random_crop=False)
     assert len(ds) == 250 and ds.num_classes == 10
@@ -387,7 +385,7 @@ def test_fsdd_test_split():
     assert item["x"].shape == (1, 4000) and item["x"].abs().max() <= 1.0
 
 
-@needs_fsdd
+@needs_corpus  # 20 training takes
 def test_fsdd_train_subset():
     ds = AudioFolder(FSDD_DIR, 8000, 0.25, split="train", rule="fsdd", max_files=20)
     assert len(ds) == 20 and all(int(p.stem.split("_")[2]) >= 5 for p in ds.files)

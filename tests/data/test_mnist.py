@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from testdata import SHARED_DATA, needs_corpus
 from vqtok.data import mnist
 from vqtok.data.mnist import MNIST, download_mnist, load_mnist, read_idx
 from vqtok.errors import VqtokError
 
-MNIST_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/mnist"
-def needs_data(test):
-    """Marks tests that read the shared data. A missing folder must fail, never skip: CI always has it."""
-    return test
+MNIST_DIR = SHARED_DATA / "mnist"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -42,10 +40,10 @@ def one_line(err: pytest.ExceptionInfo) -> str:
     return msg
 
 
-# --- the real subset in ../shared/data/mnist ---
+# --- real digits: ../shared/data/mnist, or the repo's few (testdata.py) ---
 
 
-@needs_data
+@needs_corpus  # the 7,000 / 1,000 split
 def test_real_files_shapes_and_labels():
     images, labels = load_mnist(MNIST_DIR, "train")
     assert images.shape == (7000, 28, 28) and images.dtype == np.uint8
@@ -57,7 +55,6 @@ def test_real_files_shapes_and_labels():
     assert test_images.shape == (1000, 28, 28) and test_labels.shape == (1000,)
 
 
-@needs_data
 def test_read_idx_plain_equals_gzip(tmp_path):
     gz = MNIST_DIR / "t10k-labels-idx1-ubyte.gz"
     plain = tmp_path / "t10k-labels-idx1-ubyte"
@@ -65,7 +62,7 @@ def test_read_idx_plain_equals_gzip(tmp_path):
     np.testing.assert_array_equal(read_idx(plain), read_idx(gz))
 
 
-@needs_data
+@needs_corpus  # the test split's 1,000 images
 def test_dataset_items_and_padding():
     ds = MNIST(MNIST_DIR, "test")
     padded = MNIST(MNIST_DIR, "test", pad_to=32)
@@ -83,7 +80,6 @@ def test_dataset_items_and_padding():
     assert item32["x"].sum() == pytest.approx(item["x"].sum().item())
 
 
-@needs_data
 def test_dataloader_batches():
     loader = torch.utils.data.DataLoader(MNIST(MNIST_DIR, "test", pad_to=32), batch_size=8)
     batch = next(iter(loader))

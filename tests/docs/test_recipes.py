@@ -20,8 +20,7 @@ def test_header_is_short_and_says_how_to_run_it(path: Path) -> None:
     assert 1 <= len(head) <= 15, f"{path.name}: {len(head)} header lines"
     assert head[0].startswith(f"# {path.name}:")
     text = "\n".join(head)
-    assert not re.search(r"\bstage \d|\b20\d\d-\d\d", text), path.name  # histories live on the model pages
+    assert not re.search(r"\b20\d\d-\d\d|\bthis round\b", text), path.name  # no dated history: the model pages hold it
     if path.stem != "debug":
         assert "vqtok train recipes/" in text, path.name
-        # bench/gpu_check.sh compares its GPU steps/s with this tag
-        assert re.search(r"CPU speed: [\d.]+ steps/s", text), path.name
+        assert re.search(r"CPU.*steps/s", text, re.S), path.name  # how fast on a CPU (bench/gpu_check.sh reads it)

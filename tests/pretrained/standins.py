@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from testdata import SHARED_DATA
 from vqtok.config import to_dict
 from vqtok.pretrained.export import CardInput, DataSource, export_prior, export_tokenizer
 from vqtok.prior.recipe import load_prior_recipe
@@ -20,7 +21,7 @@ from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = SHARED_DATA
 CARD = CardInput(description="stand-in for tests", training_data=[DataSource("test data", "CC0", "nobody")])
 
 
@@ -65,7 +66,10 @@ def build_standins(models: Path, work: Path, names: tuple[str, ...] = ("speech-1
             run = tokenizer_run(recipe, work / name)
             export_tokenizer(run, name, _card(recipe), models, "auto", 4, quiet)
     if "mnist" in names or "mnist-prior" in names:
-        recipe = REPO / "recipes" / "debug.yaml"
+        recipe = work / "mnist.yaml"  # debug.yaml on the digits testdata.py finds (measuring reads its test split)
+        data = yaml.safe_load((REPO / "recipes" / "debug.yaml").read_text())
+        data["data"]["root"] = str(SHARED / "mnist")
+        recipe.write_text(yaml.safe_dump(data))
         run = tokenizer_run(recipe, work / "mnist")
         export_tokenizer(run, "mnist", _card(recipe), models, "auto", 16, quiet)
         if "mnist-prior" in names:

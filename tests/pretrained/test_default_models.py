@@ -10,11 +10,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 import vqtok
+from testdata import SHARED_DATA
 from vqtok.cli import main
 from vqtok.data import TokenDataset
 from vqtok.pretrained import registry
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = SHARED_DATA
 SPEECH = SHARED / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vqtok
+from testdata import SHARED_DATA
 from vqtok.cli.models import format_shipped_card
 from vqtok.config import differences, to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
@@ -93,7 +94,7 @@ def test_batched_mnist_codes_equal_one_by_one_and_few_go_back_alone(monkeypatch)
     from vqtok.data.mnist import load_mnist
 
     tok = vqtok.load_tokenizer("mnist")
-    images, _ = load_mnist(REPO.parent / "shared" / "data" / "mnist", "test")
+    images, _ = load_mnist(SHARED_DATA / "mnist", "test")
     items = list(torch.from_numpy(images[:300]).float()[:, None] / 255)  # (1, 28, 28) each
     with torch.no_grad():
         alone = [tok.encode(x[None])[0] for x in items]

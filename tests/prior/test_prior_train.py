@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from testdata import SHARED_DATA
 from vqtok import VqtokError, load_tokenizer, read_codes, save_tokenizer
 from vqtok.cli import main
 from vqtok.data.audio import AudioFolder
@@ -26,7 +27,7 @@ from vqtok.tokenizer.codes import tokenizer_summary
 from vqtok.tokenizer.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-MNIST = REPO.parent / "shared" / "data" / "mnist"
+MNIST = SHARED_DATA / "mnist"
 
 
 def tiny_tokenizer(path: Path, dims: int = 2, seed: int = 0, arch: str = "vqvae", level_db=None) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from testdata import SHARED_DATA
 from vqtok.tokenizer.checkpoint import load_tokenizer
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, Judgement, PeriodDiscriminator,
                                             STFTDiscriminator, discriminator_loss, feature_matching,
@@ -134,7 +135,8 @@ def test_disc_warmup_trains_the_discriminators_alone_first(tmp_path, tone_folder
 def test_gan_on_images_is_refused(tmp_path):
     from vqtok.errors import VqtokError
 
-    recipe = load_recipe(REPO / "recipes" / "debug.yaml", ["loss.adversarial={channels: 2}", "train.max_steps=1"])
+    recipe = load_recipe(REPO / "recipes" / "debug.yaml", [f"data.root={SHARED_DATA / 'mnist'}",
+                                                           "loss.adversarial={channels: 2}", "train.max_steps=1"])
     with pytest.raises(VqtokError, match="audio"):
         train_tokenizer(recipe, tmp_path / "run", progress=False)
 
