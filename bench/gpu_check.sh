@@ -152,7 +152,8 @@ train() {
     [ "$t" -lt "$MIN_RUN" ] && { echo "skipped: budget"; return; }
     local cmd=("$PY" -m vqtok train)
     [ "$ddp" = ddp ] && cmd=("$PY" -m torch.distributed.run --nproc_per_node=1 -m vqtok train)
-    timeout "$t" "${cmd[@]}" "$recipe" --out "$WORK/$name" --quiet "${args[@]}" >"$WORK/$name.log" 2>&1
+    # stages=null: a staged recipe's base, once (its stages replay a whole training procedure)
+    timeout "$t" "${cmd[@]}" "$recipe" --out "$WORK/$name" --quiet stages=null "${args[@]}" >"$WORK/$name.log" 2>&1
     rc=$?
     if [ $rc -ne 0 ]; then
         { echo "--- $name failed (exit $rc; 124: timed out), last lines of $WORK/$name.log:"

@@ -119,7 +119,7 @@ suite() {  # the test suite with CUDA visible: tests/test_cuda.py first (verbose
 
 speech_run() {  # name init steps [override...]
     local name=$1 init=$2 steps=$3; shift 3
-    python3 -m vqtok train recipes/speech16k.yaml --out "$RUNS/$name" --init-from "$init" --quiet \
+    python3 -m vqtok train recipes/speech16k.yaml --out "$RUNS/$name" --init-from "$init" --quiet stages=null \
         train.device="$DEVICE" data.root="$DATA/speech" data.num_workers=3 train.threads=2 \
         train.max_steps="$steps" train.log_every=$(( steps / 10 > 0 ? steps / 10 : 1 )) \
         train.valid_every=$(( steps / 2 > 0 ? steps / 2 : 1 )) train.save_every=250 "$@" "${TINY[@]}" \

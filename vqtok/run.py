@@ -58,8 +58,11 @@ class TrainConfig:
 
 
 def load_recipe_dict(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """YAML + `key.sub=value` overrides -> dict, whose `task` says which schema validates it."""
+    """YAML + `key.sub=value` overrides -> dict, whose `task` says which schema validates it.
+
+    A staged recipe's `stages` list is left out: vqtok.stages reads it and trains the rest once per stage."""
     data = apply_overrides(load_yaml(path), list(overrides or []))
+    data.pop("stages", None)
     task = data.get("task", "tokenizer")
     if task not in TASKS:
         raise VqtokError(f"{path}: unknown task '{task}'; choose one of {', '.join(TASKS)}")

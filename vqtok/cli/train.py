@@ -29,8 +29,11 @@ def default_run_dir(name: str) -> Path:
               help="Start from this tokenizer's weights and codebook (fine-tune): its architecture, the "
                    "recipe's training and quantizer settings (EMA decay, dead_ratio, ...).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--stage", "stage", type=int, help="A staged recipe: run only this stage (1 = the first).")
+@click.option("--dry-run", is_flag=True, help="A staged recipe: print its stages and their settings, train nothing.")
 @friendly_errors
-def command(args: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, quiet: bool) -> None:
+def command(args: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, quiet: bool,
+            stage: int | None, dry_run: bool) -> None:
     """Train from RECIPE (a YAML file), with optional key.sub=value overrides.
 
     \b
@@ -39,6 +42,8 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
       vqtok train recipes/speech.yaml data.root=~/audio train.max_steps=2000 --out runs/my-speech
       vqtok train --resume runs/my-speech train.max_steps=4000
       torchrun --nproc_per_node=2 -m vqtok train recipes/speech.yaml
+      vqtok train recipes/speech16k.yaml --dry-run          # a staged recipe's plan (vqtok/stages.py)
+      vqtok train --resume runs/speech16k --stage 3
     """
     from vqtok.run import RECIPE_FILE, load_recipe_dict
 
@@ -62,7 +67,7 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
     if raw.get("task") == "latent_level":  # its stages are its own (tokenizer/train_latent.py)
         from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
 
-        if init_from:
+        if init_from or stage is not None or dry_run:
             raise VqtokError("a latent_level recipe names the tokenizer it stacks on as `base` and runs its stages "
                              "in order; --init-from, --stage and --dry-run do not apply")
         recipe = load_latent_recipe(raw)
@@ -70,6 +75,20 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
         click.echo(f"done: {run}")
         return
+    from vqtok.stages import STAGES_FILE, format_plan, has_stages, read_stages, train_stages
+
+    staged = Path(resume, STAGES_FILE) if resume and Path(resume, STAGES_FILE).is_file() else None
+    if staged or (not resume and has_stages(recipe_path, overrides)):
+        if dry_run:
+            click.echo(format_plan(read_stages(staged or recipe_path, overrides)[1], init_from))
+            return
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(load_recipe_dict(recipe_path)["name"])
+        train_stages(recipe_path, run, overrides, bool(resume), stage, init_from, not quiet,
+                     lambda line: click.echo(line, err=True))
+        click.echo(f"done: {run}")
+        return
+    if stage is not None or dry_run:
+        raise VqtokError(f"{recipe_path}: --stage and --dry-run need a staged recipe (a `stages:` list)")
     data = load_recipe_dict(recipe_path, overrides)
     task = data.get("task", "tokenizer")
     if task == "prior":
