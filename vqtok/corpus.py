@@ -1,5 +1,9 @@
 """Corpus runs: the items a shard takes, a pool of worker processes, and the shard records `vqtok merge` checks.
 
+`encode_corpus` runs a folder plan of `vqtok encode` through all three: the shard's items, in chunks, through
+the pipeline's EncodeWork in each worker (pipeline.run_jobs: resume, per-file errors), the manifest written by
+the parent in input order, then (``--format parquet``) the Parquet files (data/parquet.py).
+
 Sharding. `--shard I/N` takes a deterministic 1/N of a run's items, chosen by their keys (paths relative to the
 input root) so every machine of a job agrees without talking: ``position`` cuts the sorted keys into N
 contiguous runs (shard sizes differ by at most one item), ``hash`` takes the items whose key's SHA-256 is I
@@ -367,6 +371,7 @@ class EncodeSettings:
     force: bool = False
     labels: str = "none"  # pipeline.label_function's choice
     classes: dict[str, int] = field(default_factory=dict)  # first folder -> class, over the whole run ('folder')
+    codebooks: int | None = None  # a multi-codebook tokenizer's prefix (vqtok encode --codebooks)
 
 
 @dataclass
@@ -420,7 +425,7 @@ class EncodeChunks:
     def __init__(self, settings: EncodeSettings):
         tok = load_tokenizer(settings.model, pick_device(settings.device))
         codec = Codec(tok, at_level=settings.at_level, chunk_seconds=settings.chunk_seconds,
-                      batch_size=settings.batch_size)
+                      batch_size=settings.batch_size, codebooks=settings.codebooks)
         self.settings = settings
         self.work = EncodeWork(codec, settings.force, label_function(settings.model, settings.labels),
                                settings.labels, settings.classes)

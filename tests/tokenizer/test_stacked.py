@@ -246,3 +246,28 @@ def test_token_dataset_serves_multi_codebook_layouts(tmp_path, layout):
             assert torch.equal(item, raw[i].t())
     batch = ds.collate([ds[0], ds[1]])
     assert batch["codes"].shape[0] == 2 and batch["mask"].sum() == sum(ds[i]["codes"].numel() for i in range(2))
+
+
+def test_corpus_paths_keep_the_prefix(tmp_path):
+    pytest.importorskip("pyarrow")
+    from click.testing import CliRunner
+
+    from vqtok.cli import main
+    from vqtok.data.parquet import codes_by_path
+
+    model = tmp_path / "t.safetensors"
+    save_tokenizer(trained_stacked(), model)
+    (tmp_path / "wavs").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "wavs" / f"{i}.wav", (np.sin(np.arange(2000 + 400 * i) * 0.05) * 0.2).astype(np.float32),
+                 8000)
+    runner = CliRunner()
+    base = ["encode", str(tmp_path / "wavs"), "-m", str(model), "--codebooks", "2", "--quiet"]
+    assert runner.invoke(main, base + ["-o", str(tmp_path / "npy")]).exit_code == 0
+    result = runner.invoke(main, base + ["-o", str(tmp_path / "pq"), "--format", "parquet"])
+    assert result.exit_code == 0, result.output
+    rows = codes_by_path(tmp_path / "pq")
+    assert len(rows) == 3
+    for key, file in rows.items():
+        plain = np.load(tmp_path / "npy" / key)
+        assert plain.shape[0] == 2 and np.array_equal(file.levels[0], plain)

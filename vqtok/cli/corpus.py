@@ -40,7 +40,7 @@ def wanted(workers: int, shard: str | None, fmt: str) -> bool:
 
 def run_corpus(plans, tok, tok_path: Path, device: str, threads: int | None, workers: int, shard_text: str | None,
                shard_by: str, fmt: str, chunk_seconds: float | None, batch_size: int, labels: str, at_level: bool,
-               force: bool, quiet: bool, echo: Callable[[str], None]) -> list[str]:
+               force: bool, quiet: bool, echo: Callable[[str], None], codebooks: int | None = None) -> list[str]:
     """Each plan (a folder run) through corpus.encode_corpus; returns the one-line errors of the failed items."""
     from vqtok.corpus import EncodeSettings, encode_corpus, parse_shard, shard_from_env
     from vqtok.pipeline import folder_labels
@@ -55,7 +55,7 @@ def run_corpus(plans, tok, tok_path: Path, device: str, threads: int | None, wor
             raise VqtokError(f"{plan.jobs[0].source}: --workers, --shard and --format parquet encode folders; give "
                              "a folder (and -o DIR)")
         settings = EncodeSettings(tok_path, plan.manifest_dir, device, at_level, chunk_seconds, batch_size, force,
-                                  labels, folder_labels(plan.jobs) if labels == "folder" else {})
+                                  labels, folder_labels(plan.jobs) if labels == "folder" else {}, codebooks)
         report = encode_corpus(plan, settings, workers, shard, shard_by, fmt, progress=not quiet, echo=echo,
                                threads=threads or 1)
         where = f"{plan.manifest_dir} (shard {shard})" if shard else str(plan.manifest_dir)

@@ -107,7 +107,8 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
     if wanted(workers, shard, fmt):  # workers, shards or Parquet: cli/corpus.py
         failed = run_corpus(plans, tok, tok_path, device, threads, workers, shard, shard_by, fmt, chunk_seconds or None,
-                            batch_size, labels, not as_is, force, quiet, lambda line: click.echo(line, err=True))
+                            batch_size, labels, not as_is, force, quiet, lambda line: click.echo(line, err=True),
+                            codebooks)
         if failed:
             click.echo(f"{len(failed)} file(s) failed (listed above)", err=True)
             sys.exit(1)
