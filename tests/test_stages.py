@@ -100,3 +100,18 @@ def test_the_shipped_speech_recipes_print_their_stages(name: str, count: int) ->
     assert len(lines) == count and lines[0].startswith("stage 1 [CPU")
     assert any("H200" in line for line in lines) and any("loss.decoder_only=true" in line for line in lines)
     assert format_plan(read_stages(REPO / "recipes" / f"{name}.yaml")[1]).count("\n") == count - 1
+
+
+def test_command_line_runs_resumes_and_plots_a_staged_run(staged: Path, tmp_path: Path) -> None:
+    short = tmp_path / "short.yaml"
+    data = yaml.safe_load(staged.read_text())
+    data["stages"] = [{"steps": 2}, {"steps": 2, "freeze": "encoder"}]
+    short.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", str(short), "--out", str(run), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["train", "--resume", str(run), "--quiet"])
+    assert res.exit_code == 0 and "stage 2/2: done" in res.output, res.output
+    assert CliRunner().invoke(main, ["plot", str(run)]).exit_code == 0 and (run / "curves.png").is_file()
+    res = CliRunner().invoke(main, ["train", str(short), "--out", str(run), "--quiet"])
+    assert res.exit_code == 2 and "--resume" in res.output

@@ -75,7 +75,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[1].set_yscale("log")
     axes[1].set_title("validation")
     for key in sorted(k for k in (train[0] if train else {}) if k.startswith("usage")):
-        axes[2].plot([r["step"] for r in train], [r[key] for r in train], label=f"train {key}")
+        held = [r for r in train if key in r]  # a decoder-only stage of a staged run logs no usage
+        axes[2].plot([r["step"] for r in held], [r[key] for r in held], label=f"train {key}")
     for key in sorted(k for k in (valid[0] if valid else {}) if k.startswith("usage")):
         axes[2].plot([r["step"] for r in valid], [r[key] for r in valid], marker="o", label=f"valid {key}")
     axes[2].set_ylim(0, 1.05)

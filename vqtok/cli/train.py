@@ -62,8 +62,10 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
             raise VqtokError("give a recipe file, e.g. vqtok train recipes/mnist.yaml")
         recipe_path = Path(paths[0])
     from vqtok.config import apply_overrides, load_yaml
+    from vqtok.stages import STAGES_FILE, format_plan, has_stages, read_stages, train_stages
 
-    raw = apply_overrides(load_yaml(recipe_path), overrides)
+    staged = Path(resume, STAGES_FILE) if resume and Path(resume, STAGES_FILE).is_file() else None
+    raw = apply_overrides(load_yaml(staged or recipe_path), overrides)
     if raw.get("task") == "latent_level":  # its stages are its own (tokenizer/train_latent.py)
         from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
 
@@ -75,9 +77,6 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
         click.echo(f"done: {run}")
         return
-    from vqtok.stages import STAGES_FILE, format_plan, has_stages, read_stages, train_stages
-
-    staged = Path(resume, STAGES_FILE) if resume and Path(resume, STAGES_FILE).is_file() else None
     if staged or (not resume and has_stages(recipe_path, overrides)):
         if dry_run:
             click.echo(format_plan(read_stages(staged or recipe_path, overrides)[1], init_from))
