@@ -141,3 +141,13 @@ def test_fsq_straight_through_gradient():
     half = torch.tensor([2.0, 2.0]) * (1 + f.eps)
     expected = (1 - torch.tanh(x.detach()) ** 2) * half / 2
     assert torch.allclose(x.grad, expected, atol=1e-6)
+
+
+def test_docs_quantizer_snippet_runs():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "multi-codebook.md").read_text()
+    block = page.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "docs/multi-codebook.md", "exec"), scope)  # noqa: S102
+    assert scope["codes"].shape == (1, 100) and scope["approx"].shape == (1, 64, 100)
