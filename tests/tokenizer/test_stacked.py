@@ -271,3 +271,16 @@ def test_corpus_paths_keep_the_prefix(tmp_path):
     for key, file in rows.items():
         plain = np.load(tmp_path / "npy" / key)
         assert plain.shape[0] == 2 and np.array_equal(file.levels[0], plain)
+
+
+def test_stacked_streams_like_offline():
+    tok = trained_stacked()
+    wav = torch.randn(8000 * 5) * 0.1
+    offline = tok.encode_long(wav.numpy())
+    enc = tok.stream_encoder()
+    parts = [enc.push(wav[i : i + 160].numpy()) for i in range(0, len(wav), 160)] + [enc.flush()]
+    assert torch.equal(torch.cat([torch.as_tensor(p) for p in parts], dim=-1), offline)  # (Q, T) in 20 ms chunks
+    dec = tok.stream_decoder(postfilter=False)
+    audio = [dec.push(offline[:, i : i + 3]) for i in range(0, offline.shape[-1], 3)] + [dec.flush()]
+    audio = torch.cat([torch.as_tensor(a).reshape(-1) for a in audio])
+    assert torch.allclose(audio, tok.decode_long(offline, postfilter=False).reshape(-1), atol=1e-5)
