@@ -52,6 +52,12 @@ def mnist_dir(tmp_path_factory):
     return out
 
 
+def test_export_refuses_to_overwrite_without_force(mnist_dir):
+    result = CliRunner().invoke(main, ["export", "mnist", "--onnx", str(mnist_dir)])
+    assert result.exit_code == 2
+    assert result.output.strip().endswith(f"encoder.onnx: already exists; pass --force to overwrite the graphs in {mnist_dir}")
+
+
 def digit_png(path, index=0):
     """An MNIST test digit written as a greyscale PNG."""
     from vqtok.data.mnist import load_mnist
@@ -275,3 +281,38 @@ def test_runner_in_a_venv_without_torch(speech8k_dir, mnist_dir, tmp_path):
     a, b = sf.read(tmp_path / "ort.wav")[0], sf.read(tmp_path / "torch.wav")[0]
     assert a.shape == b.shape and np.abs(a - b).max() <= 2 / 32768
     assert np.asarray(Image.open(tmp_path / "digit_out.png")).shape == (28, 28)
+
+
+def stacked_model(path):
+    """A small multi-codebook tokenizer (arch 'stacked', 3 residual stages), saved and loaded back."""
+    from vqtok.tokenizer.quantizer import QuantizerConfig
+    from vqtok.tokenizer.train_latent import stacked_tokenizer
+
+    torch.manual_seed(0)
+    net = LevelConfig(channels=[8, 16], strides=[2, 5], res_depth=1, code_dim=8, codebook_size=16,
+                      encoder_stem="patch", dilation_growth=3)
+    base = build_tokenizer(TokenizerConfig(dims=1, sample_rate=8000, net=net)).train()
+    base(torch.sin(torch.arange(4000.0) * torch.tensor([0.03, 0.1, 0.3, 0.7])[:, None])[:, None] * 0.1)
+    level = LevelConfig(channels=[16, 16], strides=[2, 2], res_depth=1, dilation_growth=3, code_dim=8, codebooks=3,
+                        codebook_size=16, activation="elu")
+    tok = stacked_tokenizer(base.eval(), level, QuantizerConfig(kmeans_iters=1)).train()
+    tok(torch.randn(2, 1, 800) * 0.1)
+    save_tokenizer(tok.eval(), path)
+    return load_tokenizer(path)
+
+
+def test_a_multi_codebook_tokenizer_exports_and_any_prefix_decodes(tmp_path):
+    tok = stacked_model(tmp_path / "stacked.safetensors")
+    export_onnx(tok, tmp_path / "onnx")
+    ort = OrtTokenizer(tmp_path / "onnx")
+    assert [o.shape for o in ort.encoder.get_outputs()] == [["batch", 3, "codes_time"]]
+    assert [i.shape for i in ort.decoder.get_inputs()] == [["batch", "codebooks", "codes_time"]]
+    x = (np.cumsum(np.random.default_rng(0).standard_normal(3000)) * 0.02).astype(np.float32)
+    (codes,) = ort.encode(x)
+    ref = tok.encode_long(x).numpy()
+    assert codes.shape == ref.shape == (3, 75) and (codes == ref).mean() > 0.98
+    for n in (1, 2, 3):
+        y = ort.decode([ref[:n]], 3000, postfilter=False)
+        with torch.no_grad():
+            y_ref = tok.decode(torch.from_numpy(ref[:n]), size=3000)[0].numpy()
+        assert np.abs(y - y_ref).max() < 1e-5 * np.abs(y_ref).max()

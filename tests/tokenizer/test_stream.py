@@ -162,3 +162,32 @@ def test_bad_input_is_one_clear_error_each(fsdd):
         StreamEncoder(load_tokenizer("mnist"))
     with pytest.raises(VqtokError, match="streaming is for audio tokenizers"):
         StreamDecoder(load_tokenizer("mnist"))
+
+
+def test_stream_a_multi_codebook_tokenizer_and_a_prefix():
+    from vqtok.tokenizer.quantizer import QuantizerConfig
+    from vqtok.tokenizer.train_latent import stacked_tokenizer
+
+    torch.manual_seed(0)
+    net = LevelConfig(channels=[8, 16], strides=[2, 5], res_depth=1, code_dim=8, codebook_size=16,
+                      encoder_stem="patch", dilation_growth=3)
+    level = LevelConfig(channels=[16, 16], strides=[2, 2], res_depth=1, dilation_growth=3, code_dim=8, codebooks=3,
+                        codebook_size=16, activation="elu")
+    tok = stacked_tokenizer(build_tokenizer(TokenizerConfig(dims=1, sample_rate=8000, net=net)).eval(), level,
+                            QuantizerConfig(kmeans_iters=1)).train()
+    tok(torch.randn(2, 1, 800) * 0.1)  # k-means init of every stage
+    tok.eval()
+    x = (torch.cumsum(torch.randn(3000), 0) * 0.02).numpy()
+    enc = tok.stream_encoder()
+    codes = torch.cat([enc.push(x[i : i + 77]) for i in range(0, len(x), 77)] + [enc.flush()], dim=-1)
+    assert torch.equal(codes, tok.encode_long(x))  # (3, 75): every stage, time last
+    dec = tok.stream_decoder()
+    out = torch.cat([dec.push(codes[:2, i : i + 5]) for i in range(0, 75, 5)] + [dec.flush()])
+    with torch.no_grad():
+        assert (out - tok.decode(codes[:2])[0]).abs().max() < 1e-5  # a prefix of two stages
+    with pytest.raises(VqtokError, match="keep the codebook count of the first push"):
+        dec = tok.stream_decoder()
+        dec.push(codes[:2, :5])
+        dec.push(codes[:, 5:10])
+    with pytest.raises(VqtokError, match="codebooks <= 3"):
+        tok.stream_decoder().push(codes[0])

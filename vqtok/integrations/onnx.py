@@ -49,6 +49,7 @@ from vqtok.tokenizer.codes import tokenizer_location, tokenizer_summary
 from vqtok.tokenizer.heads import IstftDecoder
 from vqtok.tokenizer.postfilter import OVERLAP, window_size
 from vqtok.tokenizer.quantizer import VectorQuantizer
+from vqtok.tokenizer.rvq import ResidualVQ
 from vqtok.version import __version__
 
 OPSET = 18
@@ -72,6 +73,8 @@ def exportable_copy(tok) -> nn.Module:
             module.encode = types.MethodType(_argmin_encode, module)
         elif isinstance(module, IstftDecoder):
             module.spectrum_to_wave = types.MethodType(_spectrum_to_wave, module)
+        elif isinstance(module, ResidualVQ):
+            module.decode = types.MethodType(_prefix_decode, module)
     return model
 
 
@@ -84,6 +87,19 @@ def _argmin_encode(self: VectorQuantizer, x: Tensor, fragile_rtol=None) -> Tenso
     flat = x.movedim(1, -1) - center  # (B, *S, D)
     dist = flat @ (e.t() * -2.0) + (e * e).sum(1)  # (B, *S, K): ||e||^2 - 2 x.e
     return dist.argmin(-1)
+
+
+def _prefix_decode(self: ResidualVQ, codes: Tensor, prefixes=None) -> Tensor:
+    """ResidualVQ.decode as a graph for any prefix n <= Q of the stages, n a dynamic axis: (B, n, *S) codes padded
+    to Q stages, the stages past n multiplied by 0 (a loop over n itself would be unrolled at the traced size)."""
+    n, q = codes.shape[1], self.codebooks
+    full = F.pad(codes, [0, 0] * (codes.dim() - 2) + [0, q - n])  # (B, Q, *S)
+    keep = (torch.arange(q, device=codes.device) < n).float()  # (Q,)
+    out = None
+    for i, stage in enumerate(self.stages):
+        v = stage.decode(full[:, i]) * keep[i]
+        out = v if out is None else out + v
+    return out
 
 
 def dft_tables(n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -213,6 +229,7 @@ def metadata(tok, graph: str) -> dict[str, str]:
         "vqtok.tokenizer": json.dumps(summary, sort_keys=True),
         "vqtok.config": json.dumps(to_dict(tok.config), sort_keys=True),
         "vqtok.level_names": json.dumps(level_outputs(tok)),
+        "vqtok.codebooks": json.dumps(getattr(tok, "codebooks", 1)),
     }
     if tok.dims == 1:
         meta["vqtok.context"] = json.dumps(asdict(tok.context), sort_keys=True)
@@ -238,7 +255,9 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], names_in: list[str], na
         for value in [*proto.graph.input, *proto.graph.output]:
             if value.name == axes_name:
                 for axis, label in axes.items():
-                    value.type.tensor_type.shape.dim[axis].dim_param = label
+                    dim = value.type.tensor_type.shape.dim[axis]
+                    if dim.dim_param:  # a dynamic axis: named; a static one keeps its size
+                        dim.dim_param = label
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -282,8 +301,12 @@ def export_onnx(tok, out_dir: str | Path, postfilter_graph: bool = True) -> dict
     example = torch.zeros(2, tok.config.in_channels, *size).uniform_(-0.5, 0.5)
     written: dict[str, Path] = {}
 
+    books = getattr(tok, "codebooks", 1)  # a multi-codebook level's codes are (B, Q, T'); a prefix n <= Q decodes
+
     def axes(prefix: str, count: int) -> dict[int, str]:
-        return {0: "batch", **{1 + i: f"{prefix}{a}" for i, a in enumerate(spatial[:count])}}
+        first = 2 if books > 1 else 1
+        return {0: "batch", **({1: "codebooks"} if books > 1 else {}),
+                **{first + i: f"{prefix}{a}" for i, a in enumerate(spatial[:count])}}
 
     path = out / "encoder.onnx"
     _export(EncoderGraph(model), (example,), ["input"], names,
@@ -293,6 +316,8 @@ def export_onnx(tok, out_dir: str | Path, postfilter_graph: bool = True) -> dict
     written["encoder"] = path
     with torch.no_grad():
         codes = [c for c in tok.encode_padded(tok.pad(example.to(tok.device)))]
+    if books > 2:  # a prefix as the example, so the traced graph keeps the codebook axis dynamic
+        codes = [c[:, : books - 1] for c in codes]
     path = out / "decoder.onnx"
     _export(DecoderGraph(model), tuple(c.cpu() for c in codes), names, ["output"],
             {**{n: axes(f"{n}_", tok.dims) for n in names},

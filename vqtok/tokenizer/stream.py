@@ -95,12 +95,14 @@ class StreamEncoder:
     def _encode(self, stop: int, end: int) -> Tensor | list[Tensor]:
         """Codes of hops [next_hop, stop) from the window of samples [next_hop hop - encode_left, end)."""
         if stop <= self.next_hop:
-            return _as_codes(self.tok, [torch.zeros(0, dtype=torch.long) for _ in self.ratio])
+            return _as_codes(self.tok, [torch.zeros(*shape[:-1], 0, dtype=torch.long)
+                                        for shape in self.tok.code_shape(self.hop)])
         start = max(0, self.next_hop * self.hop - self.ctx.encode_left)
         window = self.buffer[start - self.buffer_start : end - self.buffer_start]
         codes = encode_window(self.tok, window)  # per level (frames,), frame 0 at sample `start`
         first, count = self.next_hop - start // self.hop, stop - self.next_hop
-        out = [c[first * r : (first + count) * r].cpu() for c, r in zip(codes, self.ratio)]
+        # time is the last axis: (frames,), or (codebooks, frames) for a multi-codebook level
+        out = [c[..., first * r : (first + count) * r].cpu() for c, r in zip(codes, self.ratio)]
         self.next_hop = stop
         keep = max(0, stop * self.hop - self.ctx.encode_left)  # the next window's first sample
         self.buffer, self.buffer_start = self.buffer[keep - self.buffer_start :], keep
@@ -138,7 +140,7 @@ class StreamDecoder:
         self.hop, self.ctx = tok.hop, tok.context
         self.ratio = _frames_per_hop(tok)
         self.post = Postfilter(tok.sample_rate, tok.postfilter, group=1) if postfilter and tok.postfilter else None
-        self.codes = [np.zeros(0, np.int64) for _ in self.ratio]  # per level, from hop `codes_start` on
+        self.codes: list[np.ndarray] | None = None  # per level (..., frames) from hop `codes_start` on
         self.codes_start = 0
         self.next_hop = 0  # first hop whose audio is not given back yet
         self.hops = 0  # hops of codes pushed
@@ -156,8 +158,14 @@ class StreamDecoder:
         if self.closed:
             raise VqtokError("this StreamDecoder was flushed; start a new one for the next clip")
         levels = self._checked(codes)
-        self.codes = [np.concatenate([a, c]) for a, c in zip(self.codes, levels)]
-        self.hops += len(levels[0]) // self.ratio[0]
+        if self.codes is None:
+            self.codes = levels
+        elif any(a.shape[:-1] != c.shape[:-1] for a, c in zip(self.codes, levels)):
+            raise VqtokError(f"codes of shape {[c.shape for c in levels]} after {[a.shape for a in self.codes]}; "
+                             "keep the codebook count of the first push")
+        else:
+            self.codes = [np.concatenate([a, c], axis=-1) for a, c in zip(self.codes, levels)]
+        self.hops += levels[0].shape[-1] // self.ratio[0]
         return self._decode(self.hops - self.ctx.decode_right, last=False)
 
     def flush(self) -> Tensor:
@@ -172,14 +180,14 @@ class StreamDecoder:
         audio = torch.zeros(0)
         if stop > self.next_hop:
             a = max(0, self.next_hop - self.ctx.decode_left)
-            window = [torch.from_numpy(c[(a - self.codes_start) * r :])[None].to(self.tok.device)
+            window = [torch.from_numpy(c[..., (a - self.codes_start) * r :])[None].to(self.tok.device)
                       for c, r in zip(self.codes, self.ratio)]  # per level (1, frames)
             with torch.no_grad():
                 y = self.tok.decode_padded(window)[0, 0]  # (samples,) from hop a on
             audio = y[(self.next_hop - a) * self.hop : (stop - a) * self.hop].float().cpu()
             self.next_hop = stop
             keep = max(0, stop - self.ctx.decode_left)
-            self.codes = [c[(keep - self.codes_start) * r :] for c, r in zip(self.codes, self.ratio)]
+            self.codes = [c[..., (keep - self.codes_start) * r :] for c, r in zip(self.codes, self.ratio)]
             self.codes_start = keep
         if self.post is None:
             return audio
@@ -191,20 +199,22 @@ class StreamDecoder:
         if len(levels) != self.tok.levels:
             raise VqtokError(f"codes for {len(levels)} level(s); this tokenizer has {self.tok.levels}")
         out = []
+        shapes = self.tok.code_shape(self.hop)  # per level (frames,) or (codebooks, frames)
         for i, (c, k, r) in enumerate(zip(levels, self.tok.codebook_size, self.ratio)):
             a = c.detach().cpu().numpy() if isinstance(c, Tensor) else np.asarray(c)
             name = self.tok.level_names[i]
             if a.dtype.kind not in "iu":
                 raise VqtokError(f"codes '{name}' of dtype {a.dtype}; codes are integers")
-            if a.ndim != 1:
-                raise VqtokError(f"codes '{name}' of shape {tuple(a.shape)}; pass one stream's frames (n,)")
+            if a.ndim != len(shapes[i]) or (a.ndim == 2 and not 0 < a.shape[0] <= shapes[i][0]):
+                want = "(n,)" if len(shapes[i]) == 1 else f"(codebooks <= {shapes[i][0]}, n)"
+                raise VqtokError(f"codes '{name}' of shape {tuple(a.shape)}; pass one stream's frames {want}")
             if a.size and (int(a.min()) < 0 or int(a.max()) >= k):
                 raise VqtokError(f"codes '{name}' hold ids {int(a.min())}..{int(a.max())}, outside the {k}-code "
                                  "codebook")
-            if len(a) % r:
-                raise VqtokError(f"codes '{name}': {len(a)} frames, not whole hops of {r} frames")
+            if a.shape[-1] % r:
+                raise VqtokError(f"codes '{name}': {a.shape[-1]} frames, not whole hops of {r} frames")
             out.append(a.astype(np.int64))
-        if len({len(a) // r for a, r in zip(out, self.ratio)}) > 1:
-            raise VqtokError(f"level lengths {[len(a) for a in out]} cover different spans; give {self.ratio} "
+        if len({a.shape[-1] // r for a, r in zip(out, self.ratio)}) > 1:
+            raise VqtokError(f"level lengths {[a.shape[-1] for a in out]} cover different spans; give {self.ratio} "
                              "frames per hop on each level")
         return out
