@@ -85,13 +85,18 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
+def write_package(root: Path, files: dict[str, str]) -> Path:
+    """A package `vqtok` under `root` holding `files` (path -> source); returns its folder."""
+    pkg = root / "vqtok"
+    for name, text in {"__init__.py": "", **files}.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    return pkg
+
+
 def test_the_graph_sees_function_level_and_package_imports(tmp_path):
-    pkg = tmp_path / "vqtok"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
-    (pkg / "sub" / "a.py").write_text("def f():\n    from vqtok.sub import b\n")
-    (pkg / "sub" / "b.py").write_text("from vqtok.sub.a import f\n")
+    pkg = write_package(tmp_path, {"sub/__init__.py": "", "sub/a.py": "def f():\n    from vqtok.sub import b\n",
+                                   "sub/b.py": "from vqtok.sub.a import f\n"})
     graph = import_graph(pkg)
     assert graph["vqtok.sub.a"] == {"vqtok.sub.b"} and graph["vqtok.sub.b"] == {"vqtok.sub.a"}
     assert find_cycle(graph) == ["vqtok.sub.a", "vqtok.sub.b", "vqtok.sub.a"]
@@ -128,14 +133,9 @@ def upward_imports(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
 
 
 def test_the_layer_check_finds_an_upward_import(tmp_path):
-    pkg = tmp_path / "vqtok"
-    (pkg / "tokenizer").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "tokenizer" / "__init__.py").write_text("")
-    # climbs from inside a function
-    (pkg / "tokenizer" / "base.py").write_text("def f():\n    from vqtok import codec\n")
-    (pkg / "codec.py").write_text("from vqtok.tokenizer import base\n")
-    (pkg / "errors.py").write_text("")
+    pkg = write_package(tmp_path, {"tokenizer/__init__.py": "", "codec.py": "from vqtok.tokenizer import base\n",
+                                   "errors.py": "",
+                                   "tokenizer/base.py": "def f():\n    from vqtok import codec\n"})  # in a function
     graph = import_graph(pkg)
     assert upward_imports(graph) == [
         "vqtok.tokenizer.base (models) imports vqtok.codec (the codec), a floor above it"]

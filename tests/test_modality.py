@@ -15,7 +15,8 @@ from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, save_
 
 
 class Arrays(Modality):
-    """(C, T) float32 arrays in .npy files, no sample rate, encoded whole in one call and written back as .npy."""
+    """(C, T) float32 arrays in .npy files (several channels: EEG, sensors), encoded whole in one call and written
+    back as .npy."""
 
     name = "array"
     extensions = (".npy",)
@@ -23,7 +24,7 @@ class Arrays(Modality):
     best_metric = "mse"
 
     def matches(self, config) -> bool:
-        return config.dims == 1 and config.sample_rate is None
+        return config.dims == 1 and config.in_channels > 1
 
     def open(self, codec, path: Path) -> Prepared:
         x = np.load(path, allow_pickle=False).astype(np.float32)
@@ -57,8 +58,8 @@ def arrays():
 
 def array_tokenizer(path: Path) -> Path:
     torch.manual_seed(0)
-    cfg = TokenizerConfig(dims=1, in_channels=3, net=LevelConfig(channels=[8], strides=[4], res_depth=1,
-                                                                 code_dim=4, codebook_size=16))
+    cfg = TokenizerConfig(dims=1, in_channels=3, sample_rate=250, net=LevelConfig(
+        channels=[8], strides=[4], res_depth=1, code_dim=4, codebook_size=16))
     model = build_tokenizer(cfg)
     model.train()(torch.randn(4, 3, 64))  # initialise the codebook
     save_tokenizer(model.eval(), path)
@@ -91,8 +92,13 @@ def test_a_third_modality_encodes_and_decodes_through_the_cli(tmp_path, arrays):
         assert np.array_equal(np.load(tmp_path / "dec" / name), expected)  # (3, T), bit for bit
 
 
-def test_modalities_by_config():
+def test_modalities_by_config(arrays):
     assert isinstance(modality_of(TokenizerConfig(dims=1, sample_rate=8000)), Audio)
+    assert modality_of(TokenizerConfig(dims=1, in_channels=3, sample_rate=250)) is arrays  # registered: asked first
     assert isinstance(modality_of(TokenizerConfig(dims=2)), Image)
     with pytest.raises(VqtokError, match="needs a sample_rate"):
         modality_of(TokenizerConfig(dims=1))
+    with pytest.raises(VqtokError, match="a waveform tokenizer \\(dims 1\\) needs its rate in Hz"):
+        build_tokenizer(TokenizerConfig(dims=1))  # refused where it is built, not at its first encode
+    with pytest.raises(VqtokError, match="an image tokenizer \\(dims 2\\) has none"):
+        build_tokenizer(TokenizerConfig(dims=2, sample_rate=8000))

@@ -130,7 +130,7 @@ def test_recipe_keys_and_bad_choices():
     with pytest.raises(VqtokError, match="valid keys"):
         from_dict(TokenizerConfig, {"net": {"head": {"depth": 3}}})
     with pytest.raises(ValueError, match="choose one of conv, istft"):
-        build_tokenizer(TokenizerConfig(dims=1, net=LevelConfig(decoder_head="vocos")))
+        build_tokenizer(TokenizerConfig(dims=1, sample_rate=8000, net=LevelConfig(decoder_head="vocos")))
     with pytest.raises(ValueError, match="audio"):
         build_tokenizer(TokenizerConfig(dims=2, net=LevelConfig(decoder_head="istft")))
 
@@ -203,7 +203,7 @@ def test_patch_stem_replaces_the_two_full_rate_layers():
     assert isinstance(first[0], Patchify) and first[1].in_channels == 2 and first[1].stride == (1,)
     assert isinstance(first[2], ResBlock)  # no strided conv in the first stage: the patch did its stride
     with pytest.raises(ValueError, match="choose one of conv, patch"):
-        build_tokenizer(TokenizerConfig(dims=1, net=LevelConfig(encoder_stem="fold")))
+        build_tokenizer(TokenizerConfig(dims=1, sample_rate=8000, net=LevelConfig(encoder_stem="fold")))
 
 
 def test_patch_stem_receptive_field_matches_the_gradient_support():

@@ -249,7 +249,7 @@ class Tokenizer(nn.Module):
         (how much audio is handed over at a time); a clip of at most one block gives exactly `encode`'s.
         """
         wav = self._mono(x)
-        size = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000)))
+        size = None if not chunk_seconds else max(1, round(chunk_seconds * self.sample_rate))
         parts = list(streaming.stream_encode(self, streaming.split_pieces(wav.numpy(), size)))
         levels = [torch.from_numpy(c).to(self.device) for c in streaming.join_levels(parts, self.levels)]
         return levels[0] if self.levels == 1 else levels
@@ -265,7 +265,7 @@ class Tokenizer(nn.Module):
         if len(levels) != self.levels:
             raise ValueError(f"expected codes for {self.levels} level(s), got {len(levels)}")
         levels = [torch.as_tensor(np.asarray(c.cpu() if isinstance(c, Tensor) else c)).long() for c in levels]
-        hops = None if not chunk_seconds else max(1, round(chunk_seconds * (self.sample_rate or 8000) / self.hop))
+        hops = None if not chunk_seconds else max(1, round(chunk_seconds * self.sample_rate / self.hop))
         pieces = list(streaming.stream_decode(self, levels, size, hops, postfilter=postfilter))
         wav = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return torch.from_numpy(wav)[None].to(self.device)

@@ -33,6 +33,12 @@ def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
         cls = ARCHITECTURES[config.arch]
     except KeyError:
         raise VqtokError(f"unknown tokenizer arch '{config.arch}'; choose one of {', '.join(ARCHITECTURES)}") from None
+    if config.dims == 1 and not (isinstance(config.sample_rate, int) and config.sample_rate > 0):
+        raise VqtokError(f"model.sample_rate {config.sample_rate}: a waveform tokenizer (dims 1) needs its rate in Hz "
+                         "(inputs are resampled to it; blocks, frame rate and bitrate are counted in it)")
+    if config.dims == 2 and config.sample_rate is not None:
+        raise VqtokError(f"model.sample_rate {config.sample_rate} is for waveforms; an image tokenizer (dims 2) "
+                         "has none")
     if config.level_db is not None and (config.dims != 1 or config.sample_rate is None):
         raise VqtokError(f"level_db {config.level_db} is a speech level: for audio tokenizers (dims 1, a "
                          "sample_rate) only")

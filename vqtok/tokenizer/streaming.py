@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from vqtok.tokenizer.postfilter import Postfilter
 from vqtok.tokenizer.receptive import Interval, input_interval  # noqa: F401 (tokenizers take it from here)
 
-# Canonical block length: about this many seconds of audio (8000 samples a second when no sample rate is set).
+# Canonical block length: about this many seconds of audio.
 # Each block pays its context twice and a fixed cost per layer call (oneDNN's per-call set-up): on one thread,
 # 4 s blocks encode the shipped speech models 1.3-1.4x faster than 1 s blocks and decode them 1.4x faster
 # (bench/encode.py), for ~4 s of audio held at once.
@@ -113,7 +113,7 @@ def compute_context(tok) -> Context:
 def block_frames(tok) -> int:
     """Hops per canonical block: about BLOCK_SECONDS of audio, at least BLOCK_PER_CONTEXT x the context."""
     ctx = tok.context
-    rate = tok.sample_rate or 8000
+    rate = tok.sample_rate
     widest = max(ctx.encode_left, ctx.encode_right, ctx.decode_left * tok.hop, ctx.decode_right * tok.hop)
     return max(math.ceil(BLOCK_SECONDS * rate / tok.hop), math.ceil(BLOCK_PER_CONTEXT * widest / tok.hop), 1)
 
