@@ -29,7 +29,8 @@ def test_ray_map_batches_gives_the_clis_codes(tmp_path, fsdd_root):
     try:
         files = ray.data.read_binary_files(str(src), include_paths=True)
         codes = files.map_batches(RayEncoder, fn_constructor_kwargs={"model": "fsdd", "root": str(src)},
-                                  concurrency=1, batch_size=4, batch_format="pyarrow")  # the other CPU reads
+                                  compute=ray.data.ActorPoolStrategy(size=1), batch_size=4,
+                                  batch_format="pyarrow")  # the other CPU reads
         codes.write_parquet(str(tmp_path / "ray"))
     finally:
         ray.shutdown()

@@ -9,7 +9,7 @@ The common pattern for a corpus larger than one machine (Ray's batch inference: 
     ray.init()                                    # or ray.init(address="auto") on a cluster
     files = ray.data.read_binary_files("s3://bucket/speech/", include_paths=True)
     codes = files.map_batches(RayEncoder, fn_constructor_kwargs={"model": "speech-16k", "root": "bucket/speech"},
-                              concurrency=8, batch_size=16, batch_format="pyarrow")
+                              compute=ray.data.ActorPoolStrategy(size=8), batch_size=16, batch_format="pyarrow")
     codes.write_parquet("s3://bucket/speech-codes/")
 
 Each output row has the columns of vqtok's Parquet format (vqtok/data/parquet.py), with the same codes as
