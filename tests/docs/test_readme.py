@@ -149,4 +149,5 @@ def test_setup_commands_on_a_fresh_clone(tmp_path):
     assert (clone / "examples" / "speech.decoded.wav").is_file()
     res = subprocess.run(tests, shell=True, cwd=clone, env=env, capture_output=True, text=True, timeout=3600)
     tail = res.stdout.strip().splitlines()[-1]
-    assert res.returncode == 0 and " passed" in tail and "failed" not in tail and "error" not in tail, tail
+    assert res.returncode == 0 and " passed" in tail and "failed" not in tail and "error" not in tail, \
+        res.stdout[-6000:]
