@@ -25,12 +25,14 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and editors
         save_tokenizer,
     )
     from vqtok.tokenizer.codes import TokenFile, read_codes, write_codes
+    from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 
 # public name -> the module that defines it
 _LAZY = {
     **dict.fromkeys(["VQVAE", "VQVAE2", "LevelConfig", "QuantizerConfig", "TokenizerConfig", "VectorQuantizer",
                      "build_tokenizer", "load_tokenizer", "save_tokenizer"], "vqtok.tokenizer"),
     **dict.fromkeys(["TokenFile", "read_codes", "write_codes"], "vqtok.tokenizer.codes"),
+    **dict.fromkeys(["StreamDecoder", "StreamEncoder"], "vqtok.tokenizer.stream"),
 }
 
 __all__ = ["__version__", "VqtokError", *_LAZY]
