@@ -185,3 +185,20 @@ def test_decode_an_item_and_token_dataset_read_parquet(tmp_path, cli, clips, aud
         a, b = TokenDataset(tmp_path / "npy", split=split), TokenDataset(tmp_path / "pq", split=split)
         assert len(a) == len(b) > 0 and a.labels == b.labels and a.sizes == b.sizes and a.vocab == b.vocab
         assert all(torch.equal(x[0], y[0]) for x, y in zip(a.codes, b.codes))
+
+
+def test_prior_recipes_read_parquet_codes(tmp_path, cli, clips, audio_tok):
+    """data.kind codes with data.root a Parquet folder: the same CodeSet as from the token files' manifest."""
+    import torch
+
+    from vqtok import load_tokenizer
+    from vqtok.prior.data import codes_from_manifest
+    from vqtok.prior.recipe import PriorDataConfig
+
+    for fmt in ("npy", "parquet"):
+        assert cli("encode", clips, "-m", audio_tok, "-o", tmp_path / fmt, "--format", fmt, "--quiet").exit_code == 0
+    tok = load_tokenizer(audio_tok)
+    a, b = (codes_from_manifest(tok, PriorDataConfig(kind="codes", root=str(tmp_path / fmt), rule="hash"), "train")
+            for fmt in ("npy", "parquet"))
+    assert len(a) == len(b) > 0 and torch.equal(a.labels, b.labels) and torch.equal(a.sizes, b.sizes)
+    assert all(torch.equal(x, y) for x, y in zip(a.levels + a.lengths, b.levels + b.lengths))
