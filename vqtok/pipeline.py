@@ -5,6 +5,12 @@ probed for writing) and only then executed, so a bad output path fails before an
 Per-file problems (unreadable audio, NaN samples, a clip shorter than one frame, ...) are VqtokErrors:
 in a run of several files they are reported and the file is skipped; a run of one file stops on them.
 
+One job runner, `run_jobs(plan, work)`, executes both directions: a `Work` says whether a job is already done
+(resume), reads its input (`start`) and finishes a batch of them (`finish`). `EncodeWork` turns inputs into token
+files through a `Codec` (codec.py: what encoding means), `DecodeWork` turns token files back into the inputs'
+format; `encode_plan` / `decode_plan` run them. What an entry of the manifest holds beyond path, codes and
+kind is the modality's (modality.py).
+
 Manifest (``manifest.jsonl`` in the output folder, one JSON object per encoded file, in input order)::
 
     {"path": "in/0_george_0.wav", "codes": "0_george_0.npy", "kind": "audio", "duration": 0.42,
