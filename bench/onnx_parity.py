@@ -125,7 +125,8 @@ def main() -> None:
     for r in rows:
         sizes = ", ".join(f"{g} {s:.2f}" for g, s in r["sizes"].items())
         print(f"| {r['model']} | {r['what']} | {sizes} | {r['export_s']:.0f} s "
-              f"| {100 * r['same'] / r['frames']:.3f}% ({r['frames'] - r['same']} of {r['frames']:,} differ) | {r['snr']:.1f} dB ({r['snr_raw']:.1f} dB) "
+              f"| {100 * r['same'] / r['frames']:.4f}% ({r['frames'] - r['same']} of {r['frames']:,} differ) "
+              f"| {r['snr']:.1f} dB ({r['snr_raw']:.1f} dB) "
               f"| {r['torch_enc']:.2f} s / {r['ort_enc']:.2f} s ({r['torch_enc'] / r['ort_enc']:.2f}x) "
               f"| {r['torch_dec']:.2f} s / {r['ort_dec']:.2f} s ({r['torch_dec'] / r['ort_dec']:.2f}x) |")
 

@@ -3,8 +3,8 @@ StreamEncoder and StreamDecoder (stream.py), one CPU thread, each model in its o
 
 Prints per model: codes identical to the offline `encode_long` (what `vqtok encode` writes), the stream decoder's
 largest difference from `decode` (relative to the peak), the real-time factor (compute seconds per audio second;
-below 1 keeps up with live audio) of encoding and of decoding, the slowest chunk (encode + decode), the algorithmic latency (right context + one hop;
-decode with the postfilter's window), and the process's peak memory above what it held before streaming.
+below 1 keeps up with live audio) of encoding and of decoding, the slowest chunk (encode + decode), the
+algorithmic latency (right context + one hop; decode with the postfilter's window), and the process's peak memory above what it held before streaming.
 
     python bench/stream.py [--files 10] [--chunk-ms 20]
 """
@@ -74,7 +74,8 @@ def run_model(name: str, files: list[Path], chunk_ms: float, out) -> None:
     seconds = sum(len(x) for x in clips) / tok.sample_rate
     out.put({"model": name, "same": same, "frames": frames, "err": err, "enc_rtf": enc_s / seconds,
              "dec_rtf": dec_s / seconds, "worst_ms": 1000 * worst, "chunk_ms": 1000 * step / tok.sample_rate,
-             "enc_latency_ms": 1000 * tok.stream_encoder().latency, "dec_latency_ms": 1000 * tok.stream_decoder().latency,
+             "enc_latency_ms": 1000 * tok.stream_encoder().latency,
+             "dec_latency_ms": 1000 * tok.stream_decoder().latency,
              "peak_mib": max(0, peak - base) / 1024, "seconds": seconds})
 
 

@@ -55,7 +55,8 @@ def mnist_dir(tmp_path_factory):
 def test_export_refuses_to_overwrite_without_force(mnist_dir):
     result = CliRunner().invoke(main, ["export", "mnist", "--onnx", str(mnist_dir)])
     assert result.exit_code == 2
-    assert result.output.strip().endswith(f"encoder.onnx: already exists; pass --force to overwrite the graphs in {mnist_dir}")
+    assert result.output.strip().endswith(
+        f"encoder.onnx: already exists; pass --force to overwrite the graphs in {mnist_dir}")
 
 
 def digit_png(path, index=0):

@@ -101,7 +101,8 @@ def format_card(card: dict[str, Any]) -> str:
         lines.append(f"context       encoder {rf['encode_samples'][0]}+{rf['encode_samples'][1]} samples, "
                      f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; blocks of {card['block_frames']} hops")
         lat = card["latency_ms"]
-        post = f" ({lat['decode_no_postfilter']:.1f} ms without the postfilter)" if card.get("postfilter") is not None else ""
+        post = (f" ({lat['decode_no_postfilter']:.1f} ms without the postfilter)"
+                if card.get("postfilter") is not None else "")
         lines.append(f"latency       streaming: encode {lat['encode']:.1f} ms, decode {lat['decode']:.1f} ms{post} "
                      "(right context + one hop)")
     else:

@@ -180,7 +180,8 @@ def png_bytes(pixels: np.ndarray) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
-    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + chunk(b"IEND", b"")
+    data = zlib.compress(rows.tobytes(), 9)
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -213,7 +214,8 @@ class OrtTokenizer:
                 return None
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-        self.encoder, self.decoder, self.postfilter_graph = session("encoder"), session("decoder"), session("postfilter")
+        self.encoder, self.decoder = session("encoder"), session("decoder")
+        self.postfilter_graph = session("postfilter")
         if self.encoder is None or self.decoder is None:
             raise RunnerError(f"{folder}: no encoder.onnx and decoder.onnx; write them with vqtok export --onnx")
         meta = self.encoder.get_modelmeta().custom_metadata_map
@@ -226,7 +228,8 @@ class OrtTokenizer:
             self.level_db = json.loads(meta.get("vqtok.level_db", "null"))
             self.postfilter = json.loads(meta.get("vqtok.postfilter", "null"))
         except (KeyError, json.JSONDecodeError) as err:
-            raise RunnerError(f"{folder}/encoder.onnx: not a vqtok export (metadata {err} missing or damaged)") from None
+            raise RunnerError(f"{folder}/encoder.onnx: not a vqtok export (metadata {err} missing or damaged)"
+                              ) from None
         self.dims, self.hop = self.summary["dims"], self.summary["hop"]
         self.sample_rate = self.summary.get("sample_rate")
         self.codebook_size = self.summary["codebook_size"]
@@ -334,7 +337,8 @@ class OrtTokenizer:
             raise RunnerError(f"{side}: not a vqtok codes sidecar")
         made = meta.get("tokenizer", {})
         mine = self.summary
-        if made.get("fingerprint") != mine["fingerprint"] and made.get("codes_fingerprint") != mine["codes_fingerprint"]:
+        if (made.get("fingerprint") != mine["fingerprint"]
+                and made.get("codes_fingerprint") != mine["codes_fingerprint"]):
             raise RunnerError(f"{path}: made by tokenizer {made.get('fingerprint')}, these graphs are "
                               f"{mine['fingerprint']}; export the tokenizer that encoded it")
         blob = path.read_bytes()
@@ -382,7 +386,8 @@ class OrtTokenizer:
             raise RunnerError(f"input of dtype {x.dtype}; pass float32 samples in [-1, 1] or pixels in [0, 1]")
         want = 1 if self.dims == 1 else 3
         if x.ndim != want:
-            raise RunnerError(f"input of shape {x.shape}; pass {'audio (T,)' if self.dims == 1 else 'an image (C, H, W)'}")
+            what = "audio (T,)" if self.dims == 1 else "an image (C, H, W)"
+            raise RunnerError(f"input of shape {x.shape}; pass {what}")
         if not np.isfinite(x).all():
             raise RunnerError(f"input holds {int((~np.isfinite(x)).sum())} NaN or Inf values")
         return np.ascontiguousarray(x, np.float32)
