@@ -21,8 +21,6 @@ from vqtok import metrics
 from vqtok.codec import Codec
 from vqtok.data.audio import AudioFolder, list_files
 from vqtok.data.build import build_dataset, check_dims
-from vqtok.data.images import load_image
-from vqtok.data.stream import AudioStream
 from vqtok.config import load_yaml
 from vqtok.errors import VqtokError
 from vqtok.modality import modality_of
@@ -40,10 +38,7 @@ def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str,
     if not files:
         raise VqtokError(f"{folder}: no {modality.name} files to evaluate on")
     for path in files[:max_items]:
-        if tok.dims == 1:
-            yield str(path), AudioStream(path, tok.sample_rate).read()
-        else:
-            yield str(path), load_image(path, None, channels=tok.config.in_channels)
+        yield str(path), modality.read(tok, path)
 
 
 def iter_recipe(tok, recipe_path: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:

@@ -87,7 +87,11 @@ class Modality:
         raise NotImplementedError
 
     def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
-        """An input already in memory, in the layout `open` gives."""
+        """An input already in memory, in the layout `read` gives."""
+        raise NotImplementedError
+
+    def read(self, tok, path: Path) -> np.ndarray:
+        """A file whole, as `tok` takes it and as a reconstruction is scored against (`vqtok eval`)."""
         raise NotImplementedError
 
     def encode(self, codec: Codec, items: Sequence[Prepared]) -> list:
@@ -157,6 +161,9 @@ class Audio(Modality):
         if stream.length > tok.block_frames * tok.hop:
             return Prepared(stream, source)
         return self._levelled(codec, stream.read(), source)
+
+    def read(self, tok, path: Path) -> np.ndarray:
+        return AudioStream(path, tok.sample_rate).read()  # (T,) mono at the tokenizer's rate, at its own level
 
     def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
         audio = codec.tok._mono(x).numpy()
@@ -289,12 +296,15 @@ class Image(Modality):
             # makes: say so rather than hand back a different picture without a word.
             logger.warning("%s: %s pixels, converted to %s for this %d-channel tokenizer; it decodes as %s", path,
                            _CHANNEL_NAMES[stored], _CHANNEL_NAMES[channels], channels, _CHANNEL_NAMES[channels])
-        image = load_image(path, None, channels=channels)  # (C, H, W) in [0, 1]
+        image = self.read(tok, path)
         h, w = image.shape[1:]
         if min(h, w) < tok.hop:
             raise VqtokError(f"{path}: {h}x{w} pixels is smaller than one code of this tokenizer ({tok.hop}x{tok.hop})")
         return Prepared(image, {"kind": "image", "path": str(path), "size": [int(h), int(w)],
                                 "channels": int(image.shape[0])})
+
+    def read(self, tok, path: Path) -> np.ndarray:
+        return load_image(path, None, channels=tok.config.in_channels)  # (C, H, W) in [0, 1]
 
     def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
         image = np.ascontiguousarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x)
