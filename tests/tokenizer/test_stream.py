@@ -1,11 +1,10 @@
 """Live coding (stream.py): chunks of any size against the offline encode / decode, emission times, bad input."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from testdata import SHARED_DATA
 from vqtok import load_tokenizer
 from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.data.audio import load_audio
@@ -13,7 +12,7 @@ from vqtok.errors import VqtokError
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 from vqtok.tokenizer.postfilter import Postfilter, sharpen
 
-FSDD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = SHARED_DATA / "fsdd" / "recordings"
 
 
 @pytest.fixture(scope="module")
