@@ -42,6 +42,7 @@ import resource
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -423,6 +424,9 @@ class EncodeChunks:
     """Built once per worker: the tokenizer, its Codec and the pipeline's EncodeWork; encodes lists of jobs."""
 
     def __init__(self, settings: EncodeSettings):
+        # Workers draw no bars: a thread lock for tqdm instead of its default process-shared one, a semaphore
+        # that a worker stopped by SIGTERM or SIGKILL would leave behind (and multiprocessing report at exit).
+        tqdm.set_lock(threading.RLock())
         tok = load_tokenizer(settings.model, pick_device(settings.device))
         codec = Codec(tok, at_level=settings.at_level, chunk_seconds=settings.chunk_seconds,
                       batch_size=settings.batch_size, codebooks=settings.codebooks)
