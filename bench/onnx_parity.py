@@ -3,7 +3,8 @@
 Audio models: speech/test files (resampled to the model's rate, at their own level), encoded block-wise by both
 (`Tokenizer.encode_long` and ort_runner's canonical blocks), decoded block-wise from torch's codes through the
 postfilter (`decode_long` against the decoder and postfilter graphs). mnist: the 1,000 digits of t10k, 100 at a
-time. Prints per model: export time, graph sizes, the share of identical codes, the SNR of onnxruntime's output
+time. Prints per model: export time, graph sizes, the share of identical codes (and, over the frames that differ,
+how far the latent lies from the boundary between the two codes' cells, the largest, as a fraction of its norm), the SNR of onnxruntime's output
 against torch's, and each side's time (and the ratio torch / onnxruntime: above 1, onnxruntime is faster).
 
     python bench/onnx_parity.py [--files 0] [--models speech-16k speech-8k fsdd mnist]
@@ -24,6 +25,7 @@ from vqtok.data.audio import load_audio
 from vqtok.data.mnist import load_mnist
 from vqtok.integrations.onnx import export_onnx
 from vqtok.integrations.ort_runner import OrtTokenizer
+from vqtok.tokenizer.streaming import canonical_windows
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODELS = ("speech-16k", "speech-8k", "fsdd", "mnist")
@@ -32,6 +34,28 @@ MODELS = ("speech-16k", "speech-8k", "fsdd", "mnist")
 def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
     noise = float(np.sum((ref.astype(np.float64) - out) ** 2))
     return float("inf") if noise == 0 else 10 * np.log10(float(np.sum(ref.astype(np.float64) ** 2)) / noise)
+
+
+def tie_gap(tok, latent: torch.Tensor, a: int, b: int) -> float:
+    """How far a latent (D,) lies from the boundary between the cells of codes a and b, as a fraction of its norm
+    (fp64): |d_a - d_b| / (2 |e_a - e_b| |z|), the distance to the bisecting hyperplane (quantizer._refine's)."""
+    cb = tok.quantizer.codebook.double()
+    z = latent.double()
+    da, db = float(((z - cb[a]) ** 2).sum()), float(((z - cb[b]) ** 2).sum())
+    return abs(da - db) / max(2 * float((cb[a] - cb[b]).norm()) * float(z.norm()), 1e-300)
+
+
+def audio_gaps(tok, x: np.ndarray, ref: np.ndarray, codes: np.ndarray) -> list[float]:
+    """tie_gap of every frame where the codes differ, the latent taken from the frame's canonical window."""
+    gaps = []
+    padded = np.pad(x, (0, (-len(x)) % tok.hop))
+    for j in np.flatnonzero(ref != codes):
+        for a, b, start, stop in canonical_windows(tok, len(x)):
+            if start <= j < stop:
+                with torch.no_grad():
+                    z = tok.encoder(torch.from_numpy(padded[a:b]).reshape(1, 1, -1))[0]  # (D, frames)
+                gaps.append(tie_gap(tok, z[:, j - a // tok.hop], int(ref[j]), int(codes[j])))
+    return gaps
 
 
 def timed(fn):
@@ -46,6 +70,7 @@ def audio_rows(tok, ort: OrtTokenizer, files: list[Path]) -> dict:
     signal = noise = 0.0
     raw_signal = raw_noise = 0.0
     seconds = 0.0
+    gaps: list[float] = []
     for f in files:
         x = load_audio(f, tok.sample_rate)[0]
         seconds += len(x) / tok.sample_rate
@@ -55,6 +80,7 @@ def audio_rows(tok, ort: OrtTokenizer, files: list[Path]) -> dict:
         t["ort_enc"] += dt
         same += int((codes == ref).sum())
         frames += len(ref)
+        gaps += audio_gaps(tok, x, ref, codes)
         with torch.no_grad():
             y_ref, dt = timed(lambda: tok.decode_long(torch.from_numpy(ref), size=len(x))[0].numpy())
         t["torch_dec"] += dt
@@ -67,7 +93,8 @@ def audio_rows(tok, ort: OrtTokenizer, files: list[Path]) -> dict:
         raw_ort = ort.decode([ref], len(x), postfilter=False)
         raw_signal += float(np.sum(raw.astype(np.float64) ** 2))
         raw_noise += float(np.sum((raw.astype(np.float64) - raw_ort) ** 2))
-    return {"same": same, "frames": frames, "snr": 10 * np.log10(signal / max(noise, 1e-300)),
+    return {"same": same, "frames": frames, "gap": max(gaps, default=0.0),
+            "snr": 10 * np.log10(signal / max(noise, 1e-300)),
             "snr_raw": 10 * np.log10(raw_signal / max(raw_noise, 1e-300)), "seconds": seconds, **t}
 
 
@@ -75,6 +102,7 @@ def image_rows(tok, ort: OrtTokenizer, images: np.ndarray, batch: int = 100) -> 
     x = (images.astype(np.float32) / 255.0)[:, None]  # (N, 1, 28, 28), as load_image reads a PNG
     t = {"torch_enc": 0.0, "ort_enc": 0.0, "torch_dec": 0.0, "ort_dec": 0.0}
     same, signal, noise = 0, 0.0, 0.0
+    gaps: list[float] = []
     for s in range(0, len(x), batch):
         xb = x[s : s + batch]
         ref, dt = timed(lambda: tok.encode(torch.from_numpy(xb)).numpy())
@@ -82,6 +110,10 @@ def image_rows(tok, ort: OrtTokenizer, images: np.ndarray, batch: int = 100) -> 
         codes, dt = timed(lambda: ort.encoder.run(None, {"input": xb})[0])
         t["ort_enc"] += dt
         same += int((codes == ref).sum())
+        for i, h, w in zip(*np.nonzero(codes != ref)):
+            with torch.no_grad():
+                z = tok.encoder(torch.from_numpy(xb[i : i + 1]))[0, :, h, w]  # (D,)
+            gaps.append(tie_gap(tok, z, int(ref[i, h, w]), int(codes[i, h, w])))
         with torch.no_grad():
             y_ref, dt = timed(lambda: tok.decode(torch.from_numpy(ref)).numpy())
         t["torch_dec"] += dt
@@ -91,7 +123,7 @@ def image_rows(tok, ort: OrtTokenizer, images: np.ndarray, batch: int = 100) -> 
         noise += float(np.sum((y_ref.astype(np.float64) - y) ** 2))
     frames = len(x) * 7 * 7
     snr = 10 * np.log10(signal / max(noise, 1e-300))
-    return {"same": same, "frames": frames, "snr": snr, "snr_raw": snr, **t}
+    return {"same": same, "frames": frames, "gap": max(gaps, default=0.0), "snr": snr, "snr_raw": snr, **t}
 
 
 def main() -> None:
@@ -125,7 +157,7 @@ def main() -> None:
     for r in rows:
         sizes = ", ".join(f"{g} {s:.2f}" for g, s in r["sizes"].items())
         print(f"| {r['model']} | {r['what']} | {sizes} | {r['export_s']:.0f} s "
-              f"| {100 * r['same'] / r['frames']:.4f}% ({r['frames'] - r['same']} of {r['frames']:,} differ) "
+              f"| {100 * r['same'] / r['frames']:.4f}% ({r['frames'] - r['same']} of {r['frames']:,} differ; boundary within {r['gap']:.0e}) "
               f"| {r['snr']:.1f} dB ({r['snr_raw']:.1f} dB) "
               f"| {r['torch_enc']:.2f} s / {r['ort_enc']:.2f} s ({r['torch_enc'] / r['ort_enc']:.2f}x) "
               f"| {r['torch_dec']:.2f} s / {r['ort_dec']:.2f} s ({r['torch_dec'] / r['ort_dec']:.2f}x) |")
