@@ -4,8 +4,8 @@ Audio models: speech/test files (resampled to the model's rate, at their own lev
 (`Tokenizer.encode_long` and ort_runner's canonical blocks), decoded block-wise from torch's codes through the
 postfilter (`decode_long` against the decoder and postfilter graphs). mnist: the 1,000 digits of t10k, 100 at a
 time. Prints per model: export time, graph sizes, the share of identical codes (and, over the frames that differ,
-how far the latent lies from the boundary between the two codes' cells, the largest, as a fraction of its norm), the SNR of onnxruntime's output
-against torch's, and each side's time (and the ratio torch / onnxruntime: above 1, onnxruntime is faster).
+how far the latent lies from the boundary between the two codes' cells, the largest, as a fraction of its norm),
+the SNR of onnxruntime's output against torch's, and each side's time (and the ratio torch / onnxruntime: above 1, onnxruntime is faster).
 
     python bench/onnx_parity.py [--files 0] [--models speech-16k speech-8k fsdd mnist]
 """
@@ -157,7 +157,8 @@ def main() -> None:
     for r in rows:
         sizes = ", ".join(f"{g} {s:.2f}" for g, s in r["sizes"].items())
         print(f"| {r['model']} | {r['what']} | {sizes} | {r['export_s']:.0f} s "
-              f"| {100 * r['same'] / r['frames']:.4f}% ({r['frames'] - r['same']} of {r['frames']:,} differ; boundary within {r['gap']:.0e}) "
+              f"| {100 * r['same'] / r['frames']:.4f}% ({r['frames'] - r['same']} of {r['frames']:,} differ; "
+              f"boundary within {r['gap']:.0e}) "
               f"| {r['snr']:.1f} dB ({r['snr_raw']:.1f} dB) "
               f"| {r['torch_enc']:.2f} s / {r['ort_enc']:.2f} s ({r['torch_enc'] / r['ort_enc']:.2f}x) "
               f"| {r['torch_dec']:.2f} s / {r['ort_dec']:.2f} s ({r['torch_dec'] / r['ort_dec']:.2f}x) |")
