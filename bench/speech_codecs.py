@@ -165,8 +165,9 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool 
             codes = contract.encode([item])[0]
             levels = codes if isinstance(codes, list) else [codes if n is None else codes[:n]]
             y = contract.decode(levels, item.source, postfilter=postfilter).data
-            # one (frames,) array per codebook: a level's codes, or each residual stage's
-            seen.append([c.cpu().numpy() for c in levels] if n is None else list(levels[0].cpu().numpy()))
+            # one (1, frames) array per codebook: a level's codes, or each residual stage's
+            rows = levels if n is None else list(levels[0])
+            seen.append([r.cpu().numpy()[None] for r in rows])
             return y if rate == table_rate else resample(y, rate, table_rate)
 
         notes = [*([f"{n} of {stages} codebooks"] if n is not None else []),

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from testdata import SHARED_DATA
 from vqtok import VqtokError, load_tokenizer
+from vqtok.pretrained.export import recipe_model_config
 from vqtok.run import load_recipe_dict
 from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer, nets
@@ -39,7 +41,13 @@ def test_every_recipe_parses_and_builds(path):
     text = path.read_text()
     assert text.startswith("#"), "every recipe opens with a comment block"
     data = load_recipe_dict(path)
-    if data.get("task", "tokenizer") == "tokenizer":
+    if data.get("task") == "latent_level":  # a level stacked on a shipped tokenizer: its own stages
+        from vqtok.tokenizer.train_latent import load_latent_recipe
+
+        recipe = load_latent_recipe(yaml.safe_load(text))
+        assert recipe.stages and all(stage.train.max_steps > 0 for stage in recipe.stages)
+        assert sum(p.numel() for p in build_tokenizer(recipe_model_config(path)).parameters()) > 0
+    elif data.get("task", "tokenizer") == "tokenizer":
         recipe = load_recipe(path)
         model = build_tokenizer(recipe.model)
         assert sum(p.numel() for p in model.parameters()) > 0

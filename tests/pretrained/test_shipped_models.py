@@ -11,7 +11,7 @@ from testdata import SHARED_DATA
 from vqtok.cli.models import format_shipped_card
 from vqtok.config import differences, to_dict
 from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
-from vqtok.pretrained.export import parameter_count, prior_recipe_check
+from vqtok.pretrained.export import parameter_count, prior_recipe_check, recipe_model_config
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
@@ -29,7 +29,7 @@ def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Pa
     for recipe in (recipe_file, stored):
         if model.kind == "tokenizer":
             tok = vqtok.load_tokenizer(model.path)
-            built = vqtok.build_tokenizer(load_recipe(recipe).model)
+            built = vqtok.build_tokenizer(recipe_model_config(recipe))
             built_arch, stored_arch = architecture(to_dict(built.config)), architecture(to_dict(tok.config))
             assert differences(built_arch, stored_arch) == [], recipe
             assert parameter_count(built) == parameter_count(tok) == model.card["parameters"]

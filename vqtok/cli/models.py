@@ -19,7 +19,8 @@ def _input(card: dict) -> str:
 def _codes(card: dict) -> str:
     books = "+".join(str(k) for k in card.get("codebooks", []))
     if card.get("frame_rate"):
-        return f"{'+'.join(f'{r:g}' for r in card['frame_rate'])}/s, K={books}"
+        per_frame = f" x {card['codebooks_per_frame']}" if card.get("codebooks_per_frame") else ""  # residual stages
+        return f"{'+'.join(f'{r:g}' for r in card['frame_rate'])}/s{per_frame}, K={books}"
     if card.get("code_shape"):
         return f"{' + '.join('x'.join(map(str, s)) for s in card['code_shape'])}, K={books}"
     return f"K={books}" if books else ""

@@ -139,14 +139,17 @@ def load_tokenizer_recipe(recipe_file: Path):
     return load_latent_recipe(raw) if raw.get("task") == "latent_level" else load_recipe(recipe_file)
 
 
-def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
-    """The recipe file must build this tokenizer's architecture."""
+def recipe_model_config(recipe_file: Path):
+    """The tokenizer config a recipe builds: its `model`, or a latent_level recipe's level stacked on its base."""
     recipe = load_tokenizer_recipe(recipe_file)
     if isinstance(recipe, LatentLevelRecipe):
-        built = stacked_config(load_tokenizer(recipe.base).config, recipe.level, recipe.quantizer)
-    else:
-        built = recipe.model
-    mismatch = differences(architecture(to_dict(built)), architecture(config))
+        return stacked_config(load_tokenizer(recipe.base).config, recipe.level, recipe.quantizer)
+    return recipe.model
+
+
+def tokenizer_recipe_check(recipe_file: Path, config: dict[str, Any]) -> None:
+    """The recipe file must build this tokenizer's architecture."""
+    mismatch = differences(architecture(to_dict(recipe_model_config(recipe_file))), architecture(config))
     if mismatch:
         raise VqtokError(f"{recipe_file}: does not build the exported tokenizer ({'; '.join(mismatch[:3])})")
 

@@ -259,7 +259,8 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
                     save(step, step == cfg.max_steps)
         out_dir = run / f"stage{si + 1}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        info = {"recipe": recipe.name, "stage": si + 1, "steps": cfg.max_steps, "base": recipe.base}
+        done_steps = sum(s.train.max_steps for s in recipe.stages[: si + 1])
+        info = {"recipe": recipe.name, "step": done_steps, "stage": si + 1, "base": recipe.base}
         save_tokenizer(tok.eval(), out_dir / TOKENIZER_FILE, train_info=info)
         save_tokenizer(tok, run / TOKENIZER_FILE, train_info=info)
     return tok.eval()
