@@ -38,7 +38,7 @@ def wanted(workers: int, shard: str | None, fmt: str) -> bool:
     return workers > 1 or shard is not None or fmt != "npy" or shard_from_env() is not None
 
 
-def run_corpus(plans, tok, tok_path: Path, device: str, threads: int | None, workers: int, shard_text: str | None,
+def run_corpus(plans, tok_path: Path, device: str, threads: int | None, workers: int, shard_text: str | None,
                shard_by: str, fmt: str, chunk_seconds: float | None, batch_size: int, labels: str, at_level: bool,
                force: bool, quiet: bool, echo: Callable[[str], None], codebooks: int | None = None) -> list[str]:
     """Each plan (a folder run) through corpus.encode_corpus; returns the one-line errors of the failed items."""

@@ -106,7 +106,7 @@ def command(inputs: tuple[Path, ...], model: Path | None, out: Path | None, devi
         raise click.UsageError(f"this {tok.levels}-level tokenizer writes {suffix} files, not {out.suffix}")
     plans = plan_runs(list(inputs), out, (suffix,), suffix, in_suffixes, "_codes")
     if wanted(workers, shard, fmt):  # workers, shards or Parquet: cli/corpus.py
-        failed = run_corpus(plans, tok, tok_path, device, threads, workers, shard, shard_by, fmt, chunk_seconds or None,
+        failed = run_corpus(plans, tok_path, device, threads, workers, shard, shard_by, fmt, chunk_seconds or None,
                             batch_size, labels, not as_is, force, quiet, lambda line: click.echo(line, err=True),
                             codebooks)
         if failed:
