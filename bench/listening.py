@@ -4,8 +4,8 @@
                               [--figure docs/assets/overview.png]
 
 FOLDER (default ../shared/data/speech/test: 10 speakers no model here has heard) is cut into pieces as
-bench/speech_codecs.py cuts it (`--n`, `--max-seconds`), and each piece goes through speech-16k and the Opus
-wideband rows at 16 kHz, and through speech-8k and Codec 2 3200 at 8 kHz, with speech_codecs.py's own round trips.
+bench/speech_codecs.py cuts it (`--n`, `--max-seconds`), and each piece goes through speech-16k, speech-lm-16k (its
+first 2, 4 and 8 codebooks) and the Opus wideband rows at 16 kHz, and through speech-8k and Codec 2 3200 at 8 kHz, with speech_codecs.py's own round trips.
 OUT/index.md gets, per piece, a player and a spectrogram of every version with its PESQ and STOI, then the tables
 of per-piece scores and their means (`python bench/speech_codecs.py FOLDER --rate 16000 --n N --max-seconds S
 --tokenizer speech-16k` prints the same means, and likewise at 8 kHz with speech-8k), then MNIST test digits, their
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ MNIST_ROOT = REPO.parent / "shared" / "data" / "mnist"
 PAGE_RATE = 16000  # players and spectrograms: the narrow-band versions are shown at 16 kHz, their top half empty
 CLASSICAL_ROWS = {16000: ("Opus 8 (hard CBR)", "Opus 6 (hard CBR)"), 8000: ("Codec 2 3200",)}
 MODELS = {16000: "speech-16k", 8000: "speech-8k"}
+# the multi-codebook model at some of its bitrates (prefixes of its residual codebooks), beside speech-16k
+PREFIX_MODELS = {16000: ("speech-lm-16k", [2, 4, 8]), 8000: None}
 
 
 @dataclass
@@ -68,6 +71,9 @@ def run_codecs(folder: Path, n: int, max_seconds: float) -> tuple[list[EvalPiece
     for rate in (16000, 8000):
         table_pieces = pieces if rate == PAGE_RATE else make_folder_pieces(folder, rate, max_seconds, n)
         codecs: list[Codec] = tokenizer_codecs(MODELS[rate], rate)
+        if PREFIX_MODELS[rate]:
+            name, prefixes = PREFIX_MODELS[rate]
+            codecs += tokenizer_codecs(name, rate, codebooks=prefixes)
         codecs += [c for c in CLASSICAL[rate] if c.name in CLASSICAL_ROWS[rate]]
         for codec in codecs:
             missing = [t for t in codec.tools if shutil.which(t) is None]
@@ -82,11 +88,19 @@ def run_codecs(folder: Path, n: int, max_seconds: float) -> tuple[list[EvalPiece
                 return out
 
             scores = evaluate_codec(keep, table_pieces, rate)
-            name = MODELS[rate] if codec.codebook_sizes else codec.name.replace(" (hard CBR)", "")
+            name = version_name(codec, rate)
             versions.append(Version(name, codec.bitrate / 1000, rate, outputs, scores))
             print(f"{name}: PESQ-{pesq_mode(rate)} {scores[f'pesq_{pesq_mode(rate)}']:.2f}, "
                   f"STOI {scores['stoi']:.3f}", file=sys.stderr)
     return pieces, versions
+
+
+def version_name(codec: Codec, rate: int) -> str:
+    """"speech-16k", "speech-lm-16k x4" (its first 4 codebooks), "Opus 6", ..."""
+    if not codec.codebook_sizes:
+        return codec.name.replace(" (hard CBR)", "")
+    prefix = re.search(r"\((\d+) of \d+ codebooks\)", codec.name)
+    return f"{PREFIX_MODELS[rate][0]} x{prefix.group(1)}" if prefix else MODELS[rate]
 
 
 def pesq_mode(rate: int) -> str:
@@ -195,7 +209,8 @@ def write_page(out: Path, folder: Path, pieces: list[EvalPiece], versions: list[
         lines += piece_section(i, piece, versions, media)
     lines += ["## Scores", "",
               f"`python bench/speech_codecs.py ../{shown.as_posix()} --rate 16000 --n {n} --max-seconds "
-              f"{max_seconds:g} --tokenizer speech-16k` prints these means (its Opus rows, and its speech-16k row):", "",
+              f"{max_seconds:g} --tokenizer speech-16k speech-lm-16k --codebooks 2,4,8` prints these means (its Opus rows, "
+              "its speech-16k row and the speech-lm-16k rows, x N: its first N codebooks of 8):", "",
               *score_table(pieces, versions, 16000), "",
               f"`python bench/speech_codecs.py ../{shown.as_posix()} --rate 8000 --n {n} --max-seconds "
               f"{max_seconds:g} --tokenizer speech-8k` prints these:", "",
