@@ -22,6 +22,7 @@ from vqtok import load_tokenizer, save_tokenizer  # noqa: E402
 from vqtok.cli import main  # noqa: E402
 from vqtok.codec import Codec  # noqa: E402
 from vqtok.data.audio import load_audio  # noqa: E402
+from testdata import SHARED_DATA  # noqa: E402
 from vqtok.data.images import load_image  # noqa: E402
 from vqtok.integrations import ort_runner  # noqa: E402
 from vqtok.integrations.onnx import OPSET, PostfilterGraph, dft_tables, export_onnx, read_metadata  # noqa: E402
@@ -32,7 +33,7 @@ from vqtok.tokenizer.heads import HeadConfig  # noqa: E402
 from vqtok.tokenizer.postfilter import sharpen  # noqa: E402
 
 RUNNER = Path(ort_runner.__file__)
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA  # ../shared/data, or the few files of tests/fixtures/data in a clone alone
 SPEECH = sorted((DATA / "speech" / "test").rglob("*.flac"))
 
 
