@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("vqtok.tokenizer", "vqtok.prior")),
     ("the shipped-model registry", ("vqtok.pretrained",)),
     ("helpers", ("vqtok.errors", "vqtok.files", "vqtok.device", "vqtok.version", "vqtok.config", "vqtok.run",
+                 "vqtok.codefile",
                  "vqtok.metrics", "vqtok.losses", "vqtok.plots")),
 ]
 

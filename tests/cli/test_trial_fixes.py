@@ -30,6 +30,22 @@ def test_help_and_models_do_not_import_torch() -> None:
     assert "speech-16k" in out.stdout and "mnist-prior" in out.stdout
 
 
+def test_info_of_a_token_file_does_not_import_torch(tmp_path: Path) -> None:
+    """`vqtok info FILE.npy` reads the token file and its sidecar alone (vqtok/codefile.py): no model, no torch."""
+    from vqtok import load_tokenizer
+
+    tok = load_tokenizer(make_tokenizer(tmp_path / "tok.safetensors"))
+    write_codes(tmp_path / "a.npy", torch.arange(50) % 64, tok, {"kind": "audio", "length": 1000})
+    code = ("import sys; from vqtok.cli import main\n"
+            f"try: main(['info', {str(tmp_path / 'a.npy')!r}])\n"
+            "except SystemExit as e: assert e.code == 0, e.code\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert "shape [50] int16, ids 0..49, 50 of 64 codes used" in out.stdout
+
+
 def test_public_names_still_load_on_first_use() -> None:
     import vqtok
 

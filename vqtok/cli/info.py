@@ -32,7 +32,7 @@ def command(path: Path, as_json: bool) -> None:
       vqtok info 0_george_0.vqz
     """
     from vqtok.cli.card import codes_summary, format_card, format_codes, model_card
-    from vqtok.tokenizer.codes import CODE_SUFFIXES, read_codes
+    from vqtok.codefile import CODE_SUFFIXES, read_arrays  # a token file is read without torch
 
     from vqtok.pretrained import registry
 
@@ -55,7 +55,7 @@ def command(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=1) if as_json else format_vqz(summary))
         return
     if path.suffix in CODE_SUFFIXES:
-        summary = codes_summary(read_codes(path))
+        summary = codes_summary(read_arrays(path))
         click.echo(json.dumps(summary, indent=1) if as_json else format_codes(summary))
         return
     from vqtok.cli.options import open_tokenizer

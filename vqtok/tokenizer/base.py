@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqtok.codefile import LEVEL_NAMES
 from vqtok.tokenizer import speech_level, streaming
 from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.tokenizer.postfilter import sharpen
 from vqtok.tokenizer.heads import DECODER_HEADS, HeadConfig, build_decoder  # noqa: F401 (models build here)
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
-# Level names by level count, top (coarse) first: token files, metrics, priors and the model card use them.
-LEVEL_NAMES = {1: ["codes"], 2: ["top", "bottom"]}
 
 
 def level_names(levels: int) -> list[str]:
