@@ -43,23 +43,33 @@ def build(impl: str, k: int, d: int):
 
         vq = VectorQuantizer(k, d, QuantizerConfig(decay=DECAY)).train()
         steady_state(vq)
-
-        def step(x, g):
-            out = vq(x)
-            (out.quantized * g).sum().add(out.commit_loss).backward()
-
-        return step, lambda n: torch.randn(n, d, requires_grad=True)
+        return vqtok_step(vq), lambda n: torch.randn(n, d, requires_grad=True)
 
     from vector_quantize_pytorch import VectorQuantize
 
     vq = VectorQuantize(dim=d, codebook_size=k, decay=DECAY, kmeans_init=False, rotation_trick=False,
                         commitment_weight=0.25).train()
+    return vqp_step(vq), lambda n: torch.randn(1, n, d, requires_grad=True)
+
+
+def vqtok_step(quantizer):
+    """One training step of a vqtok quantizer: forward, a loss through the STE plus the commitment, backward."""
 
     def step(x, g):
-        quantized, _, loss = vq(x)
+        out = quantizer(x)
+        (out.quantized * g).sum().add(out.commit_loss).backward()
+
+    return step
+
+
+def vqp_step(quantizer):
+    """The same step for a vector-quantize-pytorch VectorQuantize / ResidualVQ ((quantized, codes, loss) out)."""
+
+    def step(x, g):
+        quantized, _, loss = quantizer(x)
         (quantized * g).sum().add(loss.sum()).backward()
 
-    return step, lambda n: torch.randn(1, n, d, requires_grad=True)
+    return step
 
 
 RVQ_STAGES = 8
@@ -85,23 +95,13 @@ def build_rvq(impl: str, k: int, d: int):
         rvq = ResidualVQ(RVQ_STAGES, k, d).train()
         for vq in rvq.stages:
             steady_state(vq)
-
-        def step(x, g):
-            out = rvq(x)
-            (out.quantized * g).sum().add(out.commit_loss).backward()
-
-        return step, lambda n: torch.randn(n, d, requires_grad=True)
+        return vqtok_step(rvq), lambda n: torch.randn(n, d, requires_grad=True)
 
     from vector_quantize_pytorch import ResidualVQ as VqpResidualVQ
 
     rvq = VqpResidualVQ(dim=d, num_quantizers=RVQ_STAGES, codebook_size=k, decay=DECAY, kmeans_init=False,
                         rotation_trick=False, commitment_weight=0.25).train()
-
-    def step(x, g):
-        quantized, _, loss = rvq(x)
-        (quantized * g).sum().add(loss.sum()).backward()
-
-    return step, lambda n: torch.randn(1, n, d, requires_grad=True)
+    return vqp_step(rvq), lambda n: torch.randn(1, n, d, requires_grad=True)
 
 
 def build_fsq(impl: str, k: int, d: int):

@@ -150,7 +150,7 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool 
     rate = int(tok.sample_rate)
     label = Path(path).name if Path(path).is_dir() else Path(path).parent.name or Path(path).stem
 
-    stages = getattr(tok, "codebooks", 1)  # residual stages per frame (arch "stacked"); 1 for a plain VQ
+    stages = tok.codebooks  # residual stages per frame (arch "stacked"); 1 for a plain VQ
     prefixes = [None] if stages == 1 else sorted(set(codebooks or range(1, stages + 1)))
     if any(n is not None and not 1 <= n <= stages for n in prefixes):
         raise VqtokError(f"{path}: --codebooks {codebooks}: this tokenizer has {stages} codebooks")

@@ -42,7 +42,7 @@ class Codec:
 
     def __init__(self, tok, at_level: bool = True, chunk_seconds: float | None = 10.0, batch_size: int = 1,
                  progress: bool = False, codebooks: int | None = None):
-        stages = getattr(tok, "codebooks", 1)
+        stages = tok.codebooks
         if codebooks is not None and not 1 <= codebooks <= stages:
             raise VqtokError(f"codebooks {codebooks}: this tokenizer has {stages} codebook(s) per frame; choose 1.."
                              f"{stages}")

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime", reason="needs onnxruntime (pip install vqtok[onnx]; .ci/run installs it)")
+pytest.importorskip("onnx", reason="needs onnx (pip install vqtok[onnx]; .ci/run installs it)")
 
 from PIL import Image  # noqa: E402
 

@@ -55,7 +55,7 @@ def model_card(tok, path: Path) -> dict[str, Any]:
                     latency_ms={"encode": 1000 * tok.stream_encoder().latency,
                                 "decode": 1000 * tok.stream_decoder().latency,
                                 "decode_no_postfilter": 1000 * tok.stream_decoder(postfilter=False).latency})
-        if getattr(tok, "codebooks", 1) > 1:  # bit/s of every prefix of the residual stages (--codebooks N)
+        if tok.codebooks > 1:  # bit/s of every prefix of the residual stages (--codebooks N)
             card["bitrate_by_codebooks"] = {n: tok.bitrate_at(n) for n in range(1, tok.codebooks + 1)}
     else:
         card["tokens_per_32x32_image"] = sum(math.prod(s) for s in tok.code_shape((32, 32)))

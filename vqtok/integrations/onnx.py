@@ -229,7 +229,7 @@ def metadata(tok, graph: str) -> dict[str, str]:
         "vqtok.tokenizer": json.dumps(summary, sort_keys=True),
         "vqtok.config": json.dumps(to_dict(tok.config), sort_keys=True),
         "vqtok.level_names": json.dumps(level_outputs(tok)),
-        "vqtok.codebooks": json.dumps(getattr(tok, "codebooks", 1)),
+        "vqtok.codebooks": json.dumps(tok.codebooks),
     }
     if tok.dims == 1:
         meta["vqtok.context"] = json.dumps(asdict(tok.context), sort_keys=True)
@@ -301,7 +301,7 @@ def export_onnx(tok, out_dir: str | Path, postfilter_graph: bool = True) -> dict
     example = torch.zeros(2, tok.config.in_channels, *size).uniform_(-0.5, 0.5)
     written: dict[str, Path] = {}
 
-    books = getattr(tok, "codebooks", 1)  # a multi-codebook level's codes are (B, Q, T'); a prefix n <= Q decodes
+    books = tok.codebooks  # a multi-codebook level's codes are (B, Q, T'); a prefix n <= Q decodes
 
     def axes(prefix: str, count: int) -> dict[int, str]:
         first = 2 if books > 1 else 1

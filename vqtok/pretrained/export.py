@@ -184,7 +184,7 @@ def tokenizer_card(tok, recipe, name: str) -> dict[str, Any]:
     if tok.dims == 1:
         card.update(sample_rate=tok.sample_rate, frame_rate=[round(r, 3) for r in tok.frame_rate],
                     bitrate=round(tok.bitrate, 1))
-        if getattr(tok, "codebooks", 1) > 1:  # residual stages per frame; any prefix is a token file
+        if tok.codebooks > 1:  # residual stages per frame; any prefix is a token file
             card.update(codebooks_per_frame=tok.codebooks,
                         bitrate_by_codebooks={n: round(tok.bitrate_at(n), 1) for n in range(1, tok.codebooks + 1)})
     else:

@@ -101,6 +101,9 @@ class Tokenizer(nn.Module):
     fingerprint: str | None = None  # set by save_tokenizer/load_tokenizer: hash of config + weights
     codes_fingerprint: str | None = None  # likewise: hash of config + what makes the codes (all but the decoder)
     same_codes_as: tuple[str, ...] = ()  # fingerprints of earlier versions with these codes (a shipped file's list)
+    # encode_padded(x, fragile_rtol) can mark the frames a batch's float rounding could flip, so batched encoding
+    # re-encodes alone only the windows holding one (streaming.encode_windows_batched); False: every window alone
+    marks_fragile_codes: bool = True
 
     # ------------------------------------------------------------ properties
     @property
@@ -125,6 +128,11 @@ class Tokenizer(nn.Module):
     def codebook_size(self) -> tuple[int, ...]:
         """Codebook size per level, top first."""
         return tuple(c.codebook_size for c in self.level_configs)
+
+    @property
+    def codebooks(self) -> int:
+        """Codes per frame: a multi-codebook tokenizer's residual stages (its codes are (Q, T')), else 1."""
+        return 1
 
     @property
     def downsample(self) -> tuple[int, ...]:

@@ -67,7 +67,7 @@ def tokenizer_summary(tok) -> dict[str, Any]:
     }
     if tok.dims == 1:
         summary["block_frames"] = tok.block_frames
-    if getattr(tok, "codebooks", 1) > 1:  # residual stages per frame; a file may hold a prefix of them
+    if tok.codebooks > 1:  # residual stages per frame; a file may hold a prefix of them
         summary["codebooks"] = tok.codebooks
     return summary
 
@@ -185,7 +185,7 @@ def check_shapes(file: TokenFile, tok) -> None:
         raise VqtokError(f"{file.path}: the sidecar records no input size")
     expected = tok.code_shape(int(size) if tok.dims == 1 else tuple(size))
     got = [tuple(a.shape) for a in file.levels]
-    if getattr(tok, "codebooks", 1) > 1 and len(got[0]) == 2 and 1 <= got[0][0] <= tok.codebooks:
+    if tok.codebooks > 1 and len(got[0]) == 2 and 1 <= got[0][0] <= tok.codebooks:
         expected = [(got[0][0], *expected[0][1:])]  # any prefix of the residual stages decodes
     if got != expected:
         raise VqtokError(f"{file.path}: level shapes {got} do not fit an input of size {size} for this tokenizer "

@@ -80,15 +80,13 @@ class Stacked(Tokenizer):
         out = self._finish(out, size, postfilter)
         return out if batched else out[0]
 
-    def encode_padded(self, x: Tensor,
-                      fragile_rtol: float | None = None) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
-        """(B, 1, T) -> [codes (B, Q, T')]; with fragile_rtol also [(B, T') bool], all True: a residual stage's
-        input moves with every earlier stage's choice, so batched windows are all encoded again alone
-        (streaming.encode_windows_batched) and the codes stay what each clip gets alone."""
-        codes = self.level.encode(self.encoder(x))
-        if fragile_rtol is None:
-            return [codes]
-        return [codes], [torch.ones(codes.shape[0], codes.shape[2], dtype=torch.bool, device=codes.device)]
+    # A residual stage's input moves with every earlier stage's choice: no per-frame bound says which batched codes
+    # are what a clip gets alone, so batched encoding takes each window alone (streaming.encode_windows_batched).
+    marks_fragile_codes = False
+
+    def encode_padded(self, x: Tensor) -> list[Tensor]:
+        """(B, 1, T) -> [codes (B, Q, T')]."""
+        return [self.level.encode(self.encoder(x))]
 
     def decode_padded(self, codes: list[Tensor]) -> Tensor:
         return self.decoder(self.level.decode(codes[0]))

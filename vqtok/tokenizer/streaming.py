@@ -309,6 +309,8 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
     if not windows:
         return []
     device = tok.device
+    if not tok.marks_fragile_codes:  # no way to tell which batched codes are safe: each window alone
+        return [[c[0] for c in tok.encode_padded(w[None].to(device))] for w in windows]
     x, sizes, full = stack_windows(windows, device)
     if len(windows) == 1:  # a batch of one is the alone computation
         return [[c[0] for c in tok.encode_padded(x)]]
@@ -320,11 +322,10 @@ def encode_windows_batched(tok, windows: list[Tensor]) -> list[list[Tensor]]:
         per_level = []
         safe = True
         for c, f in zip(codes, fragile):
-            lead = c.dim() - 1 - len(full)  # axes between batch and space: 1 for (B, Q, T') codes
-            shape = tuple(int(s) * c.shape[1 + lead + a] // full[a] for a, s in enumerate(sizes[i]))
-            spatial = tuple(slice(0, n) for n in shape)
-            per_level.append(c[(i,) + (slice(None),) * lead + spatial])
-            safe = safe and not bool(f[(i,) + spatial].any())
+            shape = tuple(int(s) * c.shape[1 + a] // full[a] for a, s in enumerate(sizes[i]))
+            index = (i,) + tuple(slice(0, n) for n in shape)
+            per_level.append(c[index])
+            safe = safe and not bool(f[index].any())
         if not safe:  # a latent near a cell boundary: the batch's float rounding could move it across
             per_level = [c[0] for c in tok.encode_padded(windows[i][None].to(device))]
         results.append(per_level)

@@ -13,14 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-import soxr
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from vqtok.config import from_dict
+from vqtok.data.audio import AUDIO_EXTENSIONS, list_files, load_audio
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss
 from vqtok.run import Progress, TrainConfig, lr_lambda, write_recipe
@@ -29,7 +27,6 @@ from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tok
 from vqtok.tokenizer.quantizer import QuantizerConfig
 from vqtok.tokenizer.stacked import Stacked
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 STATE_FILE = "state.pt"
 ALIGN = 8  # segments start on multiples of the level's stride, as whole clips do
 
@@ -103,9 +100,9 @@ def stacked_tokenizer(base: Tokenizer, level: LevelConfig, quantizer: QuantizerC
 
 # ------------------------------------------------------------------------------------------- data
 def list_audio(root: Path) -> list[Path]:
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+    files = list_files(root, AUDIO_EXTENSIONS)
     if not files:
-        raise VqtokError(f"{root}: no audio files ({', '.join(AUDIO_EXTS)})")
+        raise VqtokError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     return files
 
 
@@ -117,11 +114,7 @@ def latent_corpus(base: Tokenizer, files: list[Path], stride: int) -> dict[str, 
     hop = base.downsample[0]
     audios, zs, es = [], [], []
     for path in files:
-        wav, sr = sf.read(path, dtype="float32", always_2d=True)
-        wav = wav.mean(1)
-        if sr != base.sample_rate:
-            wav = soxr.resample(wav, sr, base.sample_rate).astype(np.float32)
-        x, _ = base.at_level(wav)
+        x, _ = base.at_level(load_audio(path, base.sample_rate)[0])
         n = len(x) // (hop * stride) * hop * stride
         if n == 0:
             continue
