@@ -155,6 +155,30 @@ def test_latent_trainer_resumes_bit_exact(tmp_path, monkeypatch):
     assert not torch.equal(first.level.decoder.net[0].weight, last.level.decoder.net[0].weight)
 
 
+def test_init_starts_from_a_stacked_tokenizer(tmp_path):
+    from vqtok.errors import VqtokError
+    from vqtok.tokenizer.train_latent import start_from
+
+    base = small_base()
+    save_tokenizer(base, tmp_path / "base.safetensors")
+    torch.manual_seed(1)
+    src = stacked_tokenizer(base, LEVEL, QuantizerConfig(kmeans_iters=1)).train()
+    src(torch.randn(2, 1, 4000) * 0.1)  # k-means init: the codebooks are data, not zeros
+    src.decoder.net[0].weight.data += 1.0  # a decoder that is no longer the base's
+    save_tokenizer(src.eval(), tmp_path / "src.safetensors")
+    torch.manual_seed(2)
+    tok = stacked_tokenizer(base, LEVEL, QuantizerConfig(kmeans_iters=1))
+    start_from(tok, base, str(tmp_path / "src.safetensors"), "base")
+    for (name, a), (_, b) in zip(src.state_dict().items(), tok.state_dict().items()):
+        assert torch.equal(a, b), name
+    other = small_base()
+    next(other.encoder.parameters()).data += 1.0
+    with pytest.raises(VqtokError, match="does not stack on the recipe's base"):
+        start_from(tok, other, str(tmp_path / "src.safetensors"), "base")
+    with pytest.raises(VqtokError, match="is not a stacked tokenizer"):
+        start_from(tok, base, str(tmp_path / "base.safetensors"), "base")
+
+
 def test_latent_recipe_is_strict():
     from vqtok.errors import VqtokError
 
@@ -164,10 +188,12 @@ def test_latent_recipe_is_strict():
         load_latent_recipe({"stages": [{"loss": {"train_decoder": True}}]})
 
 
-def test_shipped_recipe_parses():
-    path = Path(__file__).resolve().parents[2] / "recipes" / "speech_lm16k.yaml"
-    recipe = load_latent_recipe(yaml.safe_load(path.read_text()))
-    assert recipe.level.codebooks == 8 and recipe.base == "speech-16k"
+def test_shipped_recipes_parse():
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    recipe = load_latent_recipe(yaml.safe_load((recipes / "speech_lm16k.yaml").read_text()))
+    assert recipe.level.codebooks == 8 and recipe.base == "speech-16k" and recipe.init is None
+    refine = load_latent_recipe(yaml.safe_load((recipes / "speech_lm16k_refine.yaml").read_text()))
+    assert refine.init == "speech-lm-16k" and refine.level == recipe.level
 
 
 def test_token_files_hold_any_prefix(tmp_path):

@@ -69,10 +69,10 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
     if raw.get("task") == "latent_level":  # its stages are its own (tokenizer/train_latent.py)
         from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
 
-        if init_from or stage is not None or dry_run:
+        if stage is not None or dry_run:
             raise VqtokError("a latent_level recipe names the tokenizer it stacks on as `base` and runs its stages "
-                             "in order; --init-from, --stage and --dry-run do not apply")
-        recipe = load_latent_recipe(raw)
+                             "in order; --stage and --dry-run do not apply")
+        recipe = load_latent_recipe(raw | ({"init": init_from} if init_from else {}))
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
         click.echo(f"done: {run}")

@@ -64,6 +64,9 @@ class LatentLevelRecipe:
     name: str = "latent_level"
     task: str = "latent_level"
     base: str = "speech-16k"  # shipped name or tokenizer file
+    # a stacked tokenizer (shipped name or file) on the same base whose level and decoder the run starts from,
+    # e.g. to refine speech-lm-16k or fit it to your own data; None: a new level from scratch
+    init: str | None = None
     level: LevelConfig = field(default_factory=LevelConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     data: LatentData = field(default_factory=LatentData)
@@ -99,6 +102,21 @@ def stacked_tokenizer(base: Tokenizer, level: LevelConfig, quantizer: QuantizerC
 
 
 # ------------------------------------------------------------------------------------------- data
+def start_from(tok: Stacked, base: Tokenizer, init: str, base_name: str) -> None:
+    """Load the level and decoder of the stacked tokenizer `init` into `tok`; its encoder must be `base`'s."""
+    src = load_tokenizer(init)
+    if not isinstance(src, Stacked):
+        raise VqtokError(f"init: {init} is not a stacked tokenizer (arch '{src.config.arch}')")
+    theirs, ours = src.encoder.state_dict(), base.encoder.state_dict()
+    if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k].float(), ours[k].float()) for k in ours):
+        raise VqtokError(f"init: {init} does not stack on the recipe's base {base_name}")
+    try:
+        tok.level.load_state_dict(src.level.state_dict())
+    except RuntimeError:
+        raise VqtokError(f"init: {init}'s level does not fit the recipe's level and quantizer") from None
+    tok.decoder.load_state_dict(src.decoder.state_dict())
+
+
 def list_audio(root: Path) -> list[Path]:
     files = list_files(root, AUDIO_EXTENSIONS)
     if not files:
@@ -167,9 +185,12 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
     root = Path(recipe.data.root)
     data = corpus(base, root / recipe.data.train_split, run / "cache" / "train.safetensors", stride)
     valid = corpus(base, root / recipe.data.valid_split, run / "cache" / "valid.safetensors", stride)
-    level.mean.copy_(data["e"].mean(1))
-    std = data["e"].std(1)
-    level.std.copy_(std.clamp_min(max(1e-3 * float(std.max()), 1e-8)))  # a channel that never moves: no 0 / 0
+    if recipe.init:
+        start_from(tok, base, recipe.init, recipe.base)
+    else:
+        level.mean.copy_(data["e"].mean(1))
+        std = data["e"].std(1)
+        level.std.copy_(std.clamp_min(max(1e-3 * float(std.max()), 1e-8)))  # a channel that never moves: no 0 / 0
     for p in tok.encoder.parameters():
         p.requires_grad_(False)
     stft = MultiResolutionSTFTLoss(base.sample_rate, fft_sizes=(256, 512, 1024, 2048))
