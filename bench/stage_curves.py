@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from vqtok.pretrained import registry  # noqa: E402
+from vqtok import registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^\|\s*(\d+)\s*\|")

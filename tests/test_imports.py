@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("modalities", ("vqtok.modality",)),
     ("datasets", ("vqtok.data",)),
     ("models", ("vqtok.tokenizer", "vqtok.prior")),
-    ("the shipped-model registry", ("vqtok.pretrained",)),
+    ("the shipped-model registry", ("vqtok.registry", "vqtok.pretrained")),
     ("helpers", ("vqtok.errors", "vqtok.files", "vqtok.device", "vqtok.version", "vqtok.config", "vqtok.run",
                  "vqtok.codefile",
                  "vqtok.metrics", "vqtok.losses", "vqtok.plots")),

@@ -39,7 +39,7 @@ from vqtok.data.audio import RULE_NUM_CLASSES, RULES, list_files
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
 from vqtok.modality import Modality, by_name, modality_of
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.tokenizer.checkpoint import locate_tokenizer, tokenizer_file
 from vqtok.tokenizer.codes import (
     CODE_SUFFIXES,

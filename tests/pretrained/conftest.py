@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from standins import build_standins
 
-import vqtok.pretrained.registry as registry
+import vqtok.registry as registry
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import vqtok
 from testdata import SHARED_DATA
 from vqtok.cli import main
 from vqtok.data import TokenDataset
-from vqtok.pretrained import registry
+from vqtok import registry
 
 SHARED = SHARED_DATA
 SPEECH = SHARED / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"

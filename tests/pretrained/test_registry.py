@@ -8,7 +8,7 @@ from safetensors import safe_open
 
 import vqtok
 from vqtok import VqtokError
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.tokenizer.checkpoint import tokenizer_file
 
 

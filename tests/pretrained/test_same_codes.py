@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import vqtok.pretrained.registry as registry
+import vqtok.registry as registry
 from vqtok import VqtokError
 from vqtok.cli import main as main_cli
 from vqtok.data.tokens import TokenDataset

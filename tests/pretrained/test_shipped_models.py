@@ -10,7 +10,8 @@ import vqtok
 from testdata import SHARED_DATA
 from vqtok.cli.models import format_shipped_card
 from vqtok.config import differences, to_dict
-from vqtok.pretrained import DEFAULT_TOKENIZERS, registry
+from vqtok import registry
+from vqtok.pretrained import DEFAULT_TOKENIZERS
 from vqtok.pretrained.export import parameter_count, prior_recipe_check, recipe_model_config
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
@@ -27,7 +28,7 @@ def check_rebuilds(model: registry.ShippedModel, recipe_file: Path, tmp_path: Pa
     stored = tmp_path / f"{model.name}-stored.yaml"
     stored.write_text(model.recipe)
     for recipe in (recipe_file, stored):
-        if model.kind == "tokenizer":
+        if model.role == "tokenizer":
             tok = vqtok.load_tokenizer(model.path)
             built = vqtok.build_tokenizer(recipe_model_config(recipe))
             built_arch, stored_arch = architecture(to_dict(built.config)), architecture(to_dict(tok.config))

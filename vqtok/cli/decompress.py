@@ -35,7 +35,7 @@ def command(vqz: Path, out: Path, prior: Path | None, force: bool) -> None:
       vqtok decompress mnist_vqz/ -p mnist-prior -o mnist_codes/
     """
     from vqtok.data.audio import list_files
-    from vqtok.pretrained.registry import names
+    from vqtok.registry import names
     from vqtok.prior.coding import SUFFIX, check_prior, decode_files, read_vqz
     from vqtok.prior.generate import load_prior_run
     from vqtok.tokenizer.codes import codes_suffix, sidecar_path, write_codes

@@ -34,7 +34,7 @@ def command(path: Path, as_json: bool) -> None:
     from vqtok.cli.card import codes_summary, format_card, format_codes, model_card
     from vqtok.codefile import CODE_SUFFIXES, read_arrays  # a token file is read without torch
 
-    from vqtok.pretrained import registry
+    from vqtok import registry
 
     shipped = None
     if not path.exists():
@@ -43,7 +43,7 @@ def command(path: Path, as_json: bool) -> None:
             raise VqtokError(f"{path}: no such file, nor a shipped model ({names}); give a tokenizer (.safetensors), "
                              "a codes file (.npy/.npz) or a shipped name")
         shipped = registry.get(str(path))
-        if shipped.kind != "tokenizer":
+        if shipped.role != "tokenizer":
             from vqtok.cli.models import format_shipped_card
 
             click.echo(json.dumps(shipped.card, indent=1) if as_json else format_shipped_card(shipped))

@@ -45,7 +45,7 @@ def format_table(models) -> str:
     rows = [header]
     for m in models:
         c = m.card
-        kind = c.get("kind", m.kind) + (f" ({c['network']} over {c['tokenizer']})" if c.get("tokenizer") else "")
+        kind = c.get("kind", m.role) + (f" ({c['network']} over {c['tokenizer']})" if c.get("tokenizer") else "")
         data = "; ".join(f"{d['name']} ({d['licence']})" for d in c.get("training_data", []))
         rows.append((m.name, kind, _input(c), _codes(c), _rate(c), f"{c.get('parameters', 0) / 1e6:.2f}M",
                      f"{m.megabytes:.1f}", data))
@@ -56,7 +56,7 @@ def format_table(models) -> str:
 def _level(model) -> str:
     """", scaled to L dBFS speech level by vqtok encode" for a tokenizer with a level_db (its config), and the
     postfilter decode ends with, if any; else ""."""
-    from vqtok.pretrained import registry
+    from vqtok import registry
 
     config = json.loads(registry.header(model.path).get("config") or "{}")
     level, post = config.get("level_db"), config.get("postfilter")
@@ -69,7 +69,7 @@ def format_shipped_card(model) -> str:
     """A shipped model's card as aligned `key value` lines."""
     c = model.card
     store = c.get("storage", {})
-    lines = [f"name          {model.name} ({c.get('kind', model.kind)}, {c.get('modality', '?')})",
+    lines = [f"name          {model.name} ({c.get('kind', model.role)}, {c.get('modality', '?')})",
              f"description   {c.get('description', '')}",
              f"input         {_input(c)}" + _level(model)]
     if c.get("kind") == "prior":

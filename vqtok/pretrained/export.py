@@ -47,7 +47,7 @@ import yaml
 from vqtok.config import differences, from_dict, load_yaml, to_dict
 from vqtok.errors import VqtokError
 from vqtok.evaluate import evaluate, iter_recipe
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
 from vqtok.prior.model import DERIVED_FIELDS, NETWORKS

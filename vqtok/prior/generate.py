@@ -11,7 +11,7 @@ from torch import Tensor
 from vqtok.errors import VqtokError
 from vqtok.prior.checkpoint import PRIOR_FILES, check_tokenizer, load_prior, read_prior_metadata
 from vqtok.prior.model import CodePrior
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, load_tokenizer, locate_tokenizer, tokenizer_file
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from vqtok.config import from_dict, to_dict
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.tokenizer.base import Tokenizer, TokenizerConfig
 from vqtok.tokenizer.stacked import Stacked
 from vqtok.tokenizer.vqvae import VQVAE

@@ -49,7 +49,7 @@ from vqtok.codefile import (CODE_SUFFIXES, FORMAT, FORMAT_VERSION, LEVEL_NAMES, 
 from vqtok.codefile import file_sha256 as _file_sha256
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.pretrained import registry
+from vqtok import registry
 from vqtok.tokenizer.checkpoint import load_tokenizer, locate_tokenizer, reads_codes_of
 from vqtok.version import __version__
 

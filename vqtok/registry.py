@@ -1,4 +1,4 @@
-"""The shipped models: name -> safetensors file in this package folder, with the card from its header.
+"""The shipped models: name -> safetensors file in the package's pretrained/ folder, with the card from its header.
 
 A shipped model is one file, ``vqtok/pretrained/NAME.safetensors``, written by
 ``python -m vqtok.pretrained.export`` (see that module). Its name is the file's stem; its header holds the
@@ -14,8 +14,9 @@ run's fp32 file; the card keeps that one as ``storage.source_fingerprint``. The 
 fingerprints of the earlier shipped versions it replaced with the same codes (decoder-only updates), so
 token files made by those decode with it.
 
-This module reads headers only (never weights) and imports nothing else of vqtok but its error type, so
-every layer can ask it "is this a name?" without an import cycle.
+This module reads headers only (never weights) and imports nothing else of vqtok but its error type, so it sits
+on a low floor and every layer above can ask it "is this a name?"; the export tool that writes the files is on
+the top floor (vqtok/pretrained/export.py).
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ from safetensors import SafetensorError, safe_open
 
 from vqtok.errors import VqtokError
 
-MODELS_DIR = Path(__file__).resolve().parent  # the package data; tests point this elsewhere
+MODELS_DIR = Path(__file__).resolve().parent / "pretrained"  # the package data; tests point this elsewhere
 SUFFIX = ".safetensors"
-KINDS = {"vqtok.tokenizer": "tokenizer", "vqtok.prior": "prior"}  # header format -> kind
+# header format -> role; the cards keep the key "kind" for it (`vqtok models --json`, shipped headers)
+ROLES = {"vqtok.tokenizer": "tokenizer", "vqtok.prior": "prior"}
 
 
 @dataclass
 class ShippedModel:
-    """One shipped file: its name, path, kind (tokenizer | prior), fingerprint and card."""
+    """One shipped file: its name, path, role (tokenizer | prior), fingerprint and card."""
 
     name: str
     path: Path
-    kind: str
+    role: str
     fingerprint: str | None
     card: dict[str, Any] = field(default_factory=dict)
     recipe: str = ""  # the YAML text of the training recipe
@@ -61,12 +63,12 @@ def header(path: str | Path) -> dict[str, str]:
         raise VqtokError(f"{path}: unreadable safetensors header ({err})") from None
 
 
-def names(kind: str | None = None) -> list[str]:
-    """Shipped names, sorted; with `kind`, only tokenizers or only priors."""
+def names(role: str | None = None) -> list[str]:
+    """Shipped names, sorted; with `role`, only tokenizers or only priors."""
     if not MODELS_DIR.is_dir():
         return []
     found = sorted(p.stem for p in MODELS_DIR.glob(f"*{SUFFIX}") if not p.name.startswith("."))
-    return found if kind is None else [n for n in found if get(n).kind == kind]
+    return found if role is None else [n for n in found if get(n).role == role]
 
 
 def get(name: str) -> ShippedModel:
@@ -79,9 +81,9 @@ def get(name: str) -> ShippedModel:
         card = json.loads(meta.get("card") or "{}")
     except json.JSONDecodeError:
         raise VqtokError(f"{path}: the shipped model's card is not JSON") from None
-    kind = KINDS.get(meta.get("format", ""), meta.get("format", "?"))
-    fp = meta.get("fingerprint") if kind == "tokenizer" else meta.get("tokenizer_fingerprint")
-    return ShippedModel(name, path, kind, fp, card, meta.get("recipe", ""), meta.get("codes_fingerprint"),
+    role = ROLES.get(meta.get("format", ""), meta.get("format", "?"))
+    fp = meta.get("fingerprint") if role == "tokenizer" else meta.get("tokenizer_fingerprint")
+    return ShippedModel(name, path, role, fp, card, meta.get("recipe", ""), meta.get("codes_fingerprint"),
                         same_codes_as(meta, path))
 
 
@@ -97,33 +99,33 @@ def models() -> list[ShippedModel]:
     return [get(n) for n in names()]
 
 
-def unknown_name(name: str, kind: str | None = None) -> str:
-    shipped = names(kind)
-    what = f"shipped {kind}" if kind else "shipped model"
+def unknown_name(name: str, role: str | None = None) -> str:
+    shipped = names(role)
+    what = f"shipped {role}" if role else "shipped model"
     listing = ", ".join(shipped) if shipped else "none are installed"
     return f"'{name}' is not a {what} name ({listing}); `vqtok models` lists them"
 
 
-def lookup(name_or_path: str | Path, kind: str) -> Path | None:
-    """The shipped file for a name of `kind`, or None when `name_or_path` exists as a path (a path always
+def lookup(name_or_path: str | Path, role: str) -> Path | None:
+    """The shipped file for a name of `role`, or None when `name_or_path` exists as a path (a path always
     wins) or looks like one (has a folder part or a suffix). A bare word that is no shipped name of that
-    kind is an error listing the names."""
+    role is an error listing the names."""
     text = str(name_or_path)
     if Path(text).expanduser().exists() or "/" in text or "\\" in text or Path(text).suffix or not text:
         return None
     if text not in names():
-        raise VqtokError(unknown_name(text, kind))
+        raise VqtokError(unknown_name(text, role))
     model = get(text)
-    if model.kind != kind:
-        raise VqtokError(f"'{text}' is a shipped {model.kind}, not a {kind}; "
-                         f"shipped {kind}s: {', '.join(names(kind)) or 'none'}")
+    if model.role != role:
+        raise VqtokError(f"'{text}' is a shipped {model.role}, not a {role}; "
+                         f"shipped {role}s: {', '.join(names(role)) or 'none'}")
     return model.path
 
 
 def by_fingerprint(fingerprint: str | None, codes_fingerprint: str | None = None) -> ShippedModel | None:
     """The shipped tokenizer with this fingerprint, else the one that replaced it with the same codes (its
     `same_codes_as` lists the fingerprint, or it has this codes fingerprint), if any."""
-    tokenizers = [model for model in models() if model.kind == "tokenizer"]
+    tokenizers = [model for model in models() if model.role == "tokenizer"]
     for model in tokenizers:
         if fingerprint and model.fingerprint == fingerprint:
             return model
