@@ -16,8 +16,8 @@ archive) and `source` (the token file's source record, what its sidecar needs ba
 
 The payload is one range-coded message (`vqtok.prior.arithmetic`). Entries of equal shapes go through the
 prior `batch` at a time (`_batches`); inside a batch every level in turn (top first), every step in raster
-order (for a sequence with EOS, its end as well), and at each step every entry of the batch, each code under
-the frequency table of the prior's logits for it at that step. Encoder and decoder compute those logits
+order (residual codebooks: frame by frame; for a sequence with EOS, its end as well), and at each step every
+entry of the batch, each code under the frequency table of the prior's logits for it at that step. Encoder and decoder compute those logits
 through the same incremental path as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one
 thread, no autocast, and with oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch
 through its own GEMM, so a PixelCNN gives every map bit-identical logits whether it is coded alone or in a
@@ -182,10 +182,10 @@ def _code(priors: list[CodePrior], shapes: list[tuple[int, ...]], classes: list[
             elif top is not None:
                 steps = TransformerSteps(net, b, count, labels, prior._cond_1d(top, count))
             else:
-                if count > net.config.max_len:
+                if count > net.config.max_len and not lay.window:
                     raise VqtokError(f"{count} steps (codes{' + EOS' if lay.eos else ''}) exceed the prior's "
                                      f"max_len={net.config.max_len}; this item is too long for it")
-                steps = TransformerSteps(net, b, count, labels)
+                steps = TransformerSteps(net, b, count, labels, context=lay.context)
             symbols = np.zeros((b, count), dtype=np.int64)
             for t in range(count):
                 logits = steps.next_logits()  # (b, K)
@@ -195,13 +195,14 @@ def _code(priors: list[CodePrior], shapes: list[tuple[int, ...]], classes: list[
             codes = symbols[:, : math.prod(shape)]
             if (codes >= lay.codebook_size).any() or (lay.eos and (symbols[:, -1] != lay.vocab.eos).any()):
                 raise VqtokError("the payload decodes to invalid codes (corrupted, or coded with another prior)")
-            levels.append(codes.reshape(b, *shape))
+            levels.append(np.stack([lay.unflatten(torch.from_numpy(c)).numpy() for c in codes]).reshape(b, *shape))
     return [[level[i] for level in levels] for i in range(b)]
 
 
 def _symbols(prior: CodePrior, codes: np.ndarray) -> np.ndarray:
-    """A level's codes in coding order: raster order, then EOS for a sequence that has one."""
-    flat = np.asarray(codes, dtype=np.int64).reshape(-1)
+    """A level's codes in coding order: raster order (residual codebooks: frame by frame), then EOS for a
+    sequence that has one."""
+    flat = prior.layout.flatten(torch.from_numpy(np.asarray(codes, dtype=np.int64))).numpy().reshape(-1)
     return np.append(flat, prior.layout.vocab.eos) if prior.layout.eos else flat
 
 

@@ -29,7 +29,8 @@ CACHE_VERSION = 1
 class CodeSet:
     """Every item's codes, per level (top first), kept in memory as padded tensors.
 
-    levels[l]: (N, H, W) maps (images) or (N, T_max) sequences zero-padded past lengths[l] (audio).
+    levels[l]: (N, H, W) maps (images) or (N, T_max) sequences zero-padded past lengths[l] (audio; Q residual
+    codebooks interleaved frame by frame, T * Q codes an item).
     lengths[l]: (N,) codes per item (audio; for maps every item has H * W).
     labels: (N,) int64, -1 without a label. sizes: (N,) input samples at the tokenizer's rate (audio) or pixels.
     """
@@ -43,18 +44,31 @@ class CodeSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: list[int] | Tensor) -> dict:
+    def batch(self, index: list[int] | Tensor, windows: list[tuple[int, int] | None] | None = None) -> dict:
         """Items `index` -> {"codes": per level, "lengths": per level, "labels", "sizes"}; sequences are
-        cropped to the longest item of the batch."""
+        cropped to the longest item of the batch. windows[l] = (window, align): level l's sequences longer
+        than `window` codes are cut to a random window of that many starting at a multiple of `align`
+        (training on sequences longer than the prior reads at once; torch's global RNG draws the starts)."""
         index = torch.as_tensor(index, dtype=torch.long)
         codes, lengths = [], []
-        for level, length in zip(self.levels, self.lengths):
+        for lv, (level, length) in enumerate(zip(self.levels, self.lengths)):
             c, n = level[index], length[index]
+            if self.dims == 1 and windows and windows[lv] and int(n.max()) > windows[lv][0]:
+                c, n = random_windows(c, n, *windows[lv])
             if self.dims == 1:
                 c = c[:, : int(n.max())]
             codes.append(c.long())
             lengths.append(n)
         return {"codes": codes, "lengths": lengths, "labels": self.labels[index], "sizes": self.sizes[index]}
+
+
+def random_windows(codes: Tensor, lengths: Tensor, window: int, align: int) -> tuple[Tensor, Tensor]:
+    """(B, T) padded sequences -> (B, window) random windows of them (an item that fits stays whole), lengths."""
+    room = (lengths - window).clamp_min(0) // align  # starts 0, align, ..., room * align
+    starts = (torch.rand(len(lengths)) * (room + 1)).long().clamp_max(room) * align
+    cols = starts[:, None] + torch.arange(window)
+    out = codes.gather(1, cols.clamp_max(codes.shape[1] - 1))
+    return out, (lengths - starts).clamp_max(window)
 
 
 def _dataset(data, split: str, tok):
@@ -157,6 +171,8 @@ def _stack(items: list[list[Tensor]], dims: int, labels: list[int], sizes: list[
             levels.append(torch.stack(codes))
             lengths.append(torch.full((len(codes),), codes[0].numel()))
         else:
+            # residual codebooks (Q, T): the sequence the prior reads, frame by frame (PriorLayout.flatten)
+            codes = [c.t().reshape(-1) if c.dim() == 2 else c for c in codes]
             n = torch.tensor([len(c) for c in codes])
             levels.append(torch.stack([F.pad(c, (0, int(n.max()) - len(c))) for c in codes]))
             lengths.append(n)

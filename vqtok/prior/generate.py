@@ -148,6 +148,6 @@ def codes_source(tok, codes) -> dict:
     if tok.dims == 2:
         size = [int(s) * tok.downsample[-1] for s in last.shape]
         return {"kind": "image", "path": None, "size": size, "channels": tok.config.in_channels}
-    length = int(last.shape[0]) * tok.downsample[-1]
+    length = int(last.shape[-1]) * tok.downsample[-1]  # (T,) or residual codebooks (Q, T)
     return {"kind": "audio", "path": None, "length": length, "sample_rate": tok.sample_rate,
             "duration": length / tok.sample_rate}

@@ -23,7 +23,7 @@ NETWORKS: dict[str, tuple[type[nn.Module], type]] = {
     "transformer": (CausalTransformer, TransformerConfig),
 }
 # Config fields that follow from the tokenizer and the data, never from a recipe.
-DERIVED_FIELDS = ("num_codes", "num_classes", "cond_codes", "cond_ratio", "null_class")
+DERIVED_FIELDS = ("num_codes", "num_classes", "cond_codes", "cond_ratio", "null_class", "codebooks")
 
 
 @dataclass
@@ -37,6 +37,11 @@ class PriorLayout:
       Transformer has its own start token), so neither is ever sampled.
     * A bottom level is conditioned on the top codes (the whole upper map, known when it is sampled):
       2-D through the PixelCNN's spatial conditioning, 1-D with exactly `cond_ratio` codes per top code.
+    * A 1-D level of Q > 1 residual codebooks, (Q, T) per item, is one sequence of T * Q codes interleaved frame
+      by frame (`flatten`); it has no EOS (a token file's shape says its length; samples are drawn to a length).
+    * With `context`, a 1-D sequence longer than the network's max_len is read in windows of max_len codes:
+      the first window predicts its codes from the start, each next one starts max_len - context codes later
+      and predicts the codes after the `context` it re-reads (`windows`). Training reads random windows.
     """
 
     kind: str  # pixelcnn | transformer
@@ -53,11 +58,34 @@ class PriorLayout:
     max_length: int | None = None  # 1-D: longest training sequence (codes, without EOS)
     cond_dropout: float = 0.0  # training labels dropped to the null class (index num_classes) with this probability
     guidance: float = 1.0  # default classifier-free guidance weight when sampling (1: the conditional model)
+    codebooks: int = 1  # 1-D: codes per frame (residual codebooks), interleaved frame by frame
+    window: int | None = None  # 1-D without EOS: codes per window (the network's max_len); None: one window
+    context: int | None = None  # codes each window after the first re-reads (a multiple of codebooks)
 
     @property
     def null_class(self) -> bool:
         """The network has the extra "no class" row of classifier-free guidance (checkpoints before it: no)."""
         return bool(self.num_classes) and self.cond_dropout > 0
+
+    def flatten(self, codes: Tensor) -> Tensor:
+        """One item's codes as the sequence the network reads: (Q, T) -> (T * Q,) frame by frame; (T,) as is."""
+        return rearrange(codes, "q t -> (t q)") if self.codebooks > 1 else codes
+
+    def unflatten(self, seq: Tensor) -> Tensor:
+        """The inverse of `flatten`: (T * Q,) -> (Q, T)."""
+        return rearrange(seq, "(t q) -> q t", q=self.codebooks) if self.codebooks > 1 else seq
+
+    def windows(self, length: int) -> list[tuple[int, int, int]]:
+        """(start, first, stop) of the windows that read a sequence of `length` codes: the window holds codes
+        start..stop-1 and scores first..stop-1 (the others are its context)."""
+        if self.window is None or length <= self.window:
+            return [(0, 0, length)]
+        step = self.window - self.context
+        out = [(0, 0, self.window)]
+        while out[-1][2] < length:
+            start = out[-1][0] + step
+            out.append((start, start + self.context, min(start + self.window, length)))
+        return out
 
     @property
     def vocab(self) -> Vocab:
@@ -75,7 +103,7 @@ def build_network(layout: PriorLayout, config: dict) -> nn.Module:
     derived = {"num_codes": layout.num_outputs, "num_classes": layout.num_classes,
                "cond_codes": layout.cond_codebook_size, "null_class": layout.null_class}
     if layout.kind == "transformer":
-        derived["cond_ratio"] = layout.cond_ratio
+        derived |= {"cond_ratio": layout.cond_ratio, "codebooks": layout.codebooks}
     return cls.from_config(config_cls(**{**config, **derived}))
 
 
@@ -144,6 +172,26 @@ class CodePrior(nn.Module):
         eos = per_token[tokens == self.layout.vocab.eos].sum() if self.layout.eos else per_token.new_zeros(())
         return per_token.sum(), mask.sum(), eos
 
+    def windowed_nll(self, codes: Tensor, lengths: Tensor, labels: Tensor | None = None,
+                     batch_size: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+        """`nll` of whole 1-D sequences (B, T) read in the layout's windows (`PriorLayout.windows`): each code
+        scored once, in the window that scores it, as `vqtok compress` codes it."""
+        lay = self.layout
+        rows = [(i, *w) for i, n in enumerate(lengths.tolist()) for w in lay.windows(int(n))]
+        total, count = codes.new_zeros((), dtype=torch.float32), 0
+        span = lay.window or int(lengths.max())
+        for at in range(0, len(rows), batch_size):
+            part = rows[at : at + batch_size]
+            x = torch.stack([F.pad(codes[i, a:c], (0, span - (c - a))) for i, a, b, c in part])
+            steps = torch.arange(span, device=codes.device)
+            mask = torch.stack([(steps >= b - a) & (steps < c - a) for i, a, b, c in part])
+            rows_labels = None if labels is None else labels[[i for i, *_ in part]]
+            logits = self.logits(x, rows_labels, None).float()
+            per_token = F.cross_entropy(rearrange(logits, "b t k -> b k t"), x, reduction="none")
+            total = total + (per_token * mask).sum()
+            count += int(mask.sum())
+        return total, torch.tensor(count, device=codes.device), total.new_zeros(())
+
     def _cond_1d(self, cond: Tensor, length: int) -> Tensor:
         """Top codes for a 1-D bottom of `length` positions: padded by repeating the last top code if short."""
         need = math.ceil(length / self.layout.cond_ratio)
@@ -160,6 +208,7 @@ class CodePrior(nn.Module):
 
         A bottom prior takes the top codes as `cond` ((n, h, w), or a list of n (T_top,) for 1-D).
         guidance: classifier-free guidance weight (None: the recipe's, `layout.guidance`; 1: none).
+        A sequence without EOS (residual codebooks, windows) has `max_length` codes, whole frames: (Q, T) each.
         """
         lay = self.layout
         guidance = lay.guidance if guidance is None else guidance
@@ -178,6 +227,12 @@ class CodePrior(nn.Module):
                                      top_k, top_p, generator, batch_size=batch_size, guidance=guidance,
                                      cond_lengths=top_lengths)
             return [out.codes[i, : int(m) * lay.cond_ratio].clone() for i, m in enumerate(top_lengths)]
+        if not lay.eos:  # residual codebooks or windows: `max_length` codes (default: one window's worth)
+            length = max_length or lay.window or lay.max_length
+            length -= length % lay.codebooks  # whole frames
+            out = decode_transformer(self.net, n, length, labels, None, temperature, top_k, top_p, generator,
+                                     batch_size=batch_size, guidance=guidance, context=lay.context)
+            return [lay.unflatten(codes.clone()) for codes in out.codes]
         # 1-D with EOS: stop each sequence there (at most max_length codes, one position left for EOS)
         limit = self.net.config.max_len - 1
         max_length = min(limit, max_length or lay.max_length or limit)

@@ -26,6 +26,10 @@ class PriorModelConfig:
     # probability, so the same network also learns the unconditional model
     cond_dropout: float = 0.0
     guidance: float = 1.0  # default weight w of vqtok sample: logits l_u + w (l_c - l_u); 1 = conditional only
+    # audio: read sequences longer than config.max_len in windows of max_len codes, each next window re-reading
+    # this many codes of the last as its context (training cuts random windows); no EOS: token files know their
+    # length, samples are drawn to one. None: every sequence fits one window, and ends with EOS (one codebook)
+    context: int | None = None
     config: dict = field(default_factory=dict)
 
 
@@ -69,6 +73,8 @@ def check_model(model: PriorModelConfig, where: str = "model") -> None:
         raise VqtokError(f"{where}.cond_dropout must be in [0, 1), got {model.cond_dropout}")
     if model.cond_dropout > 0 and not model.class_conditional:
         raise VqtokError(f"{where}.cond_dropout drops the class label: it needs {where}.class_conditional: true")
+    if model.context is not None and not 0 < model.context < model.config.get("max_len", 1024):
+        raise VqtokError(f"{where}.context must be in 1..max_len - 1 (codes a window re-reads), got {model.context}")
     if model.guidance < 0:
         raise VqtokError(f"{where}.guidance must be >= 0, got {model.guidance}")
     if model.guidance != 1.0 and model.cond_dropout <= 0:

@@ -248,8 +248,14 @@ class TransformerSteps:
 
     def __init__(self, model: CausalTransformer, batch: int, length: int, labels: Tensor | None = None,
                  cond: Tensor | None = None, guidance: float = 1.0, use_cache: bool = True,
-                 cond_lengths: Tensor | None = None):
+                 cond_lengths: Tensor | None = None, context: int | None = None):
         self.model, self.guidance = model, guidance
+        # `context`: more codes than max_len are read in windows (PriorLayout.windows); when one is full, the
+        # next starts from the start token and the last `context` codes (one causal pass fills its cache)
+        self.window = min(length, model.config.max_len) if context is not None else length
+        self.context, self.start = context, 0  # start: the current window's first code
+        if context is not None and cond is not None:
+            raise ValueError("windows read a sequence without an upper level (cond=None)")
         self.guided = check_guidance(model, guidance)
         if self.guided:  # (2b, ...): the conditional rows, then the same prefixes under the null class
             labels = with_null(labels, model.config.num_classes)
@@ -257,21 +263,27 @@ class TransformerSteps:
             cond_lengths = None if cond_lengths is None else torch.cat([cond_lengths, cond_lengths])
         rows = 2 * batch if self.guided else batch
         self.labels, self.cond = labels, cond
-        self.cache = model.new_cache(rows, length, labels, cond, cond_lengths) if use_cache else None
+        self.cache = model.new_cache(rows, self.window, labels, cond, cond_lengths) if use_cache else None
         if self.cache is None:
             if cond_lengths is not None:
                 raise ValueError("cond_lengths needs the KV cache (use_cache=True)")
-            model.check_conditioning(labels, cond, length)
+            model.check_conditioning(labels, cond, self.window)
+        self.rows = rows
         self.codes = torch.zeros(rows, length, dtype=torch.long, device=model.tok_emb.weight.device)
         self.pos = 0
 
     def next_logits(self) -> Tensor:
         """Logits (b, K) of the code at the current position, float32."""
         t = self.pos
-        if self.cache is not None:
-            logits = self.model.step(self.codes[:, t - 1] if t > 0 else None, self.cache)  # (rows, K)
+        if t - self.start == self.window:  # the window is full: the next one keeps `context` codes of it
+            self.start = t - self.context
+        if self.cache is None:
+            logits = self.model.next_logits(self.codes[:, self.start : t], self.labels, self.cond)
+        elif self.start > 0 and self.cache.pos == self.window:
+            self.cache = self.model.new_cache(self.rows, self.window, self.labels)
+            logits = self.model.prefill(self.codes[:, self.start : t], self.cache)
         else:
-            logits = self.model.next_logits(self.codes[:, :t], self.labels, self.cond)
+            logits = self.model.step(self.codes[:, t - 1] if t > 0 else None, self.cache)  # (rows, K)
         return mix(logits, self.guidance) if self.guided else logits.float()
 
     def push(self, token: Tensor) -> None:
@@ -304,6 +316,7 @@ def decode_transformer(
     stop: int | None = None,
     banned: Sequence[int] = (),
     cond_lengths: Tensor | None = None,
+    context: int | None = None,
 ) -> Decoded:
     """The Transformer's one decode loop: n sequences of at most `length` codes, left to right.
 
@@ -313,7 +326,7 @@ def decode_transformer(
     sequence that never draws it has `length`. banned: ids never drawn (PAD, BOS). guidance w != 1 runs the
     conditional rows and null-class rows as one batch of 2b through the cache and draws from their mix.
     use_cache=False recomputes the whole prefix at every step (the reference path); both paths consume the
-    RNG identically.
+    RNG identically. context: sequences longer than max_len are drawn in windows (see `TransformerSteps`).
     """
     device = model.tok_emb.weight.device
     labels = _per_sample(labels, n, "labels", device)
@@ -327,7 +340,7 @@ def decode_transformer(
             b = codes.shape[0]
             steps = TransformerSteps(model, b, length, None if labels is None else labels[part],
                                      None if cond is None else cond[part], guidance, use_cache,
-                                     None if cond_lengths is None else cond_lengths[part])
+                                     None if cond_lengths is None else cond_lengths[part], context)
             done = torch.zeros(b, dtype=torch.bool, device=device)
             for t in range(length):
                 logits = steps.next_logits()  # (b, K)

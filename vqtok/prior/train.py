@@ -73,32 +73,41 @@ def build_priors(recipe: PriorRecipe, tok, train: CodeSet) -> dict[str, CodePrio
         if tok.dims == 1 and model.kind != "transformer":
             raise VqtokError("audio codes are sequences of natural lengths: use model.kind transformer")
         codes = train.levels[index]
+        max_len = model.config.get("max_len", 1024)
+        if model.context is not None and (model.context % tok.codebooks or bottom or tok.dims == 2):
+            raise VqtokError(f"model.context reads a 1-D top level in windows that start on frames: it must be a "
+                             f"multiple of the tokenizer's {tok.codebooks} codebooks (got {model.context})")
         layout = PriorLayout(
             kind=model.kind, level=names[index], level_index=index, codebook_size=tok.codebook_size[index],
             dims=tok.dims, shape=list(codes.shape[1:]) if tok.dims == 2 else None,
-            eos=tok.dims == 1 and not bottom,
+            eos=tok.dims == 1 and not bottom and tok.codebooks == 1 and model.context is None,
+            codebooks=tok.codebooks, window=max_len if model.context is not None else None, context=model.context,
             cond_codebook_size=tok.codebook_size[0] if bottom else None,
             cond_ratio=tok.downsample[0] // tok.downsample[index] if bottom else None,
             num_classes=num_classes, class_counts=counts,
             max_length=int(train.lengths[index].max()) if tok.dims == 1 else None,
             cond_dropout=model.cond_dropout, guidance=model.guidance,
         )
-        if layout.eos:
-            need = layout.max_length + 1  # the longest sequence and its EOS
-            max_len = model.config.get("max_len", 1024)
+        if tok.dims == 1 and not layout.window:
+            need = layout.max_length + int(layout.eos)  # the longest sequence (and its EOS)
             if need > max_len:
-                raise VqtokError(f"the longest training sequence needs {need} positions (codes + EOS), more than "
-                                 f"model.config.max_len={max_len}; raise it")
+                raise VqtokError(f"the longest training sequence needs {need} positions, more than "
+                                 f"model.config.max_len={max_len}; raise it, or read it in windows (model.context)")
         priors[names[index]] = CodePrior(layout, dict(model.config))
     return priors
 
 
-def level_loss(prior: CodePrior, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(NLL sum in nats, target count, EOS NLL sum) of one prior on a CodeSet batch."""
+def level_loss(prior: CodePrior, batch: dict, device, whole: bool = False) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor]:
+    """(NLL sum in nats, target count, EOS NLL sum) of one prior on a CodeSet batch; `whole`: sequences longer
+    than the prior's window are read window by window (validation), else they come cut to one (training)."""
     index = prior.layout.level_index
     labels = batch["labels"].to(device) if prior.layout.num_classes else None
+    codes, lengths = batch["codes"][index].to(device), batch["lengths"][index].to(device)
+    if whole and prior.layout.window:
+        return prior.windowed_nll(codes, lengths, labels)
     cond = batch["codes"][0].to(device) if prior.layout.level == "bottom" else None
-    return prior.nll(batch["codes"][index].to(device), labels, cond, batch["lengths"][index].to(device))
+    return prior.nll(codes, labels, cond, lengths)
 
 
 # ---------------------------------------------------------------------- validation
@@ -115,7 +124,7 @@ def evaluate_priors(priors: dict[str, CodePrior], codes: CodeSet, tok, device, p
         batch = codes.batch(list(range(start, min(start + batch_size, len(codes)))))
         for name, prior in priors.items():
             with autocast(device, precision):
-                nll, count, eos = level_loss(prior, batch, device)
+                nll, count, eos = level_loss(prior, batch, device, whole=True)
             sums[name][0] += float(nll)
             sums[name][1] += int(count)
             sums[name][2] += float(eos)
@@ -243,6 +252,10 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
         trainables.load_state_dict(state)
         start, best = int(state["step"]), dict(state.get("best", {}))
     stop = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    windows = [None] * tok.levels  # per level: (window, align) of the training cuts, or None
+    for prior in priors.values():
+        if prior.layout.window:
+            windows[prior.layout.level_index] = (prior.layout.window, prior.layout.codebooks)
     batches = StepBatches(len(train_set), cfg.batch_size, cfg.seed, start, stop)
     if state is not None:
         set_rng_state(state["rng"])
@@ -258,7 +271,7 @@ def train_prior(recipe: PriorRecipe, run: Path, resume: bool = False, stop_after
                   f"{len(valid_set)} validation items")
         try:
             for index in batches:
-                batch = train_set.batch(index)
+                batch = train_set.batch(index, windows)
                 loss, row = 0.0, {}
                 for name, prior in priors.items():
                     with autocast(device, cfg.precision):

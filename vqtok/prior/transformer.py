@@ -28,6 +28,11 @@ from torch import Tensor
 # * class_bias=True also adds a learned class vector at every input position (on top of the class start
 #   token), so every layer sees the class directly instead of only through attention to position 0.
 # * 2D code maps are modelled in raster order: (B, H, W) -> (B, H * W) with rearrange "b h w -> b (h w)".
+# * codebooks=Q > 1 (residual codebooks, several codes per frame) models the codes interleaved frame by frame,
+#   (B, Q, T) -> (B, T * Q) with rearrange "b q t -> b (t q)": code t belongs to codebook t % Q, so each code is
+#   predicted from every earlier frame and the coarser codebooks of its own frame. Every codebook has its own
+#   input embedding (ids code + K * q of one table) and its own output head (rows K * q .. K * q + K - 1 of one
+#   linear layer). A sequence is read from a frame boundary: the start token stands before codebook 0.
 
 
 @dataclass
@@ -47,6 +52,7 @@ class TransformerConfig:
     dropout: float = 0.0
     class_bias: bool = False  # also add a learned class vector at every position (needs num_classes)
     null_class: bool = False  # one more class, index num_classes: the unconditional model (guidance)
+    codebooks: int = 1  # codes interleaved frame by frame from this many codebooks of num_codes each
 
 
 POSITIONS = ("rotary", "learned")
@@ -102,17 +108,18 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, rotary: Rotary | None, start: int, kv: KVPair | None) -> Tensor:
-        """x (B, L, D) at positions start..start+L-1; kv: this layer's cache buffers (then L = 1), updated."""
+        """x (B, L, D) at positions start..start+L-1; kv: this layer's cache buffers, updated (L = 1, or a prefill
+        from position 0)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
         if rotary is not None:
             q, k = rotary(q, start), rotary(k, start)
         length = x.shape[1]
-        if kv is not None:  # incremental decoding feeds one position: it sees every cached key, no mask
+        if kv is not None:  # one new position sees every cached key; a prefill from 0 is an ordinary causal pass
             keys, values = kv
             keys[:, :, start : start + length] = k
             values[:, :, start : start + length] = v
             k, v = keys[:, :, : start + length], values[:, :, : start + length]
-        causal = kv is None and length > 1
+        causal = length > 1  # a full pass, or a cache filled from position 0 (prefill)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
@@ -168,6 +175,7 @@ class CausalTransformer(nn.Module):
         dropout: float = 0.0,
         class_bias: bool = False,
         null_class: bool = False,
+        codebooks: int = 1,
     ):
         super().__init__()
         if positions not in POSITIONS:
@@ -185,11 +193,13 @@ class CausalTransformer(nn.Module):
             raise ValueError("class_bias needs num_classes: it adds a learned vector per class")
         if null_class and not num_classes:
             raise ValueError("null_class needs num_classes: it is the extra class of classifier-free guidance")
+        if codebooks < 1 or (codebooks > 1 and cond_codes):
+            raise ValueError(f"codebooks={codebooks}: at least 1, and interleaved codebooks take no upper level")
         self.config = TransformerConfig(
             num_codes, dim, layers, heads, max_len, num_classes,
-            cond_codes, cond_ratio, cond_layers, positions, dropout, class_bias, null_class,
+            cond_codes, cond_ratio, cond_layers, positions, dropout, class_bias, null_class, codebooks,
         )
-        self.tok_emb = nn.Embedding(num_codes, dim)
+        self.tok_emb = nn.Embedding(num_codes * codebooks, dim)
         if num_classes:
             rows = num_classes + int(null_class)
             self.class_start = nn.Embedding(rows, dim)  # one learned start token per class
@@ -207,7 +217,7 @@ class CausalTransformer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_codes)
+        self.head = nn.Linear(dim, num_codes * codebooks)
         self.apply(self._init_weights)
         for block in self.blocks:  # GPT-2 scaled init of residual projections, 1/sqrt(2 * layers)
             for proj in (block.attn.proj, block.mlp[2]):
@@ -293,6 +303,29 @@ class CausalTransformer(nn.Module):
 
     # --- core ---
 
+    def _embed(self, codes: Tensor, first: int) -> Tensor:
+        """Codes (B, L), of which codes[:, 0] is code number `first` of the sequence -> embeddings (B, L, D)."""
+        q = self.config.codebooks
+        if q > 1:
+            book = (torch.arange(codes.shape[1], device=codes.device) + first) % q
+            codes = codes + self.config.num_codes * book
+        return self.tok_emb(codes)
+
+    def _head(self, x: Tensor, start: int) -> Tensor:
+        """Features (B, L, D) at positions start..start+L-1 -> logits (B, L, K), each under its codebook's head."""
+        q, k = self.config.codebooks, self.config.num_codes
+        if q == 1:
+            return self.head(x)
+        weight, bias = self.head.weight.view(q, k, -1), self.head.bias.view(q, k)
+        if x.shape[1] == 1:
+            return F.linear(x, weight[start % q], bias[start % q])
+        book = (torch.arange(x.shape[1], device=x.device) + start) % q
+        out = x.new_empty(*x.shape[:2], k)
+        for b in range(q):  # one GEMM per codebook rather than all Q * K logits at every position
+            rows = (book == b).nonzero()[:, 0]
+            out[:, rows] = F.linear(x[:, rows], weight[b], bias[b])
+        return out
+
     def _run(self, x: Tensor, start: int, features: Tensor | None, cache: KVCache | None) -> Tensor:
         """Input embeddings (B, L, D) at positions start..start+L-1 -> logits (B, L, K)."""
         length = x.shape[1]
@@ -304,12 +337,12 @@ class CausalTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             kv = (cache.keys[i], cache.values[i]) if cache is not None else None
             x = block(x, self.rotary, start, kv)
-        return self.head(self.norm(x))
+        return self._head(self.norm(x), start)
 
     def _full(self, codes: Tensor, labels: Tensor | None, cond: Tensor | None, length: int) -> Tensor:
         """Full causal pass over the first ``length`` input positions [start, codes...] -> (B, length, K)."""
         self.check_conditioning(labels, cond, length)
-        tokens = self.tok_emb(codes)  # (B, T, D); every code embedded so gradient checks see all of them
+        tokens = self._embed(codes, 0)  # (B, T, D); every code embedded so gradient checks see all of them
         x = torch.cat([self._start(labels, codes.shape[0]), tokens], dim=1)[:, :length]  # input t = code t-1
         return self._run(x, 0, self._features(labels, cond, length), None)
 
@@ -343,6 +376,19 @@ class CausalTransformer(nn.Module):
         values = [param.new_zeros(shape) for _ in self.blocks]
         return KVCache(keys, values, self._start(labels, batch), self._features(labels, cond, length, cond_lengths))
 
+    def prefill(self, codes: Tensor, cache: KVCache) -> Tensor:
+        """Feed the start token and codes (B, L) into an empty cache in one causal pass; returns the logits (B, K)
+        of code number L (as L + 1 calls of `step` would, up to rounding)."""
+        if cache.pos != 0:
+            raise ValueError(f"prefill fills an empty cache; this one is at position {cache.pos}")
+        length = codes.shape[1] + 1
+        if length > cache.capacity:
+            raise ValueError(f"{length} positions exceed the KV cache ({cache.capacity})")
+        x = torch.cat([cache.start, self._embed(codes, 0)], dim=1)
+        logits = self._run(x, 0, cache.cond, cache)[:, -1]
+        cache.pos = length
+        return logits
+
     def step(self, tokens: Tensor | None, cache: KVCache) -> Tensor:
         """Feed one input position and return logits (B, K) for the code at position cache.pos.
 
@@ -354,7 +400,7 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"KV cache is full ({cache.capacity} positions); make a longer one (new_cache)")
         if (tokens is None) != (pos == 0):
             raise ValueError(f"step at position {pos}: tokens=None at position 0 only, previous codes after")
-        x = cache.start if pos == 0 else rearrange(self.tok_emb(tokens), "b d -> b 1 d")  # (B, 1, D)
+        x = cache.start if pos == 0 else self._embed(tokens[:, None], pos - 1)  # (B, 1, D)
         logits = self._run(x, pos, cache.cond, cache)[:, -1]
         cache.pos = pos + 1
         return logits
