@@ -24,7 +24,8 @@ from vqtok.tokenizer import build_tokenizer, nets
 from vqtok.run import StepBatches, lr_lambda
 from vqtok.tokenizer.recipe import DataConfig
 from vqtok.tokenizer.speech_level import level_db
-from vqtok.tokenizer.train import build_datasets, train_tokenizer
+from vqtok.data.build import build_tokenizer_data
+from vqtok.tokenizer.train import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -83,16 +84,16 @@ def test_audio_training_crops_take_the_recipe_level_and_random_gain(tone_folder)
     """data.gain_db reaches every audio training crop, concatenated or not (it once reached concat crops only), and
     data.level_db brings each file to its level first: training, and validation without the random gain."""
     kw = dict(kind="audio", root=str(tone_folder), rule="fsdd", segment_seconds=0.1, valid_items=3)
-    plain_train, plain_valid = build_datasets(DataConfig(**kw), 8000)
+    plain_train, plain_valid = build_tokenizer_data(DataConfig(**kw), 8000)
     for concat in (False, True):
-        train, _ = build_datasets(DataConfig(**kw, concat=concat, gain_db=6.0), 8000)
+        train, _ = build_tokenizer_data(DataConfig(**kw, concat=concat, gain_db=6.0), 8000)
         torch.manual_seed(1)
         a = train[0]["x"]
         torch.manual_seed(1)
         b = (train.base if hasattr(train, "base") else train)[0]["x"]
         ratio = (a[b != 0] / b[b != 0])
         assert torch.allclose(ratio, ratio[0]) and abs(20 * torch.log10(ratio[0]).item()) > 0.01
-    train, valid = build_datasets(DataConfig(**kw, level_db=-30.0), 8000)
+    train, valid = build_tokenizer_data(DataConfig(**kw, level_db=-30.0), 8000)
     for i in range(len(train)):
         assert level_db(train.clip(i), 8000) == pytest.approx(-30.0, abs=1e-3)
         assert level_db(plain_train.clip(i), 8000) > -20  # the tones as stored are louder

@@ -1,10 +1,9 @@
 """Round-trip evaluation of a tokenizer on a folder or a recipe's validation set (`vqtok eval`).
 
-Audio: SI-SNR and log-mel distance per clip (means reported); STOI and narrow-band PESQ on "strings"
-(consecutive clips joined with 0.1 s of silence until at least `STRING_SECONDS` long, since both
-metrics need a few seconds of speech, the same idea as the digit strings of bench/speech_protocol.py). Images: MSE
-and PSNR per image (pixels in [0, 1]). Both: codebook usage, perplexity and entropy per level over all
-codes, and bitrate (bit/s for audio, bits per image for images).
+What is scored is the modality's (modality.py): for audio SI-SNR and log-mel distance per clip (means reported),
+STOI and narrow-band PESQ on "strings" of clips (`modality.speech_strings`); for images MSE and PSNR per image
+(pixels in [0, 1]). All: codebook usage, perplexity and entropy per level over all codes, and bitrate (bit/s for
+audio, bits per image for images).
 """
 
 from __future__ import annotations
@@ -26,9 +25,6 @@ from vqtok.errors import VqtokError
 from vqtok.modality import modality_of
 from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer.train_latent import load_latent_recipe
-
-STRING_SECONDS = 3.0
-GAP_SECONDS = 0.1
 
 
 def iter_folder(tok, folder: Path, max_items: int | None) -> Iterator[tuple[str, np.ndarray]]:
@@ -61,25 +57,6 @@ def iter_recipe(tok, recipe_path: Path, max_items: int | None) -> Iterator[tuple
         else:
             name = str(dataset.files[i]) if hasattr(dataset, "files") else f"{data.kind} test #{i}"
             yield name, dataset[i]["x"].numpy()
-
-
-def _strings(pairs: list[tuple[np.ndarray, np.ndarray]], rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Join consecutive (reference, estimate) clips with silence into pairs of strings >= STRING_SECONDS."""
-    gap = np.zeros(int(GAP_SECONDS * rate), np.float32)
-    out, refs, ests, length = [], [], [], 0
-    for ref, est in pairs:
-        refs += [ref, gap]
-        ests += [est, gap]
-        length += len(ref) + len(gap)
-        if length >= STRING_SECONDS * rate:
-            out.append((np.concatenate(refs), np.concatenate(ests)))
-            refs, ests, length = [], [], 0
-    if refs:
-        if out:  # a short remainder joins the last string rather than be scored alone
-            r, e = out.pop()
-            refs, ests = [r] + refs, [e] + ests
-        out.append((np.concatenate(refs), np.concatenate(ests)))
-    return out
 
 
 def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = True, with_stoi: bool = True,
@@ -125,29 +102,10 @@ def evaluate(tok, items: Iterator[tuple[str, np.ndarray]], with_pesq: bool = Tru
     for name, values in per_item.items():
         finite = [v for v in values if math.isfinite(v)]
         result["metrics"][name] = float(np.mean(finite)) if finite else float("inf")
-    if tok.dims == 1:
-        strings = _strings(pairs, tok.sample_rate)
-        for name, fn, wanted in (("stoi", metrics.stoi, with_stoi), ("pesq_nb", metrics.pesq_nb, with_pesq)):
-            if not wanted:
-                continue
-            values, errors = [], []
-            for ref, est in strings:
-                try:
-                    values.append(fn(est, ref, tok.sample_rate))
-                except VqtokError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - pesq raises its own types on silent strings
-                    errors.append(type(err).__name__)
-            if values:
-                result["metrics"][name] = float(np.mean(values))
-            if errors:
-                result["skipped"][name] = f"{len(errors)} of {len(strings)} strings ({errors[0]})"
-        seconds = sum(len(x) for x, _ in pairs) / tok.sample_rate
-        result["seconds"] = seconds
-        result["bitrate"] = bits / seconds  # bit/s of the codes actually produced (padding included)
-        result["nominal_bitrate"] = tok.bitrate
-    else:
-        result["bits_per_image"] = bits / count
+    extra = codec.modality.summary(tok, pairs, bits, count, with_stoi, with_pesq)
+    result["metrics"].update(extra.pop("metrics", {}))
+    result["skipped"].update(extra.pop("skipped", {}))
+    result.update(extra)
     names = tok.level_names
     result["levels"] = []
     for name, arrays, k in zip(names, codes_per_level, tok.codebook_size):

@@ -77,6 +77,7 @@ class Modality:
     decoded_suffix: str = ""  # what `vqtok decode` writes
     default_model: str | None = None  # the shipped tokenizer `vqtok encode` takes without -m
     best_metric: str = ""  # the validation metric a training run keeps its best checkpoint by (lower is better)
+    axes: tuple[str, ...] = ()  # names of an input's spatial axes, after its channels (ONNX graphs name them)
 
     def matches(self, config) -> bool:
         """Whether a tokenizer of this config takes this kind of input."""
@@ -93,6 +94,11 @@ class Modality:
     def read(self, tok, path: Path) -> np.ndarray:
         """A file whole, as `tok` takes it and as a reconstruction is scored against (`vqtok eval`)."""
         raise NotImplementedError
+
+    def trace_size(self, tok) -> list[int]:
+        """A spatial input size to trace a tokenizer's graphs with (integrations/onnx.py): odd, so padding is
+        traced too."""
+        raise VqtokError(f"no ONNX export for {self.name} tokenizers")
 
     def encode(self, codec: Codec, items: Sequence[Prepared]) -> list:
         """Codes per item, each exactly what it gives alone (default: `Tokenizer.encode_batch`)."""
@@ -112,6 +118,34 @@ class Modality:
     def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
         """Per-item quality of a reconstruction `y` of `x` (`vqtok eval`)."""
         return {"mse": metrics.mse(y, x)}
+
+    def summary(self, tok, pairs: list[tuple[np.ndarray, np.ndarray]], bits: float, count: int,
+                with_stoi: bool, with_pesq: bool) -> dict[str, Any]:
+        """What `vqtok eval` adds over all (input, reconstruction) `pairs` to the means of `scores`, given the bits
+        of their codes: more "metrics", "skipped" ones with the reason, and the rate (for audio, bit/s)."""
+        return {}
+
+    # ---------------------------------------------------------- cards (vqtok info, vqtok export)
+    def card(self, tok) -> dict[str, Any]:
+        """What a tokenizer's model card (`vqtok info`) adds for this kind of input: rates, sizes, context."""
+        return {}
+
+    def card_lines(self, card: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """The card's lines of this kind: those shown after the parameter count, and those after the levels."""
+        return [], []
+
+    def shipped_card(self, tok, data) -> dict[str, Any]:
+        """A shipped tokenizer's card fields of this kind (pretrained/export.py), `data` its recipe's data section."""
+        return {}
+
+    # ---------------------------------------------------------- sampling (vqtok sample)
+    def sample_files(self, out: Path | None, names: list[str]) -> list[Path]:
+        """The files `vqtok sample` writes for samples `names`, given its -o (None: the default)."""
+        raise VqtokError(f"vqtok sample writes no {self.name} samples")
+
+    def write_samples(self, files: list[Path], decoded, tok, titles: list[str], nrow: int | None) -> str:
+        """Decoded samples (prior/generate.decode_codes) written to `files`; returns a line saying what was."""
+        raise NotImplementedError
 
     # ---------------------------------------------------------- training (tokenizer/train.py)
     def reconstruction_loss(self, config, weights) -> nn.Module:
@@ -140,6 +174,7 @@ class Audio(Modality):
     decoded_suffix = ".wav"
     default_model = "speech-16k"
     best_metric = "mel_distance"
+    axes = ("time",)
 
     def matches(self, config) -> bool:
         return config.dims == 1 and config.sample_rate is not None
@@ -164,6 +199,9 @@ class Audio(Modality):
 
     def read(self, tok, path: Path) -> np.ndarray:
         return AudioStream(path, tok.sample_rate).read()  # (T,) mono at the tokenizer's rate, at its own level
+
+    def trace_size(self, tok) -> list[int]:
+        return [2 * tok.block_frames * tok.hop // 8 + 3]
 
     def prepare(self, codec: Codec, x: np.ndarray | torch.Tensor) -> Prepared:
         audio = codec.tok._mono(x).numpy()
@@ -243,6 +281,95 @@ class Audio(Modality):
     def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
         return {"si_snr": metrics.si_snr(y, x), "log_mel_distance": metrics.log_mel_distance(y, x, tok.sample_rate)}
 
+    def summary(self, tok, pairs: list[tuple[np.ndarray, np.ndarray]], bits: float, count: int,
+                with_stoi: bool, with_pesq: bool) -> dict[str, Any]:
+        found: dict[str, Any] = {"metrics": {}, "skipped": {}}
+        strings = speech_strings(pairs, tok.sample_rate)
+        for name, fn, wanted in (("stoi", metrics.stoi, with_stoi), ("pesq_nb", metrics.pesq_nb, with_pesq)):
+            if not wanted:
+                continue
+            values, errors = [], []
+            for ref, est in strings:
+                try:
+                    values.append(fn(est, ref, tok.sample_rate))
+                except VqtokError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - pesq raises its own types on silent strings
+                    errors.append(type(err).__name__)
+            if values:
+                found["metrics"][name] = float(np.mean(values))
+            if errors:
+                found["skipped"][name] = f"{len(errors)} of {len(strings)} strings ({errors[0]})"
+        seconds = sum(len(x) for x, _ in pairs) / tok.sample_rate
+        found["seconds"] = seconds
+        found["bitrate"] = bits / seconds  # bit/s of the codes actually produced (padding included)
+        found["nominal_bitrate"] = tok.bitrate
+        return found
+
+    def card(self, tok) -> dict[str, Any]:
+        ctx = tok.context
+        frame_rates = [tok.sample_rate / down for down in tok.downsample]
+        card: dict[str, Any] = dict(
+            sample_rate=tok.sample_rate, hop=tok.hop, level_db=tok.level_db, postfilter=tok.postfilter,
+            tokens_per_second=sum(rate * cfg.codebooks for rate, cfg in zip(frame_rates, tok.level_configs)) or None,
+            bitrate=tok.bitrate,
+            receptive_field={"encode_samples": [ctx.encode_left, ctx.encode_right],
+                             "decode_hops": [ctx.decode_left, ctx.decode_right]},
+            block_frames=tok.block_frames,
+            # live coding (stream.py): right context plus one hop, the decoder's plus the postfilter window
+            latency_ms={"encode": 1000 * tok.stream_encoder().latency,
+                        "decode": 1000 * tok.stream_decoder().latency,
+                        "decode_no_postfilter": 1000 * tok.stream_decoder(postfilter=False).latency})
+        if tok.codebooks > 1:  # bit/s of every prefix of the residual stages (--codebooks N)
+            card["bitrate_by_codebooks"] = {n: tok.bitrate_at(n) for n in range(1, tok.codebooks + 1)}
+        return card
+
+    def card_lines(self, card: dict[str, Any]) -> tuple[list[str], list[str]]:
+        head = [f"sample rate   {card['sample_rate']} Hz (hop {card['hop']} samples)"]
+        if card.get("level_db") is not None:
+            head.append(f"input level   {card['level_db']:g} dBFS: vqtok encode scales speech to it (gated RMS), "
+                        "the token file keeps the gain for decode")
+        if card.get("postfilter") is not None:
+            head.append(f"postfilter    spectral sharpening, exponent {card['postfilter']:g}: decode ends with it "
+                        "(--no-postfilter: not)")
+        tail = [f"tokens/s      {card['tokens_per_second']:g}", f"bitrate       {card['bitrate']:.1f} bit/s"]
+        if "bitrate_by_codebooks" in card:
+            tail.append("by codebooks  " + ", ".join(f"{n}: {b / 1000:g} kbit/s"
+                                                     for n, b in card["bitrate_by_codebooks"].items())
+                        + " (vqtok encode --codebooks N)")
+        rf = card["receptive_field"]
+        tail.append(f"context       encoder {rf['encode_samples'][0]}+{rf['encode_samples'][1]} samples, "
+                    f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; blocks of {card['block_frames']} hops")
+        lat = card["latency_ms"]
+        post = (f" ({lat['decode_no_postfilter']:.1f} ms without the postfilter)"
+                if card.get("postfilter") is not None else "")
+        tail.append(f"latency       streaming: encode {lat['encode']:.1f} ms, decode {lat['decode']:.1f} ms{post} "
+                    "(right context + one hop)")
+        return head, tail
+
+    def shipped_card(self, tok, data) -> dict[str, Any]:
+        card: dict[str, Any] = dict(sample_rate=tok.sample_rate, frame_rate=[round(r, 3) for r in tok.frame_rate],
+                                    bitrate=round(tok.bitrate, 1))
+        if tok.codebooks > 1:  # residual stages per frame; any prefix is a token file
+            card.update(codebooks_per_frame=tok.codebooks,
+                        bitrate_by_codebooks={n: round(tok.bitrate_at(n), 1) for n in range(1, tok.codebooks + 1)})
+        return card
+
+    def sample_files(self, out: Path | None, names: list[str]) -> list[Path]:
+        out = Path("samples") if out is None else out
+        if out.suffix:
+            raise VqtokError(f"{out}: audio samples are written as WAV files into a folder; give -o DIR")
+        return [out / f"{name}.wav" for name in names] + [out / "spectrograms.png"]
+
+    def write_samples(self, files: list[Path], decoded, tok, titles: list[str], nrow: int | None) -> str:
+        out = files[-1].parent
+        out.mkdir(parents=True, exist_ok=True)
+        for path, wave in zip(files, decoded):
+            write_wav(path, wave, tok.sample_rate)
+        seconds = sum(len(w) for w in decoded) / tok.sample_rate
+        shown = min(len(decoded), 16)  # a picture of the first 16, to look at before listening
+        save_spectrograms(list(decoded[:shown]), tok.sample_rate, titles[:shown], files[-1])
+        return f"wrote {len(decoded)} WAV files ({seconds:.1f} s) and {files[-1].name} to {out}"
 
     def reconstruction_loss(self, config, weights) -> nn.Module:
         return WaveformLoss(config.sample_rate, weights)
@@ -269,6 +396,31 @@ class Audio(Modality):
         save_spectrograms(clips, model.sample_rate, titles, folder / f"step{step:07d}.png")
 
 
+# STOI and PESQ need a few seconds of speech: `vqtok eval` scores consecutive clips joined with GAP_SECONDS of
+# silence into strings of at least STRING_SECONDS (the idea of bench/speech_protocol.py's digit strings).
+STRING_SECONDS = 3.0
+GAP_SECONDS = 0.1
+
+
+def speech_strings(pairs: list[tuple[np.ndarray, np.ndarray]], rate: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Join consecutive (reference, estimate) clips with silence into pairs of strings >= STRING_SECONDS."""
+    gap = np.zeros(int(GAP_SECONDS * rate), np.float32)
+    out, refs, ests, length = [], [], [], 0
+    for ref, est in pairs:
+        refs += [ref, gap]
+        ests += [est, gap]
+        length += len(ref) + len(gap)
+        if length >= STRING_SECONDS * rate:
+            out.append((np.concatenate(refs), np.concatenate(ests)))
+            refs, ests, length = [], [], 0
+    if refs:
+        if out:  # a short remainder joins the last string rather than be scored alone
+            r, e = out.pop()
+            refs, ests = [r] + refs, [e] + ests
+        out.append((np.concatenate(refs), np.concatenate(ests)))
+    return out
+
+
 # Image channel counts by name, as `image_channels` reads them from a file's header.
 _CHANNEL_NAMES = {1: "grey", 3: "RGB"}
 
@@ -281,9 +433,13 @@ class Image(Modality):
     decoded_suffix = ".png"
     default_model = "mnist"
     best_metric = "mse"
+    axes = ("height", "width")
 
     def matches(self, config) -> bool:
         return config.dims == 2
+
+    def trace_size(self, tok) -> list[int]:
+        return [4 * tok.hop + 3, 5 * tok.hop + 1]
 
     def open(self, codec: Codec, path: Path) -> Prepared:
         tok = codec.tok
@@ -319,6 +475,34 @@ class Image(Modality):
 
     def scores(self, y: np.ndarray, x: np.ndarray, tok) -> dict[str, float]:
         return {"mse": metrics.mse(y, x), "psnr": metrics.psnr(np.clip(y, 0, 1), x)}
+
+    def summary(self, tok, pairs: list[tuple[np.ndarray, np.ndarray]], bits: float, count: int,
+                with_stoi: bool, with_pesq: bool) -> dict[str, Any]:
+        return {"bits_per_image": bits / count}
+
+    def card(self, tok) -> dict[str, Any]:
+        return {"tokens_per_32x32_image": sum(math.prod(s) for s in tok.code_shape((32, 32)))}
+
+    def card_lines(self, card: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return [], [f"tokens        {card['tokens_per_32x32_image']} per 32x32 image"]
+
+    def shipped_card(self, tok, data) -> dict[str, Any]:
+        side = data.pad_to or 28
+        size = list(data.image_size) if data.kind == "images" and data.image_size else [side, side]
+        shapes = tok.code_shape(tuple(size))
+        return dict(image_size=size, code_shape=[list(s) for s in shapes],
+                    bits_per_image=round(sum(math.prod(s) * math.log2(k) for s, k in zip(shapes, tok.codebook_size)),
+                                         1))
+
+    def sample_files(self, out: Path | None, names: list[str]) -> list[Path]:
+        out = Path("samples.png") if out is None else out
+        return [out if out.suffix.lower() == ".png" else out / "samples.png"]
+
+    def write_samples(self, files: list[Path], decoded, tok, titles: list[str], nrow: int | None) -> str:
+        grid = files[0]
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image_grid(decoded, nrow=nrow or 8), grid)
+        return f"wrote {grid} ({len(decoded)} samples)"
 
     def validation_metrics(self, means: dict[str, float]) -> dict[str, float]:
         return {"psnr": 10 * math.log10(1.0 / max(means["mse"], 1e-12))}

@@ -31,7 +31,7 @@ def command(path: Path, as_json: bool) -> None:
       vqtok info runs/mnist/tokenizer.safetensors --json
       vqtok info 0_george_0.vqz
     """
-    from vqtok.cli.card import codes_summary, format_card, format_codes, model_card
+    from vqtok.cli.codes_card import codes_summary, format_codes
     from vqtok.codefile import CODE_SUFFIXES, read_arrays  # a token file is read without torch
 
     from vqtok import registry
@@ -58,6 +58,7 @@ def command(path: Path, as_json: bool) -> None:
         summary = codes_summary(read_arrays(path))
         click.echo(json.dumps(summary, indent=1) if as_json else format_codes(summary))
         return
+    from vqtok.cli.card import format_card, model_card
     from vqtok.cli.options import open_tokenizer
 
     tok, tok_path = open_tokenizer(path, "cpu")

@@ -72,14 +72,14 @@ def format_shipped_card(model) -> str:
     lines = [f"name          {model.name} ({c.get('kind', model.role)}, {c.get('modality', '?')})",
              f"description   {c.get('description', '')}",
              f"input         {_input(c)}" + _level(model)]
-    if c.get("kind") == "prior":
+    if model.role == "prior":
         classes = f", {c['classes']} classes" if c.get("classes") else ""
         lines.append(f"models        codes of the shipped tokenizer {c.get('tokenizer')} ({model.fingerprint}; "
                      f"{c.get('network')}{classes})")
     lines += [f"codes         {_codes(c)}",
               f"bitrate       {_rate(c) or '-'}",
               f"parameters    {c.get('parameters', 0):,} ({store.get('dtype', '?')} storage, {model.megabytes:.2f} MB)"]
-    if c.get("kind") != "prior":
+    if model.role != "prior":
         lines += [f"fingerprint   {model.fingerprint}" + (f" (trained as {store['source_fingerprint']})"
                                                        if store.get("source_fingerprint") not in (None, model.fingerprint)
                                                        else "")]

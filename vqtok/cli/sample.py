@@ -58,7 +58,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     import torch
 
     from vqtok.device import pick_device
-    from vqtok.data.audio import write_wav
+    from vqtok.modality import modality_of
     from vqtok.prior.generate import (codes_source, decode_codes, draw_labels, load_prior_run, per_sample,
                                       sample_codes)
     from vqtok.tokenizer.codes import codes_suffix, write_codes
@@ -67,17 +67,10 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     if not prior.exists() and ("/" in str(prior) or prior.suffix):
         raise VqtokError(f"{prior}: no such prior; give a prior run folder, a prior .safetensors or a shipped name")
     priors, tok, _ = load_prior_run(prior, tokenizer, pick_device(device))
-    images = tok.dims == 2
-    if out is None:
-        out = Path("samples.png") if images else Path("samples")
-    if images:
-        grid = out if out.suffix.lower() == ".png" else out / "samples.png"
-        targets = [grid]
-    else:
-        if out.suffix:
-            raise VqtokError(f"{out}: audio samples are written as WAV files into a folder; give -o DIR")
-        targets = [out / f"sample_{i:03d}.wav" for i in range(n)] + [out / "spectrograms.png"]
+    modality = modality_of(tok.config)
     names = [f"sample_{i:03d}" for i in range(n)]
+    files = modality.sample_files(out, names)
+    targets = list(files)
     if codes_dir is not None:
         targets += [codes_dir / (name + codes_suffix(tok.levels)) for name in names]
     existing = [t for t in targets if t.exists()]
@@ -88,23 +81,8 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
     labels = draw_labels(priors[0], n, label, gen)
     levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen, guidance=guidance)
     decoded = decode_codes(tok, levels)
-    if images:
-        from vqtok.plots import image_grid, save_png
-
-        grid.parent.mkdir(parents=True, exist_ok=True)
-        save_png(image_grid(decoded, nrow=nrow or 8), grid)
-        click.echo(f"wrote {grid} ({n} samples)", err=True)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        for path, wave in zip(targets, decoded):
-            write_wav(path, wave, tok.sample_rate)
-        seconds = sum(len(w) for w in decoded) / tok.sample_rate
-        from vqtok.plots import save_spectrograms
-
-        shown = min(n, 16)  # a picture of the first 16, to look at before listening
-        titles = [names[i] + ("" if labels is None else f" (label {int(labels[i])})") for i in range(shown)]
-        save_spectrograms(list(decoded[:shown]), tok.sample_rate, titles, out / "spectrograms.png")
-        click.echo(f"wrote {n} WAV files ({seconds:.1f} s) and spectrograms.png to {out}", err=True)
+    titles = [name + ("" if labels is None else f" (label {int(labels[i])})") for i, name in enumerate(names)]
+    click.echo(modality.write_samples(files, decoded, tok, titles, nrow), err=True)
     if codes_dir is not None:
         codes_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(names):

@@ -1,13 +1,14 @@
-"""One dataset builder: the data section both recipe schemas embed (DataSource) and a kind -> builder table."""
+"""One dataset builder: the data section both recipe schemas embed (DataSource), a kind -> builder table, and a
+tokenizer run's train and validation sets."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from vqtok.data.audio import AudioFolder
+from vqtok.data.audio import AudioFolder, ConcatClips, RandomGain
 from vqtok.data.images import ImageFolder
 from vqtok.data.mnist import MNIST
 from vqtok.data.tokens import TokenDataset
@@ -67,6 +68,23 @@ def build_dataset(source: DataSource, split: str, sample_rate: int | None = None
     if source.level_db is not None and source.kind != "audio":
         raise VqtokError(f"data.level_db is for audio; data.kind is '{source.kind}'")
     return BUILDERS[source.kind](source, split, sample_rate, crop_seconds)
+
+
+def build_tokenizer_data(data, sample_rate: int | None) -> tuple[Dataset, Dataset]:
+    """(train, validation) datasets of a tokenizer recipe's data section (tokenizer/recipe.py's DataConfig, a
+    DataSource with crops, augmentation and a validation size); validation is fixed and deterministic."""
+    if data.kind == "codes":
+        raise VqtokError("data.kind 'codes' (encoded files) trains priors; a tokenizer needs mnist, audio or images")
+    train = build_dataset(data, "train", sample_rate, crop_seconds=data.segment_seconds)
+    if data.concat and data.kind == "audio":
+        train = ConcatClips(train, data.max_gap_seconds)
+    if data.gain_db > 0 and data.kind == "audio":
+        train = RandomGain(train, data.gain_db)
+    # Whole validation clips, padded per batch by `collate` (the mask keeps padding out).
+    valid = build_dataset(data, "test", sample_rate)
+    if len(valid) > data.valid_items:
+        valid = Subset(valid, range(data.valid_items))
+    return train, valid
 
 
 def check_dims(source: DataSource, dims: int) -> None:

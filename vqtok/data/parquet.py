@@ -79,7 +79,7 @@ def dataset_metadata(tokenizer: dict[str, Any]) -> dict[str, Any]:
     plus its location)."""
     sizes = [int(k) for k in tokenizer["codebook_size"]]
     rate = tokenizer.get("sample_rate")
-    frame_rate = [rate / d for d in tokenizer["downsample"]] if tokenizer.get("dims") == 1 and rate else None
+    frame_rate = [rate / d for d in tokenizer["downsample"]] if rate else None  # audio alone has a rate
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "vqtok_version": __version__,
             "tokenizer": tokenizer, "levels": LEVEL_NAMES[len(sizes)], "frame_rate": frame_rate,
             "vocabulary": {"codebook_size": sizes}}

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from vqtok.config import to_dict
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.modality import modality_of
 from vqtok.tokenizer import nets
 from vqtok.tokenizer.codes import tokenizer_location, tokenizer_summary
 from vqtok.tokenizer.heads import IstftDecoder
@@ -231,7 +232,7 @@ def metadata(tok, graph: str) -> dict[str, str]:
         "vqtok.level_names": json.dumps(level_outputs(tok)),
         "vqtok.codebooks": json.dumps(tok.codebooks),
     }
-    if tok.dims == 1:
+    if tok.sample_rate is not None:  # audio: what block-wise and live coding need
         meta["vqtok.context"] = json.dumps(asdict(tok.context), sort_keys=True)
         meta["vqtok.level_db"] = json.dumps(tok.level_db)
         meta["vqtok.postfilter"] = json.dumps(tok.postfilter)
@@ -296,9 +297,9 @@ def export_onnx(tok, out_dir: str | Path, postfilter_graph: bool = True) -> dict
         raise VqtokError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     model = exportable_copy(tok)
     names = level_outputs(tok)
-    spatial = ["time"] if tok.dims == 1 else ["height", "width"]
-    size = [2 * tok.block_frames * tok.hop // 8 + 3] if tok.dims == 1 else [4 * tok.hop + 3, 5 * tok.hop + 1]
-    example = torch.zeros(2, tok.config.in_channels, *size).uniform_(-0.5, 0.5)
+    modality = modality_of(tok.config)
+    spatial = list(modality.axes)
+    example = torch.zeros(2, tok.config.in_channels, *modality.trace_size(tok)).uniform_(-0.5, 0.5)
     written: dict[str, Path] = {}
 
     books = tok.codebooks  # a multi-codebook level's codes are (B, Q, T'); a prefix n <= Q decodes
@@ -324,7 +325,7 @@ def export_onnx(tok, out_dir: str | Path, postfilter_graph: bool = True) -> dict
              "output": {0: "batch", **{2 + i: f"out_{a}" for i, a in enumerate(spatial)}}},
             metadata(tok, "decoder"), path, varargs=True)
     written["decoder"] = path
-    if tok.dims == 1 and tok.postfilter is not None and postfilter_graph:
+    if tok.postfilter is not None and postfilter_graph:  # build_tokenizer gives audio tokenizers alone one
         path = out / "postfilter.onnx"
         _export(PostfilterGraph(tok.sample_rate, tok.postfilter), (example[:, 0],), ["audio"], ["audio_out"],
                 {"audio": {0: "batch", 1: "time"}, "audio_out": {0: "batch", 1: "time"}},

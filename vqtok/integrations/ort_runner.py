@@ -113,11 +113,11 @@ def read_png(path: Path) -> np.ndarray:
         raise RunnerError(f"{path}: not a PNG file; the runner reads 8-bit PNG images")
     pos, chunks, header = 8, [], None
     while pos + 8 <= len(blob):
-        size, kind = struct.unpack(">I4s", blob[pos : pos + 8])
+        size, chunk_type = struct.unpack(">I4s", blob[pos : pos + 8])
         body = blob[pos + 8 : pos + 8 + size]
-        if kind == b"IHDR":
+        if chunk_type == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
+        elif chunk_type == b"IDAT":
             chunks.append(body)
         pos += 12 + size
     if header is None:
@@ -136,10 +136,10 @@ def read_png(path: Path) -> np.ndarray:
     out = np.zeros((height, stride), np.uint8)
     prev = np.zeros(stride, np.uint8)
     for y in range(height):  # undo each row's filter (PNG spec, section 9)
-        kind, line = rows[y, 0], rows[y, 1:].astype(np.uint8)
-        if kind == 0:
+        row_filter, line = rows[y, 0], rows[y, 1:].astype(np.uint8)
+        if row_filter == 0:
             cur = line
-        elif kind == 2:
+        elif row_filter == 2:
             cur = line + prev
         else:  # Sub, Average and Paeth depend on the pixel to the left: pixel by pixel
             cur = np.zeros(stride, np.uint8)
@@ -147,9 +147,9 @@ def read_png(path: Path) -> np.ndarray:
                 left = int(cur[i - channels]) if i >= channels else 0
                 up, corner = int(prev[i]), int(prev[i - channels]) if i >= channels else 0
                 pred = {1: left, 3: (left + up) // 2,
-                        4: int(_paeth(np.array(left), np.array(up), np.array(corner)))}.get(int(kind))
+                        4: int(_paeth(np.array(left), np.array(up), np.array(corner)))}.get(int(row_filter))
                 if pred is None:
-                    raise RunnerError(f"{path}: unknown PNG row filter {kind}")
+                    raise RunnerError(f"{path}: unknown PNG row filter {row_filter}")
                 cur[i] = (int(line[i]) + pred) & 0xFF
         out[y], prev = cur, cur
     return out.reshape(height, width, channels)
@@ -176,8 +176,9 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     color = 0 if pixels.ndim == 2 else 2
     rows = np.concatenate([np.zeros((height, 1), np.uint8), pixels.reshape(height, -1)], axis=1)
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    def chunk(chunk_type: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + chunk_type + body
+                + struct.pack(">I", zlib.crc32(chunk_type + body) & 0xFFFFFFFF))
 
     header = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
     data = zlib.compress(rows.tobytes(), 9)
@@ -197,6 +198,96 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ------------------------------------------------------------------ audio and images
+class Audio:
+    """Audio for the runner (modality.Audio's rules): (T,) in canonical blocks, files read and levelled, WAV out."""
+
+    ndim, what = 1, "audio (T,)"
+
+    def encode(self, tok: OrtTokenizer, x: np.ndarray) -> list[np.ndarray]:
+        padded = math.ceil(len(x) / tok.hop) * tok.hop
+        x = np.pad(x, (0, padded - len(x)))
+        blocks, ctx = tok.summary["block_frames"], tok.context
+        parts: list[list[np.ndarray]] = [[] for _ in tok.ratio]
+        for start in range(0, padded // tok.hop, blocks):
+            stop = min(start + blocks, padded // tok.hop)
+            a, b = max(0, start * tok.hop - ctx["encode_left"]), min(padded, stop * tok.hop + ctx["encode_right"])
+            codes = tok.encoder.run(None, {"input": x[None, None, a:b]})
+            first = start - a // tok.hop
+            for part, c, r in zip(parts, codes, tok.ratio):  # time is the last axis: (T,) or (codebooks, T)
+                part.append(c[0, ..., first * r : (first + stop - start) * r])
+        return [np.concatenate(p, axis=-1) for p in parts]
+
+    def decode(self, tok: OrtTokenizer, levels: list[np.ndarray], size, postfilter: bool) -> np.ndarray:
+        n_hops = levels[0].shape[-1] // tok.ratio[0]
+        blocks, ctx = tok.summary["block_frames"], tok.context
+        pieces = []
+        for start in range(0, n_hops, blocks):
+            stop = min(start + blocks, n_hops)
+            a, b = max(0, start - ctx["decode_left"]), min(n_hops, stop + ctx["decode_right"])
+            feed = {n: c[None, ..., a * r : b * r] for n, c, r in zip(tok.level_names, levels, tok.ratio)}
+            y = tok.decoder.run(None, feed)[0][0, 0]
+            pieces.append(y[(start - a) * tok.hop : (stop - a) * tok.hop])
+        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        audio = audio[: size] if size is not None else audio
+        if postfilter and tok.postfilter is not None and tok.postfilter_graph is not None and len(audio):
+            audio = tok.postfilter_graph.run(None, {"audio": audio[None]})[0][0]
+        return audio
+
+    def read(self, tok: OrtTokenizer, path: Path, as_is: bool) -> tuple[np.ndarray, dict]:
+        audio, source = read_audio(path, tok.sample_rate)
+        if len(audio) < tok.hop:
+            raise RunnerError(f"{path}: {len(audio)} samples is shorter than one frame ({tok.hop} samples)")
+        if tok.level_db is not None and not as_is:
+            source["gain_db"] = gain_to(level_db(audio, tok.sample_rate), tok.level_db)
+            audio = apply_gain(audio, source["gain_db"])
+        return audio, source
+
+    def file_bytes(self, tok: OrtTokenizer, levels: list[np.ndarray], source: dict, postfilter: bool,
+                   sample_rate: str) -> bytes:
+        wav = apply_gain(tok.decode(levels, int(source["length"]), postfilter), -source.get("gain_db", 0.0))
+        rate = tok.sample_rate
+        if sample_rate == "original":
+            rate = int(source.get("orig_sample_rate", rate))
+            wav = resample(wav, tok.sample_rate, rate) if rate != tok.sample_rate else wav
+            n = int(source.get("orig_frames", len(wav)))
+            wav = np.pad(wav, (0, max(0, n - len(wav))))[:n]
+        elif sample_rate != "model":
+            rate = int(sample_rate)
+            wav = resample(wav, tok.sample_rate, rate) if rate != tok.sample_rate else wav
+        buffer = io.BytesIO()
+        sf.write(buffer, np.clip(wav, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
+        return buffer.getvalue()
+
+
+class Image:
+    """Images for the runner (modality.Image's rules): (C, H, W) whole, 8-bit PNG in and out."""
+
+    ndim, what = 3, "an image (C, H, W)"
+
+    def encode(self, tok: OrtTokenizer, x: np.ndarray) -> list[np.ndarray]:
+        return [c[0] for c in tok.encoder.run(None, {"input": x[None]})]
+
+    def decode(self, tok: OrtTokenizer, levels: list[np.ndarray], size, postfilter: bool) -> np.ndarray:
+        out = tok.decoder.run(None, dict(zip(tok.level_names, [c[None] for c in levels])))[0][0]
+        return out if size is None else out[:, : size[0], : size[1]]
+
+    def read(self, tok: OrtTokenizer, path: Path, as_is: bool) -> tuple[np.ndarray, dict]:
+        image = image_input(path, tok.config["in_channels"])
+        h, w = image.shape[1:]
+        if min(h, w) < tok.hop:
+            raise RunnerError(f"{path}: {h}x{w} pixels is smaller than one code ({tok.hop}x{tok.hop})")
+        return image, {"kind": "image", "path": str(path), "size": [int(h), int(w)], "channels": int(image.shape[0])}
+
+    def file_bytes(self, tok: OrtTokenizer, levels: list[np.ndarray], source: dict, postfilter: bool,
+                   sample_rate: str) -> bytes:
+        image = tok.decode(levels, tuple(source["size"]))
+        return png_bytes(np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0))
+
+
+SIGNALS = {1: Audio(), 2: Image()}  # a tokenizer's spatial axes (its summary's dims) -> what its inputs are
 
 
 # ------------------------------------------------------------------ the tokenizer
@@ -231,6 +322,10 @@ class OrtTokenizer:
             raise RunnerError(f"{folder}/encoder.onnx: not a vqtok export (metadata {err} missing or damaged)"
                               ) from None
         self.dims, self.hop = self.summary["dims"], self.summary["hop"]
+        self.signal = SIGNALS.get(self.dims)
+        if self.signal is None:
+            raise RunnerError(f"{folder}: a tokenizer of {self.dims} spatial axes; the runner codes audio (1) and "
+                              "images (2)")
         self.sample_rate = self.summary.get("sample_rate")
         self.codebook_size = self.summary["codebook_size"]
         self.ratio = [self.hop // d for d in self.summary["downsample"]]  # frames per hop, per level
@@ -239,43 +334,12 @@ class OrtTokenizer:
     def encode(self, x: np.ndarray, sample_rate: int | None = None) -> list[np.ndarray]:
         """Audio (T,) at the tokenizer's rate (as it is: no level) or an image (C, H, W) -> int64 codes per level,
         top first. Audio goes in the canonical blocks of streaming.py, as `Tokenizer.encode_long`."""
-        x = self._checked_input(x, sample_rate)
-        if self.dims == 2:
-            return [c[0] for c in self.encoder.run(None, {"input": x[None]})]
-        padded = math.ceil(len(x) / self.hop) * self.hop
-        x = np.pad(x, (0, padded - len(x)))
-        blocks, ctx = self.summary["block_frames"], self.context
-        parts: list[list[np.ndarray]] = [[] for _ in self.ratio]
-        for start in range(0, padded // self.hop, blocks):
-            stop = min(start + blocks, padded // self.hop)
-            a, b = max(0, start * self.hop - ctx["encode_left"]), min(padded, stop * self.hop + ctx["encode_right"])
-            codes = self.encoder.run(None, {"input": x[None, None, a:b]})
-            first = start - a // self.hop
-            for part, c, r in zip(parts, codes, self.ratio):  # time is the last axis: (T,) or (codebooks, T)
-                part.append(c[0, ..., first * r : (first + stop - start) * r])
-        return [np.concatenate(p, axis=-1) for p in parts]
+        return self.signal.encode(self, self._checked_input(x, sample_rate))
 
     def decode(self, levels: list[np.ndarray], size=None, postfilter: bool = True) -> np.ndarray:
         """Codes per level (top first) -> audio (T,) trimmed to `size`, through the postfilter graph if there is
         one and `postfilter`; or an image (C, H, W) cut to `size` (H, W). Audio in canonical blocks."""
-        levels = self._checked_codes(levels)
-        if self.dims == 2:
-            out = self.decoder.run(None, dict(zip(self.level_names, [c[None] for c in levels])))[0][0]
-            return out if size is None else out[:, : size[0], : size[1]]
-        n_hops = levels[0].shape[-1] // self.ratio[0]
-        blocks, ctx = self.summary["block_frames"], self.context
-        pieces = []
-        for start in range(0, n_hops, blocks):
-            stop = min(start + blocks, n_hops)
-            a, b = max(0, start - ctx["decode_left"]), min(n_hops, stop + ctx["decode_right"])
-            feed = {n: c[None, ..., a * r : b * r] for n, c, r in zip(self.level_names, levels, self.ratio)}
-            y = self.decoder.run(None, feed)[0][0, 0]
-            pieces.append(y[(start - a) * self.hop : (stop - a) * self.hop])
-        audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-        audio = audio[: size] if size is not None else audio
-        if postfilter and self.postfilter is not None and self.postfilter_graph is not None and len(audio):
-            audio = self.postfilter_graph.run(None, {"audio": audio[None]})[0][0]
-        return audio
+        return self.signal.decode(self, self._checked_codes(levels), size, postfilter)
 
     # ------------------------------------------------------------ files
     def encode_file(self, path: str | os.PathLike, out: str | os.PathLike, as_is: bool = False) -> Path:
@@ -287,22 +351,8 @@ class OrtTokenizer:
             raise RunnerError(f"{out}: a {len(self.ratio)}-level tokenizer writes {want} files")
         if not path.is_file():
             raise RunnerError(f"{path}: no such file")
-        if self.dims == 1:
-            audio, source = read_audio(path, self.sample_rate)
-            if len(audio) < self.hop:
-                raise RunnerError(f"{path}: {len(audio)} samples is shorter than one frame ({self.hop} samples)")
-            if self.level_db is not None and not as_is:
-                source["gain_db"] = gain_to(level_db(audio, self.sample_rate), self.level_db)
-                audio = apply_gain(audio, source["gain_db"])
-            levels = self.encode(audio)
-        else:
-            image = image_input(path, self.config["in_channels"])
-            h, w = image.shape[1:]
-            if min(h, w) < self.hop:
-                raise RunnerError(f"{path}: {h}x{w} pixels is smaller than one code ({self.hop}x{self.hop})")
-            levels = self.encode(image)
-            source = {"kind": "image", "path": str(path), "size": [int(h), int(w)], "channels": int(image.shape[0])}
-        return self.write_codes(out, levels, source)
+        x, source = self.signal.read(self, path, as_is)
+        return self.write_codes(out, self.encode(x), source)
 
     def write_codes(self, out: Path, levels: list[np.ndarray], source: dict) -> Path:
         """The token file and its sidecar, as tokenizer/codes.write_codes writes them."""
@@ -356,25 +406,7 @@ class OrtTokenizer:
         """A token file -> WAV (16-bit, at the model's rate, 'original' or a number of Hz) or PNG, as vqtok decode."""
         path, out = Path(path), Path(out)
         levels, meta = self.read_codes(path)
-        source = meta.get("source", {})
-        if self.dims == 2:
-            image = self.decode(levels, tuple(source["size"]))
-            pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8).transpose(1, 2, 0)
-            atomic_write(out, png_bytes(pixels))
-            return out
-        wav = apply_gain(self.decode(levels, int(source["length"]), postfilter), -source.get("gain_db", 0.0))
-        rate = self.sample_rate
-        if sample_rate == "original":
-            rate = int(source.get("orig_sample_rate", rate))
-            wav = resample(wav, self.sample_rate, rate) if rate != self.sample_rate else wav
-            n = int(source.get("orig_frames", len(wav)))
-            wav = np.pad(wav, (0, max(0, n - len(wav))))[:n]
-        elif sample_rate != "model":
-            rate = int(sample_rate)
-            wav = resample(wav, self.sample_rate, rate) if rate != self.sample_rate else wav
-        buffer = io.BytesIO()
-        sf.write(buffer, np.clip(wav, -1.0, 1.0), rate, format="WAV", subtype="PCM_16")
-        atomic_write(out, buffer.getvalue())
+        atomic_write(out, self.signal.file_bytes(self, levels, meta.get("source", {}), postfilter, sample_rate))
         return out
 
     # ------------------------------------------------------------ checks
@@ -384,10 +416,8 @@ class OrtTokenizer:
             raise RunnerError(f"audio at {sample_rate} Hz, but this tokenizer codes {self.sample_rate} Hz; resample it")
         if x.dtype.kind != "f":
             raise RunnerError(f"input of dtype {x.dtype}; pass float32 samples in [-1, 1] or pixels in [0, 1]")
-        want = 1 if self.dims == 1 else 3
-        if x.ndim != want:
-            what = "audio (T,)" if self.dims == 1 else "an image (C, H, W)"
-            raise RunnerError(f"input of shape {x.shape}; pass {what}")
+        if x.ndim != self.signal.ndim:
+            raise RunnerError(f"input of shape {x.shape}; pass {self.signal.what}")
         if not np.isfinite(x).all():
             raise RunnerError(f"input holds {int((~np.isfinite(x)).sum())} NaN or Inf values")
         return np.ascontiguousarray(x, np.float32)

@@ -47,6 +47,7 @@ import yaml
 from vqtok.config import differences, from_dict, load_yaml, to_dict
 from vqtok.errors import VqtokError
 from vqtok.evaluate import evaluate, iter_recipe
+from vqtok.modality import modality_of
 from vqtok import registry
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
@@ -179,21 +180,10 @@ def _has(module: str) -> bool:
 
 def tokenizer_card(tok, recipe, name: str) -> dict[str, Any]:
     """What is read off a tokenizer and its recipe: modality, rates, codebooks, bitrate, parameters."""
-    card: dict[str, Any] = {"name": name, "kind": "tokenizer", "modality": "audio" if tok.dims == 1 else "image",
+    modality = modality_of(tok.config)
+    card: dict[str, Any] = {"name": name, "kind": "tokenizer", "modality": modality.name,
                             "codebooks": list(tok.codebook_size), "parameters": parameter_count(tok)}
-    if tok.dims == 1:
-        card.update(sample_rate=tok.sample_rate, frame_rate=[round(r, 3) for r in tok.frame_rate],
-                    bitrate=round(tok.bitrate, 1))
-        if tok.codebooks > 1:  # residual stages per frame; any prefix is a token file
-            card.update(codebooks_per_frame=tok.codebooks,
-                        bitrate_by_codebooks={n: round(tok.bitrate_at(n), 1) for n in range(1, tok.codebooks + 1)})
-    else:
-        data = recipe.data
-        side = data.pad_to or 28
-        size = list(data.image_size) if data.kind == "images" and data.image_size else [side, side]
-        shapes = tok.code_shape(tuple(size))
-        card.update(image_size=size, code_shape=[list(s) for s in shapes],
-                    bits_per_image=round(sum(math.prod(s) * math.log2(k) for s, k in zip(shapes, tok.codebook_size)), 1))
+    card.update(modality.shipped_card(tok, recipe.data))
     return card
 
 

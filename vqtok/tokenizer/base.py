@@ -17,6 +17,7 @@ from vqtok.tokenizer import speech_level, streaming
 from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.tokenizer.postfilter import sharpen
 from vqtok.tokenizer.heads import DECODER_HEADS, HeadConfig, build_decoder  # noqa: F401 (models build here)
+from vqtok.tokenizer.nets import max_pool
 from vqtok.tokenizer.quantizer import QuantizerConfig, QuantizerOutput
 
 
@@ -290,7 +291,7 @@ class Tokenizer(nn.Module):
 
         Returns one entry per item, exactly what `encode_long` (audio) or `encode` (images) gives it alone.
         """
-        if self.dims == 1:
+        if self.sample_rate is not None:  # audio: each clip to (T,)
             items = [self._mono(x) for x in items]
         with torch.no_grad():
             return streaming.encode_batch(self, list(items), batch_size)
@@ -314,13 +315,13 @@ class Tokenizer(nn.Module):
         return self.code_shape(samples)[level][-1] if samples > 0 else 0  # time: the last axis
 
     def _rate(self) -> int:
-        if self.dims != 1 or self.sample_rate is None:
+        if self.sample_rate is None:
             raise ValueError("frames_to_seconds / seconds_to_frames need an audio tokenizer with a sample_rate")
         return self.sample_rate
 
     def _mono(self, x: Tensor | np.ndarray) -> Tensor:
         """Audio (T,), (1, T) or (1, 1, T) -> float32 (T,) on the CPU."""
-        if self.dims != 1:
+        if self.sample_rate is None:
             raise ValueError("encode_long / decode_long are for audio (dims=1) tokenizers")
         t = torch.as_tensor(np.asarray(x.detach().cpu()) if isinstance(x, Tensor) else np.asarray(x))
         if t.dim() > 1 and all(n == 1 for n in t.shape[:-1]):
@@ -364,5 +365,4 @@ class Tokenizer(nn.Module):
         """Sample mask (B, 1, *S) -> code mask (B, 1, *S/stride): a frame counts if any of its samples does."""
         if mask is None:
             return None
-        pool = F.max_pool1d if self.dims == 1 else F.max_pool2d
-        return pool(mask, stride, stride) > 0
+        return max_pool(self.dims, mask, stride) > 0

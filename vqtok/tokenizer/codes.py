@@ -65,7 +65,7 @@ def tokenizer_summary(tok) -> dict[str, Any]:
         "downsample": list(tok.downsample),
         "hop": tok.hop,
     }
-    if tok.dims == 1:
+    if tok.sample_rate is not None:  # audio: decoded in blocks of this many hops
         summary["block_frames"] = tok.block_frames
     if tok.codebooks > 1:  # residual stages per frame; a file may hold a prefix of them
         summary["codebooks"] = tok.codebooks

@@ -111,6 +111,11 @@ def conv_transpose(dims: int, *args, **kwargs) -> nn.Module:
     return (ConvTranspose1d if dims == 1 else nn.ConvTranspose2d)(*args, **kwargs)
 
 
+def max_pool(dims: int, x: Tensor, stride: int) -> Tensor:
+    """Max over non-overlapping windows of `stride` along each of the `dims` spatial axes of x (B, C, *S)."""
+    return (F.max_pool1d if dims == 1 else F.max_pool2d)(x, stride, stride)
+
+
 def downsample(dims: int, c_in: int, c_out: int, stride: int) -> nn.Module:
     """Strided conv dividing the length exactly by `stride` (for lengths that are multiples of it)."""
     if stride == 1:

@@ -36,7 +36,7 @@ from vqtok.tokenizer.streaming import encode_window
 
 
 def _check_audio_tokenizer(tok) -> None:
-    if tok.dims != 1 or tok.sample_rate is None:
+    if tok.sample_rate is None:
         raise VqtokError("streaming is for audio tokenizers (dims 1 with a sample_rate); this one codes images")
 
 

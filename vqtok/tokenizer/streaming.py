@@ -358,10 +358,10 @@ def encode_batch(tok, items: list, batch_size: int | None = None) -> list:
         chunk = order[s : s + step]
         for j, codes in zip(chunk, encode_windows_batched(tok, [windows[j] for j in chunk])):
             results[j] = codes
-    ratio = _level_ratio(tok) if tok.dims == 1 else None
+    ratio = _level_ratio(tok)
     per_item: list[list[list[Tensor]]] = [[] for _ in items]
     for (i, first, count), codes in zip(owners, results):
-        if ratio is None:
+        if count < 0:  # a whole image
             per_item[i].append(codes)
         else:
             per_item[i].append([c[..., first * r : (first + count) * r] for c, r in zip(codes, ratio)])

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
-from vqtok.data.audio import ConcatClips, RandomGain
-from vqtok.data.build import build_dataset
+from vqtok.data.build import build_tokenizer_data
 from vqtok.device import autocast
 from vqtok.errors import VqtokError
 from vqtok.metrics import codebook_stats
@@ -24,26 +23,10 @@ from vqtok.tokenizer.distill import EncoderDistillation, student_from
 from vqtok.tokenizer.discriminators import (AdversarialConfig, Discriminators, discriminator_loss, feature_matching,
                                             generator_loss)
 from vqtok.tokenizer.quantizer import QuantizerConfig, VectorQuantizer
-from vqtok.tokenizer.recipe import DataConfig, Recipe
+from vqtok.tokenizer.recipe import Recipe
 
 
 # ----------------------------------------------------------------------------- data
-def build_datasets(data: DataConfig, model_sample_rate: int | None) -> tuple[Dataset, Dataset]:
-    """(train, validation) datasets for a recipe's data section; validation is fixed and deterministic."""
-    if data.kind == "codes":
-        raise VqtokError("data.kind 'codes' (encoded files) trains priors; a tokenizer needs mnist, audio or images")
-    train = build_dataset(data, "train", model_sample_rate, crop_seconds=data.segment_seconds)
-    if data.concat and data.kind == "audio":
-        train = ConcatClips(train, data.max_gap_seconds)
-    if data.gain_db > 0 and data.kind == "audio":
-        train = RandomGain(train, data.gain_db)
-    # Whole validation clips, padded per batch by `collate` (the mask keeps padding out).
-    valid = build_dataset(data, "test", model_sample_rate)
-    if len(valid) > data.valid_items:
-        valid = Subset(valid, range(data.valid_items))
-    return train, valid
-
-
 def collate(items: list[dict]) -> dict:
     """Stack items; whole audio clips of different lengths are right-padded with a mask."""
     xs = [it["x"] for it in items]
@@ -280,7 +263,7 @@ class Steps:
         self.loss_fn = modality_of(model.config).reconstruction_loss(model.config, recipe.loss).to(device)
         self.adversary = None
         if recipe.loss.adversarial is not None and distiller is None:
-            if model.dims != 1:
+            if model.sample_rate is None:  # the discriminators judge waveforms
                 raise VqtokError("loss.adversarial is for audio tokenizers (dims: 1)")
             self.adversary = Adversary(recipe.loss.adversarial, cfg, self.trainables, device, ddp)
         self.net = distiller if distiller is not None else decoding if decoding is not None else model
@@ -327,7 +310,7 @@ def train_tokenizer(recipe: Recipe, run: Path, resume: bool = False, init_from: 
     cfg = recipe.train
     ddp = init_distributed(cfg.device)
     device = start_run(cfg, seed_offset=ddp.rank)
-    train_set, valid_set = build_datasets(recipe.data, recipe.model.sample_rate)
+    train_set, valid_set = build_tokenizer_data(recipe.data, recipe.model.sample_rate)
     valid_loader = DataLoader(valid_set, batch_size=min(cfg.batch_size, 64), shuffle=False, collate_fn=collate)
     notes: list[str] = []  # lines for the training log
     model, distiller = initial_model(recipe, init_from, resume, notes)
