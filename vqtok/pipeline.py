@@ -35,7 +35,8 @@ import yaml
 from tqdm import tqdm
 
 from vqtok.codec import Codec, Prepared
-from vqtok.data.audio import RULE_NUM_CLASSES, RULES, list_files
+from vqtok.data.audio import list_files
+from vqtok.data.rules import RULE_NUM_CLASSES, RULES
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write_text
 from vqtok.modality import Modality, by_name, modality_of

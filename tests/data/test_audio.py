@@ -12,19 +12,8 @@ import soundfile as sf
 import torch
 
 from testdata import SHARED_DATA, needs_corpus
-from vqtok.data.audio import (
-    RULES,
-    AudioFolder,
-    ConcatClips,
-    RandomGain,
-    fsdd_rule,
-    get_rule,
-    hash_rule,
-    hash_split,
-    list_audio_files,
-    load_audio,
-    resample,
-)
+from vqtok.data.audio import AudioFolder, ConcatClips, RandomGain, list_audio_files, load_audio, resample
+from vqtok.data.rules import RULES, fsdd_rule, get_rule, hash_rule, hash_split
 from vqtok.errors import VqtokError
 from vqtok.tokenizer.speech_level import level_db
 
@@ -392,7 +381,7 @@ def test_fsdd_train_subset():
 
 
 def test_fsdd_speaker_rule_holds_one_speaker_out():
-    from vqtok.data.audio import FSDD_HELDOUT_SPEAKER, fsdd_speaker_rule
+    from vqtok.data.rules import FSDD_HELDOUT_SPEAKER, fsdd_speaker_rule
 
     assert fsdd_speaker_rule(f"3_{FSDD_HELDOUT_SPEAKER}_0.wav") == (3, "test")
     assert fsdd_speaker_rule(f"3_{FSDD_HELDOUT_SPEAKER}_40.wav") == (3, "test")
@@ -401,7 +390,7 @@ def test_fsdd_speaker_rule_holds_one_speaker_out():
 
 
 def test_folders_rule():
-    from vqtok.data.audio import folders_rule
+    from vqtok.data.rules import folders_rule
 
     assert folders_rule("train/librispeech/1-2-3.flac") == (-1, "train")
     assert folders_rule("test/x/a.flac") == (-1, "test")

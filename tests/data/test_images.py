@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqtok.data.audio import hash_split
+from vqtok.data.rules import hash_split
 from vqtok.data.images import ImageFolder, list_image_files, load_image
 from vqtok.errors import VqtokError
 
