@@ -20,6 +20,7 @@ last finished stage's, and RUN/metrics.jsonl joins the stages' logs on one step 
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections.abc import Callable
@@ -31,9 +32,9 @@ import yaml
 from vqtok.config import apply_overrides, from_dict, load_yaml
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.run import METRICS_FILE, RECIPE_FILE, STATE_FILE, load_recipe_dict, load_state
+from vqtok.run import METRICS_FILE, RECIPE_FILE, STATE_FILE, load_state
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE
-from vqtok.tokenizer.recipe import load_recipe
+from vqtok.tokenizer.recipe import load_recipe, without_stages
 from vqtok.tokenizer.train import train_tokenizer
 
 STAGES_FILE = "stages.yaml"  # the staged recipe as run, in the run folder
@@ -61,35 +62,34 @@ class Stage:
         return [item.replace(PREVIOUS, str(previous)) for item in items]
 
 
-def has_stages(path: str | Path, overrides: list[str] | None = None) -> bool:
-    """True if the recipe file lists `stages` (`stages=null` on the command line trains the recipe once, as it
-    stands)."""
-    return bool(apply_overrides(load_yaml(path), list(overrides or [])).get("stages"))
-
-
-def read_stages(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[Stage]]:
-    """(the recipe with overrides applied, its stages), every stage checked strictly."""
-    data = load_yaml(path)
+def parse_stages(data: dict, where: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[Stage]]:
+    """(the recipe with overrides applied, its stages) from a staged recipe's parsed YAML `data`, every stage
+    checked strictly. The stages are the file's: overrides apply to the recipe they train."""
     stages_raw = data.get("stages") or []
     stages = []
     for i, item in enumerate(stages_raw, 1):
         if not isinstance(item, dict):
-            raise VqtokError(f"{path}: stage {i} is not a mapping (steps, overrides, freeze, init, where, note)")
+            raise VqtokError(f"{where}: stage {i} is not a mapping (steps, overrides, freeze, init, where, note)")
         try:
             stage = from_dict(Stage, item)
         except VqtokError as err:
-            raise VqtokError(f"{path}: stage {i}: {err}") from None
+            raise VqtokError(f"{where}: stage {i}: {err}") from None
         if stage.freeze is not None and stage.freeze not in FREEZE:
-            raise VqtokError(f"{path}: stage {i}: freeze '{stage.freeze}'; choose one of {', '.join(FREEZE)}")
+            raise VqtokError(f"{where}: stage {i}: freeze '{stage.freeze}'; choose one of {', '.join(FREEZE)}")
         if stage.init not in ("previous", "none"):
-            raise VqtokError(f"{path}: stage {i}: init '{stage.init}'; choose previous or none")
+            raise VqtokError(f"{where}: stage {i}: init '{stage.init}'; choose previous or none")
         if stage.steps < 1:
-            raise VqtokError(f"{path}: stage {i}: steps must be at least 1, got {stage.steps}")
+            raise VqtokError(f"{where}: stage {i}: steps must be at least 1, got {stage.steps}")
         stages.append(stage)
     if not stages:
-        raise VqtokError(f"{path}: no stages; a staged recipe lists them under `stages:`")
-    full = load_recipe_dict(path, overrides)  # checks the task and applies the command line's overrides
+        raise VqtokError(f"{where}: no stages; a staged recipe lists them under `stages:`")
+    full = without_stages(apply_overrides(copy.deepcopy(data), list(overrides or [])), where)  # the task checked
     return {**full, "stages": stages_raw}, stages
+
+
+def read_stages(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, list[Stage]]:
+    """`parse_stages` of a recipe file."""
+    return parse_stages(load_yaml(path), path, overrides)
 
 
 def format_plan(stages: list[Stage], init_from: str | None = None) -> str:
@@ -116,16 +116,18 @@ def finished(folder: Path, steps: int) -> bool:
 
 def train_stages(recipe_path: str | Path, run: Path, overrides: list[str] | None = None, resume: bool = False,
                  only: int | None = None, init_from: str | None = None, progress: bool = True,
-                 echo: Callable[[str], object] = print) -> Path:
+                 echo: Callable[[str], object] = print, parsed: dict | None = None) -> Path:
     """Run a staged recipe's stages in RUN (all, or stage `only`); returns the last finished stage's tokenizer.
 
     With `resume`, RUN/stages.yaml is the recipe: finished stages are skipped and an interrupted one resumes.
+    `parsed`: that file's YAML, when the caller has read it already (`vqtok train` reads a recipe once).
     """
     run = Path(run)
     source = run / STAGES_FILE if resume else Path(recipe_path)
     if resume and not source.is_file():
         raise VqtokError(f"{run}: no {STAGES_FILE}; it is not a staged run (resume it without stages)")
-    data, stages = read_stages(source, None if resume else overrides)
+    data, stages = parse_stages(load_yaml(source) if parsed is None else parsed, source,
+                                None if resume else overrides)
     if resume and overrides:
         raise VqtokError(f"{run}: a staged run resumes with the settings it started with; give no overrides")
     if only is not None and not 1 <= only <= len(stages):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import click
@@ -45,7 +46,7 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
       vqtok train recipes/speech16k.yaml --dry-run          # a staged recipe's plan (vqtok/stages.py)
       vqtok train --resume runs/speech16k --stage 3
     """
-    from vqtok.run import RECIPE_FILE, load_recipe_dict
+    from vqtok.run import RECIPE_FILE
 
     setup_logging()
     overrides = [a for a in args if "=" in a]
@@ -62,10 +63,13 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
             raise VqtokError("give a recipe file, e.g. vqtok train recipes/mnist.yaml")
         recipe_path = Path(paths[0])
     from vqtok.config import apply_overrides, load_yaml
-    from vqtok.stages import STAGES_FILE, format_plan, has_stages, read_stages, train_stages
+    from vqtok.stages import STAGES_FILE, format_plan, parse_stages, train_stages
+    from vqtok.tokenizer.recipe import parse_recipe, without_stages
 
     staged = Path(resume, STAGES_FILE) if resume and Path(resume, STAGES_FILE).is_file() else None
-    raw = apply_overrides(load_yaml(staged or recipe_path), overrides)
+    source = staged or recipe_path
+    text = load_yaml(source)  # the one read of the recipe: everything below dispatches on it
+    raw = apply_overrides(copy.deepcopy(text), overrides)
     if raw.get("task") == "latent_level":  # its stages are its own (tokenizer/train_latent.py)
         from vqtok.tokenizer.train_latent import load_latent_recipe, train_latent_level
 
@@ -77,33 +81,31 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         train_latent_level(recipe, run, resume=bool(resume), progress=not quiet)
         click.echo(f"done: {run}")
         return
-    if staged or (not resume and has_stages(recipe_path, overrides)):
+    if staged or (not resume and raw.get("stages")):  # `stages=null` on the command line trains it once
         if dry_run:
-            click.echo(format_plan(read_stages(staged or recipe_path, overrides)[1], init_from))
+            click.echo(format_plan(parse_stages(text, source, overrides)[1], init_from))
             return
-        run = Path(resume) if resume else Path(out) if out else default_run_dir(load_recipe_dict(recipe_path)["name"])
+        run = Path(resume) if resume else Path(out) if out else default_run_dir(without_stages(text, source)["name"])
         train_stages(recipe_path, run, overrides, bool(resume), stage, init_from, not quiet,
-                     lambda line: click.echo(line, err=True))
+                     lambda line: click.echo(line, err=True), parsed=text)
         click.echo(f"done: {run}")
         return
     if stage is not None or dry_run:
         raise VqtokError(f"{recipe_path}: --stage and --dry-run need a staged recipe (a `stages:` list)")
-    data = load_recipe_dict(recipe_path, overrides)
-    task = data.get("task", "tokenizer")
-    if task == "prior":
+    data = without_stages(raw, recipe_path)
+    if data.get("task", "tokenizer") == "prior":
         from vqtok.prior.train import load_prior_recipe, train_prior
 
         if init_from:
             raise VqtokError("--init-from starts a tokenizer from another's weights; a prior recipe cannot take it "
                              "(name the tokenizer with tokenizer=RUN, or continue a prior run with --resume)")
-        recipe = load_prior_recipe(recipe_path, overrides)
+        recipe = load_prior_recipe(recipe_path, overrides)  # prior/recipe.py reads its file itself
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_prior(recipe, run, resume=bool(resume), progress=not quiet)
     else:
-        from vqtok.tokenizer.recipe import load_recipe
         from vqtok.tokenizer.train import train_tokenizer
 
-        recipe = load_recipe(recipe_path, overrides)
+        recipe = parse_recipe(data, recipe_path)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_tokenizer(recipe, run, resume=bool(resume), init_from=init_from, progress=not quiet)
     click.echo(f"done: {run}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqtok.config import from_dict
+from vqtok.config import apply_overrides, from_dict, load_yaml
 from vqtok.data.build import DataSource
 from vqtok.errors import VqtokError
-from vqtok.run import TrainConfig, load_recipe_dict
+from vqtok.run import TASKS, TrainConfig
 from vqtok.tokenizer.base import TokenizerConfig
 from vqtok.tokenizer.discriminators import AdversarialConfig
 
@@ -57,10 +57,25 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Strictly load a tokenizer recipe; errors name the file and the offending key."""
-    data = load_recipe_dict(path, overrides)
+def without_stages(data: dict, where: str | Path) -> dict:
+    """A parsed recipe (overrides applied) without its `stages` list (vqtok/stages.py reads those), its `task`
+    checked: for a file, what run.load_recipe_dict gives."""
+    data = {key: value for key, value in data.items() if key != "stages"}
+    task = data.get("task", "tokenizer")
+    if task not in TASKS:
+        raise VqtokError(f"{where}: unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    return data
+
+
+def parse_recipe(data: dict, where: str | Path) -> Recipe:
+    """A tokenizer recipe from its parsed YAML (overrides applied), strictly; errors name `where` and the key."""
+    data = without_stages(data, where)
     try:
         return from_dict(Recipe, data)
     except VqtokError as err:
-        raise VqtokError(f"{path}: {err}") from None
+        raise VqtokError(f"{where}: {err}") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Strictly load a tokenizer recipe; errors name the file and the offending key."""
+    return parse_recipe(apply_overrides(load_yaml(path), list(overrides or [])), path)
