@@ -9,12 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vqtok"
 
 # Floors, top first: a module imports its own floor's modules and lower floors' only. A name stands for that
 # module and everything under it; the longest name that fits a module places it. data/ reads token files and
-# tokenizers (data/tokens.py), so it sits above the models, and tokenizer/ and prior/ never import data/.
+# tokenizers (data/tokens.py), so it sits above the models, and tokenizer/ and prior/ never import data/ but from
+# their trainers. The registry reads safetensors headers only, below the models that look names up in it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the public API and the CLI", ("vqtok", "vqtok.__main__", "vqtok.cli")),
     ("pipelines, trainers, export, integrations", (
-        "vqtok.pipeline", "vqtok.corpus", "vqtok.parquet", "vqtok.evaluate", "vqtok.stages", "vqtok.integrations",
-        "vqtok.onnx_runner", "vqtok.pretrained.export", "vqtok.tokenizer.train", "vqtok.tokenizer.train_latent",
+        "vqtok.pipeline", "vqtok.corpus", "vqtok.evaluate", "vqtok.stages", "vqtok.integrations",
+        "vqtok.pretrained.export", "vqtok.tokenizer.train", "vqtok.tokenizer.train_latent",
         "vqtok.tokenizer.recipe", "vqtok.prior.train", "vqtok.prior.recipe", "vqtok.prior.data")),
     ("the codec", ("vqtok.codec",)),
     ("modalities", ("vqtok.modality",)),
