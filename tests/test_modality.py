@@ -102,3 +102,16 @@ def test_modalities_by_config(arrays):
         build_tokenizer(TokenizerConfig(dims=1))  # refused where it is built, not at its first encode
     with pytest.raises(VqtokError, match="an image tokenizer \\(dims 2\\) has none"):
         build_tokenizer(TokenizerConfig(dims=2, sample_rate=8000))
+
+
+def test_sample_files_by_modality(arrays):
+    names = ["sample_000", "sample_001"]
+    assert Image().sample_files(None, names) == [Path("samples.png")]
+    assert Image().sample_files(Path("out"), names) == [Path("out/samples.png")]
+    assert Image().sample_files(Path("threes.png"), names) == [Path("threes.png")]
+    assert Audio().sample_files(None, names) == [Path("samples/sample_000.wav"), Path("samples/sample_001.wav"),
+                                                 Path("samples/spectrograms.png")]
+    with pytest.raises(VqtokError, match="audio samples are written as WAV files into a folder"):
+        Audio().sample_files(Path("x.wav"), names)
+    with pytest.raises(VqtokError, match="vqtok sample writes no array samples"):
+        arrays.sample_files(None, names)  # a modality that does not say how samples are written
