@@ -339,7 +339,8 @@ class Audio(Modality):
                         + " (vqtok encode --codebooks N)")
         rf = card["receptive_field"]
         tail.append(f"context       encoder {rf['encode_samples'][0]}+{rf['encode_samples'][1]} samples, "
-                    f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; blocks of {card['block_frames']} hops")
+                    f"decoder {rf['decode_hops'][0]}+{rf['decode_hops'][1]} hops; "
+                    f"blocks of {card['block_frames']} hops")
         lat = card["latency_ms"]
         post = (f" ({lat['decode_no_postfilter']:.1f} ms without the postfilter)"
                 if card.get("postfilter") is not None else "")

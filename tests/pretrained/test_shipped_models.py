@@ -11,7 +11,7 @@ from testdata import SHARED_DATA
 from vqtok.cli.models import format_shipped_card
 from vqtok.config import differences, to_dict
 from vqtok import registry
-from vqtok.pretrained import DEFAULT_TOKENIZERS
+from vqtok.modality import MODALITIES
 from vqtok.pretrained.export import parameter_count, prior_recipe_check, recipe_model_config
 from vqtok.prior.checkpoint import load_prior
 from vqtok.prior.model import CodePrior
@@ -59,7 +59,8 @@ def test_card_recipe_rebuilds(name, tmp_path):
 
 def test_the_named_models_ship():
     """The defaults of vqtok encode and the names the README and prior recipes use are package data."""
-    assert set(DEFAULT_TOKENIZERS.values()) | {"speech-8k", "fsdd", "mnist-prior"} <= set(SHIPPED)
+    defaults = {m.default_model for m in MODALITIES if m.default_model}
+    assert defaults | {"speech-8k", "fsdd", "mnist-prior"} <= set(SHIPPED)
 
 
 def test_sizes_and_speed():

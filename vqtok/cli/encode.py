@@ -14,24 +14,25 @@ from vqtok.errors import VqtokError
 
 
 def default_model(inputs: tuple[Path, ...]) -> Path:
-    """The shipped tokenizer used without -m: by input kind alone (DEFAULT_TOKENIZERS), never by sample rate."""
-    from vqtok.data.audio import AUDIO_EXTENSIONS, list_files
-    from vqtok.data.images import IMAGE_EXTENSIONS
-    from vqtok.pretrained import DEFAULT_TOKENIZERS, get, names
+    """The shipped tokenizer used without -m: the default model of the inputs' modality (modality.py), never
+    chosen by sample rate."""
+    from vqtok.data.audio import list_files
+    from vqtok.modality import MODALITIES
+    from vqtok.registry import get, names
 
+    with_default = [m for m in MODALITIES if m.default_model]
     kinds = set()
     for path in inputs:
         if path.is_dir():
-            kinds |= {kind for kind, ext in (("audio", AUDIO_EXTENSIONS), ("image", IMAGE_EXTENSIONS))
-                      if list_files(path, ext)}
+            kinds |= {m for m in with_default if list_files(path, m.extensions)}
         elif not path.exists():
             raise VqtokError(f"{path}: no such file or folder; check the path")
-        elif path.suffix.lower() in AUDIO_EXTENSIONS + IMAGE_EXTENSIONS:
-            kinds.add("audio" if path.suffix.lower() in AUDIO_EXTENSIONS else "image")
+        else:
+            kinds |= {m for m in with_default if path.suffix.lower() in m.extensions}
     if len(kinds) != 1:
         what = "both audio and images" if kinds else "no audio or image files"
         raise VqtokError(f"{', '.join(map(str, inputs))}: {what}; pass -m TOKENIZER (vqtok models lists the shipped ones)")
-    name = DEFAULT_TOKENIZERS[kinds.pop()]
+    name = kinds.pop().default_model
     if name not in names():
         raise VqtokError(f"no -m given and the default tokenizer {name} is not installed with this vqtok "
                          f"(shipped: {', '.join(names()) or 'none'}); pass -m TOKENIZER")
