@@ -23,7 +23,7 @@ from vqtok.data.build import build_dataset, check_dims
 from vqtok.config import load_yaml
 from vqtok.errors import VqtokError
 from vqtok.modality import modality_of
-from vqtok.tokenizer.recipe import load_recipe
+from vqtok.tokenizer.recipe import parse_recipe
 from vqtok.tokenizer.train_latent import load_latent_recipe
 
 
@@ -45,7 +45,7 @@ def iter_recipe(tok, recipe_path: Path, max_items: int | None) -> Iterator[tuple
         data = load_latent_recipe(raw).data
         yield from iter_folder(tok, Path(data.root) / data.valid_split, max_items)
         return
-    data = load_recipe(recipe_path).data
+    data = parse_recipe(raw, recipe_path).data
     try:
         check_dims(data, tok.dims)
     except VqtokError as err:
