@@ -10,6 +10,7 @@ at once; per-item files are byte-identical to coding each alone).
     python bench/compress.py runs/mnist_prior                  # 1,000 MNIST test maps
     python bench/compress.py runs/speech_prior                 # 250 FSDD test clips
     python bench/compress.py runs/mnist_vqvae2_prior --items 100
+    python bench/compress.py runs/speech_lm_prior --only archive   # speech/test under speech-lm-16k's prior
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prior", type=Path, help="prior run folder (holding recipe.yaml and the prior files)")
     parser.add_argument("--items", type=int, default=None, help="first N test items only (default: all)")
+    parser.add_argument("--only", choices=("files", "archive"), default=None,
+                        help="code one way only: one file per item, or one archive (default: both)")
     parser.add_argument("--batch", type=int, default=32,
                         help="items coded together through a PixelCNN prior (Transformers: one at a time)")
     args = parser.parse_args()
@@ -56,8 +59,9 @@ def main() -> None:
 
     items = []
     for i in range(n):
-        levels = [subset["codes"][lv][i, : int(subset["lengths"][lv][i])].numpy() if tok.dims == 1
-                  else subset["codes"][lv][i].numpy() for lv in range(len(priors))]
+        # a sequence of residual codebooks back to its (Q, T) token-file shape
+        levels = [p.layout.unflatten(subset["codes"][lv][i, : int(subset["lengths"][lv][i])]).numpy()
+                  if tok.dims == 1 else subset["codes"][lv][i].numpy() for lv, p in enumerate(priors)]
         label = int(subset["labels"][i])
         label = None if label < 0 else label
         name = f"{i}.npy" if len(priors) == 1 else f"{i}.npz"
@@ -82,11 +86,14 @@ def main() -> None:
                 raise SystemExit(f"item {i}: decompressed codes differ from the input")
         return vqzs, encode_s, decode_s
 
-    singles = run(lambda: compress_many(priors, tok.fingerprint, items, batch=args.batch))
-    archive = run(lambda: [compress_archive(priors, tok.fingerprint, items, batch=args.batch)])
-    rows = [("items compressed and decompressed identically", f"{n}/{n} ({symbols:,} codes), both ways"),
+    ways = {"one file per item": lambda: compress_many(priors, tok.fingerprint, items, batch=args.batch),
+            "one archive": lambda: [compress_archive(priors, tok.fingerprint, items, batch=args.batch)]}
+    if args.only:
+        ways = {k: v for k, v in ways.items() if ("archive" in k) == (args.only == "archive")}
+    coded = {what: run(write) for what, write in ways.items()}
+    rows = [("items compressed and decompressed identically", f"{n}/{n} ({symbols:,} codes), {len(coded)} way(s)"),
             (f"prior NLL, bits per {unit}", f"{nll_bits / per:,.1f}")]
-    for what, (vqzs, encode_s, decode_s) in (("one file per item", singles), ("one archive", archive)):
+    for what, (vqzs, encode_s, decode_s) in coded.items():
         payload_bits = sum(8 * v.header.payload_bytes for v in vqzs)
         header_bits = sum(8 * v.overhead_bytes for v in vqzs)
         rows += [

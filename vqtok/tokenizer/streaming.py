@@ -55,8 +55,10 @@ from vqtok.tokenizer.receptive import Interval, input_interval  # noqa: F401 (to
 # 4 s blocks encode the shipped speech models 1.3-1.4x faster than 1 s blocks and decode them 1.4x faster
 # (bench/encode.py), for ~4 s of audio held at once.
 BLOCK_SECONDS = 4.0
-# A block is also at least this many times the larger context, so context costs at most ~1/4 extra work.
-BLOCK_PER_CONTEXT = 8
+# A block is also at least this many times the larger context, so the context read on both sides costs at most
+# ~1/14 extra work: speech-lm-16k's 0.3 s of context makes its blocks 8.4 s (4 s blocks cost it 14%), while the
+# other shipped models' 0.06 s leaves theirs at 4 s.
+BLOCK_PER_CONTEXT = 28
 # A frame whose latent lies within this fraction of its norm from its code cell's boundary is re-encoded alone
 # (encode_batch). Batched and alone latents differed by at most 1.9e-6 of the norm on the CPU (bench/batch_noise.py:
 # 1.4e-6 over 247,000 speech-16k frames, 1.9e-6 over 49,000 mnist ones), 5 times less. On a GPU (TF32 convolutions
