@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from vqtok.codefile import LEVEL_NAMES, code_dtype, describe_tokenizer
 from vqtok.errors import VqtokError
 
 try:
@@ -44,8 +45,7 @@ try:
 except ImportError:
     raise VqtokError("Parquet files need pyarrow: pip install 'vqtok[parquet]'") from None
 from vqtok.files import atomic_write
-from vqtok.tokenizer.base import LEVEL_NAMES
-from vqtok.tokenizer.codes import TokenFile, code_dtype, describe_tokenizer, same_codes
+from vqtok.tokenizer.codes import TokenFile, same_codes
 from vqtok.version import __version__
 
 FORMAT = "vqtok.parquet"
