@@ -157,3 +157,9 @@ def test_vqtok_sample_draws_residual_codes_of_whole_frames(lm_run, tmp_path):
         assert codes.shape == (3, 10) and codes.max() < 16
         audio, rate = sf.read(tmp_path / "wavs" / path.with_suffix(".wav").name)
         assert rate == 8000 and len(audio) == 400
+    # --seconds: 0.3 s at 8 kHz is 60 frames of 40 samples, 180 codes, read in windows of 30
+    result = CliRunner().invoke(main, ["sample", str(root / "run"), "-n", "1", "--seconds", "0.3", "-o",
+                                       str(tmp_path / "long"), "--codes", str(tmp_path / "long_codes")])
+    assert result.exit_code == 0, result.output
+    assert read_codes(tmp_path / "long_codes" / "sample_000.npy", tok).levels[0].shape == (3, 60)
+    assert len(sf.read(tmp_path / "long" / "sample_000.wav")[0]) == 2400

@@ -33,12 +33,15 @@ from vqtok.errors import VqtokError
                    "Default: the prior's recipe (model.guidance). Needs a prior trained with model.cond_dropout.")
 @click.option("--seed", default=0, show_default=True, help="Random seed (the same seed gives the same samples).")
 @click.option("--nrow", type=click.IntRange(min=1), help="Images per row of the grid (default 8).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True),
+              help="Audio: seconds per sample for a prior without an end token (windows, residual codebooks; "
+                   "default: one window); for one with it, the longest a sample may run.")
 @device_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @friendly_errors
 def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir: Path | None, tokenizer: Path | None,
             temperature: float, top_k: int | None, top_p: float | None, guidance: float | None, seed: int,
-            nrow: int | None, device: str, force: bool) -> None:
+            nrow: int | None, seconds: float | None, device: str, force: bool) -> None:
     """Sample from PRIOR (a prior run folder, a prior .safetensors or a shipped name such as mnist-prior)
     and decode through its tokenizer.
 
@@ -54,6 +57,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
       vqtok sample runs/mnist_prior -n 16 --label 3 -o threes.png --codes threes/
       vqtok sample runs/speech_prior -n 10 --label 7 -o sevens/ --temperature 0.9
       vqtok sample runs/mnist_prior -n 64 --guidance 3 -o guided.png
+      vqtok sample runs/speech_lm_prior -n 4 --seconds 5 -o speech/
     """
     import torch
 
@@ -79,7 +83,10 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
 
     gen = torch.Generator().manual_seed(seed)
     labels = draw_labels(priors[0], n, label, gen)
-    levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen, guidance=guidance)
+    if seconds is not None and tok.sample_rate is None:
+        raise VqtokError("--seconds sets the length of audio samples; this prior models image codes")
+    length = None if seconds is None else tok.codebooks * max(1, round(seconds * tok.sample_rate / tok.hop))
+    levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen, guidance=guidance, max_length=length)
     decoded = decode_codes(tok, levels)
     titles = [name + ("" if labels is None else f" (label {int(labels[i])})") for i, name in enumerate(names)]
     click.echo(modality.write_samples(files, decoded, tok, titles, nrow), err=True)

@@ -106,11 +106,12 @@ def describe_guidance(priors: list[CodePrior], guidance: float | None) -> str:
 
 def sample_codes(priors: list[CodePrior], n: int, labels: Tensor | None = None, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-                 batch_size: int | None = 64, guidance: float | None = None) -> list:
-    """Codes per level, top first: (n, h, w) tensors for maps, lists of n (T_i,) tensors for sequences.
+                 batch_size: int | None = 64, guidance: float | None = None, max_length: int | None = None) -> list:
+    """Codes per level, top first: (n, h, w) tensors for maps, lists of n (T_i,) or (Q, T) tensors for sequences.
 
     A bottom prior is sampled given the top codes just drawn (VQ-VAE-2 ancestral sampling). guidance: the
     classifier-free guidance weight of every class-conditional level (None: each prior's recipe default).
+    max_length: codes of a top-level sequence (`CodePrior.sample`).
     """
     check_guidance(priors, guidance)
     levels: list = []
@@ -118,8 +119,9 @@ def sample_codes(priors: list[CodePrior], n: int, labels: Tensor | None = None, 
         lab = labels if prior.layout.num_classes else None
         cond = levels[0] if prior.layout.level == "bottom" else None
         w = 1.0 if not prior.layout.num_classes else guidance
+        length = max_length if cond is None else None
         levels.append(prior.sample(n, lab, cond, temperature, top_k, top_p, generator, batch_size=batch_size,
-                                   guidance=w))
+                                   guidance=w, max_length=length))
     return levels
 
 
