@@ -292,7 +292,7 @@ def item_windows(tok, items: list) -> tuple[list[Tensor], list[tuple[int, int, i
     for i, item in enumerate(items):
         x, _ = tok.as_batch(item)  # (1, C, *S)
         x = tok.pad(x)[0].cpu()  # (C, *S) padded to hop
-        if tok.dims == 1:
+        if tok.sample_rate is not None:  # audio: the canonical blocks (block_frames is counted in its rate)
             for a, b, start, stop in canonical_windows(tok, x.shape[-1]):
                 windows.append(x[:, a:b])
                 owners.append((i, start - a // tok.hop, stop - start))
