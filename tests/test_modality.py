@@ -102,6 +102,8 @@ def test_modalities_by_config(arrays):
         build_tokenizer(TokenizerConfig(dims=1))  # refused where it is built, not at its first encode
     with pytest.raises(VqtokError, match="an image tokenizer \\(dims 2\\) has none"):
         build_tokenizer(TokenizerConfig(dims=2, sample_rate=8000))
+    with pytest.raises(VqtokError, match="arch 'stacked' is for dims 1, got dims 2"):  # an arch says what it takes
+        build_tokenizer(TokenizerConfig(arch="stacked", dims=2, top=TokenizerConfig().net))
 
 
 def test_sample_files_by_modality(arrays):

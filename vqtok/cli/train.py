@@ -94,12 +94,13 @@ def command(args: tuple[str, ...], out: str | None, resume: str | None, init_fro
         raise VqtokError(f"{recipe_path}: --stage and --dry-run need a staged recipe (a `stages:` list)")
     data = without_stages(raw, recipe_path)
     if data.get("task", "tokenizer") == "prior":
-        from vqtok.prior.train import load_prior_recipe, train_prior
+        from vqtok.prior.recipe import parse_prior_recipe
+        from vqtok.prior.train import train_prior
 
         if init_from:
             raise VqtokError("--init-from starts a tokenizer from another's weights; a prior recipe cannot take it "
                              "(name the tokenizer with tokenizer=RUN, or continue a prior run with --resume)")
-        recipe = load_prior_recipe(recipe_path, overrides)  # prior/recipe.py reads its file itself
+        recipe = parse_prior_recipe(data, recipe_path)
         run = Path(resume) if resume else Path(out) if out else default_run_dir(recipe.name)
         train_prior(recipe, run, resume=bool(resume), progress=not quiet)
     else:

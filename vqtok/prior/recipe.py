@@ -84,7 +84,11 @@ def check_model(model: PriorModelConfig, where: str = "model") -> None:
 
 def load_prior_recipe(path: str | Path, overrides: list[str] | None = None) -> PriorRecipe:
     """Strictly load a prior recipe; errors name the file and the offending key."""
-    data = apply_overrides(load_yaml(path), list(overrides or []))
+    return parse_prior_recipe(apply_overrides(load_yaml(path), list(overrides or [])), path)
+
+
+def parse_prior_recipe(data: dict, path: str | Path) -> PriorRecipe:
+    """A prior recipe from its YAML already read (overrides applied); errors name `path` and the key."""
     try:
         recipe = from_dict(PriorRecipe, data)
         if recipe.task != "prior":

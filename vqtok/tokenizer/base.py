@@ -105,6 +105,7 @@ class Tokenizer(nn.Module):
     # encode_padded(x, fragile_rtol) can mark the frames a batch's float rounding could flip, so batched encoding
     # re-encodes alone only the windows holding one (streaming.encode_windows_batched); False: every window alone
     marks_fragile_codes: bool = True
+    input_dims: tuple[int, ...] = (1, 2)  # the config dims this architecture builds for (build_tokenizer checks)
 
     # ------------------------------------------------------------ properties
     @property

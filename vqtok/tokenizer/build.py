@@ -18,6 +18,9 @@ def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
         cls = ARCHITECTURES[config.arch]
     except KeyError:
         raise VqtokError(f"unknown tokenizer arch '{config.arch}'; choose one of {', '.join(ARCHITECTURES)}") from None
+    if config.dims not in cls.input_dims:
+        raise VqtokError(f"arch '{config.arch}' is for dims {' or '.join(map(str, cls.input_dims))}, got dims "
+                         f"{config.dims}")
     if config.dims == 1 and not (isinstance(config.sample_rate, int) and config.sample_rate > 0):
         raise VqtokError(f"model.sample_rate {config.sample_rate}: a waveform tokenizer (dims 1) needs its rate in Hz "
                          "(inputs are resampled to it; blocks, frame rate and bitrate are counted in it)")

@@ -26,8 +26,6 @@ class Stacked(Tokenizer):
         super().__init__()
         if config.top is None:
             raise ValueError("arch 'stacked' needs a 'top' level config (the low-rate level)")
-        if config.dims != 1:
-            raise ValueError("arch 'stacked' is for audio (dims 1)")
         self.config = config
         net, top, act = config.net, config.top, config.activation
         self.encoder = Encoder(1, config.in_channels, net.channels, net.strides, net.code_dim, net.encoder_depth,
@@ -83,6 +81,7 @@ class Stacked(Tokenizer):
     # A residual stage's input moves with every earlier stage's choice: no per-frame bound says which batched codes
     # are what a clip gets alone, so batched encoding takes each window alone (streaming.encode_windows_batched).
     marks_fragile_codes = False
+    input_dims = (1,)  # waveforms: the level works on a 1-D latent sequence
 
     def encode_padded(self, x: Tensor) -> list[Tensor]:
         """(B, 1, T) -> [codes (B, Q, T')]."""
