@@ -138,7 +138,7 @@ def tokenizer_codecs(path: str, table_rate: int, as_is: bool = False, raw: bool 
     """One round trip per bitrate of the tokenizer at ``path`` (a run folder or tokenizer file).
 
     A tokenizer with a ``level_db`` gets each piece brought to that level and its output brought back, as
-    `vqtok encode` / `decode` do (vqtok/tokenizer/speech_level.py); ``as_is`` adds rows that give it the pieces
+    `vqtok encode` / `decode` do (vqtok/speech_level.py); ``as_is`` adds rows that give it the pieces
     as they are. One with a ``postfilter`` decodes through it (postfilter.py); ``raw`` adds rows without it.
 
     A tokenizer with several codebooks (residual stages) gives one row per prefix in ``codebooks`` (default:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("vqtok.tokenizer", "vqtok.prior")),
     ("the shipped-model registry", ("vqtok.registry", "vqtok.pretrained")),
     ("helpers", ("vqtok.errors", "vqtok.files", "vqtok.device", "vqtok.version", "vqtok.config", "vqtok.run",
-                 "vqtok.codefile",
+                 "vqtok.codefile", "vqtok.speech_level",
                  "vqtok.metrics", "vqtok.losses", "vqtok.plots")),
 ]
 

@@ -23,7 +23,7 @@ from vqtok.tokenizer.recipe import load_recipe
 from vqtok.tokenizer import build_tokenizer, nets
 from vqtok.run import StepBatches, lr_lambda
 from vqtok.tokenizer.recipe import DataConfig
-from vqtok.tokenizer.speech_level import level_db
+from vqtok.speech_level import level_db
 from vqtok.data.build import build_tokenizer_data
 from vqtok.tokenizer.train import train_tokenizer
 

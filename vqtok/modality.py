@@ -26,7 +26,8 @@ from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
 from vqtok.plots import image_grid, save_png, save_spectrograms
-from vqtok.tokenizer import speech_level, streaming
+from vqtok import speech_level
+from vqtok.tokenizer import streaming
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from speech_protocol import EvalPiece
 
 from vqtok import save_tokenizer
 from vqtok.data.audio import resample
-from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, speech_level
+from vqtok import speech_level
+from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
 from vqtok.tokenizer.postfilter import sharpen
 
 SPEECH_FILE = SHARED_DATA / "speech" / "test" / "librispeech-test-other" / "1688-142285-0000.flac"

@@ -10,7 +10,7 @@ from clihelpers import SHARED_FSDD, listing, make_tokenizer, tone, write_wav
 
 from vqtok import load_tokenizer, read_codes
 from vqtok.data.audio import load_audio
-from vqtok.tokenizer import speech_level
+from vqtok import speech_level
 
 
 def test_single_file_to_named_output(tmp_path, audio_tok, cli):

@@ -15,7 +15,7 @@ from testdata import SHARED_DATA, needs_corpus
 from vqtok.data.audio import AudioFolder, ConcatClips, RandomGain, list_audio_files, load_audio, resample
 from vqtok.data.rules import RULES, fsdd_rule, get_rule, hash_rule, hash_split
 from vqtok.errors import VqtokError
-from vqtok.tokenizer.speech_level import level_db
+from vqtok.speech_level import level_db
 
 FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
 

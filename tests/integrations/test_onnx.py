@@ -27,7 +27,8 @@ from vqtok.data.images import load_image  # noqa: E402
 from vqtok.integrations import ort_runner  # noqa: E402
 from vqtok.integrations.onnx import OPSET, PostfilterGraph, dft_tables, export_onnx, read_metadata  # noqa: E402
 from vqtok.integrations.ort_runner import OrtTokenizer, RunnerError  # noqa: E402
-from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer, speech_level  # noqa: E402
+from vqtok import speech_level  # noqa: E402
+from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer  # noqa: E402
 from vqtok.tokenizer.codes import read_codes, write_codes  # noqa: E402
 from vqtok.tokenizer.heads import HeadConfig  # noqa: E402
 from vqtok.tokenizer.postfilter import sharpen  # noqa: E402

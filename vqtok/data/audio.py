@@ -20,7 +20,7 @@ from vqtok.data.rules import RULE_NUM_CLASSES, get_rule
 from vqtok.data.rules import hash_split  # noqa: F401 (data/images.py reads it here)
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.tokenizer import speech_level
+from vqtok import speech_level
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ class DataSource:
     pad_to: int | None = None  # mnist: zero-pad 28x28 to this size
     # audio and codes: label/split rule from file names ("fsdd", "fsdd_speaker", "folders", "hash")
     rule: str | None = "hash"
-    # audio: every file brought to this speech level when read (gated RMS dBFS, tokenizer/speech_level.py), as
+    # audio: every file brought to this speech level when read (gated RMS dBFS, speech_level.py), as
     # `vqtok encode` brings a clip to a tokenizer's model.level_db; None reads files as they are
     level_db: float | None = None
     image_size: list[int] | None = None  # images: [H, W] after resize + centre crop

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqtok.codefile import LEVEL_NAMES
-from vqtok.tokenizer import speech_level, streaming
+from vqtok import speech_level
+from vqtok.tokenizer import streaming
 from vqtok.tokenizer.stream import StreamDecoder, StreamEncoder
 from vqtok.tokenizer.postfilter import sharpen
 from vqtok.tokenizer.heads import DECODER_HEADS, HeadConfig, build_decoder  # noqa: F401 (models build here)

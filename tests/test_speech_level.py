@@ -9,7 +9,7 @@ import torch
 from vqtok import VqtokError, metrics
 from vqtok.evaluate import evaluate
 from vqtok.tokenizer import LevelConfig, TokenizerConfig, build_tokenizer
-from vqtok.tokenizer import speech_level as level
+from vqtok import speech_level as level
 
 RATE = 8000
 
