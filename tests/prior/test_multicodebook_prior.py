@@ -163,3 +163,12 @@ def test_vqtok_sample_draws_residual_codes_of_whole_frames(lm_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert read_codes(tmp_path / "long_codes" / "sample_000.npy", tok).levels[0].shape == (3, 60)
     assert len(sf.read(tmp_path / "long" / "sample_000.wav")[0]) == 2400
+
+
+def test_samples_without_windows_fit_one_pass_in_whole_frames():
+    torch.manual_seed(0)
+    lay = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=16, dims=1, codebooks=4,
+                      max_length=500)
+    prior = CodePrior(lay, {"dim": 16, "layers": 1, "heads": 2, "max_len": 30}).eval()
+    assert [tuple(s.shape) for s in prior.sample(2)] == [(4, 7), (4, 7)]  # 30 positions: 7 frames of 4
+    assert [tuple(s.shape) for s in prior.sample(1, max_length=12)] == [(4, 3)]

@@ -229,6 +229,8 @@ class CodePrior(nn.Module):
             return [out.codes[i, : int(m) * lay.cond_ratio].clone() for i, m in enumerate(top_lengths)]
         if not lay.eos:  # residual codebooks or windows: `max_length` codes (default: one window's worth)
             length = max_length or lay.window or lay.max_length
+            if not lay.window:  # one pass: at most what the network reads at once
+                length = min(length, self.net.config.max_len)
             length -= length % lay.codebooks  # whole frames
             out = decode_transformer(self.net, n, length, labels, None, temperature, top_k, top_p, generator,
                                      batch_size=batch_size, guidance=guidance, context=lay.context)
