@@ -1,5 +1,6 @@
 """A Transformer prior over residual codebooks (Q, T) read frame by frame, in windows longer files need."""
 
+import json
 import math
 
 import numpy as np
@@ -172,3 +173,15 @@ def test_samples_without_windows_fit_one_pass_in_whole_frames():
     prior = CodePrior(lay, {"dim": 16, "layers": 1, "heads": 2, "max_len": 30}).eval()
     assert [tuple(s.shape) for s in prior.sample(2)] == [(4, 7), (4, 7)]  # 30 positions: 7 frames of 4
     assert [tuple(s.shape) for s in prior.sample(1, max_length=12)] == [(4, 3)]
+
+
+def test_vqtok_info_describes_a_prior_file(lm_run):
+    root, prior, tok_path = lm_run
+    path = root / "run" / "prior.safetensors"
+    text = CliRunner().invoke(main, ["info", str(path)], catch_exceptions=False).output
+    assert "network       transformer (dim 16, layers 1, heads 2, max_len 30), " in text
+    assert f"{sum(p.numel() for p in prior.parameters()):,} parameters" in text
+    assert "reads         sequences, frame by frame over 3 codebooks; in windows of 30 codes re-reading 12" in text
+    assert f"of tokenizer {load_tokenizer(tok_path).fingerprint}" in text and "recipe speech_lm_prior, step 6" in text
+    card = json.loads(CliRunner().invoke(main, ["info", str(path), "--json"]).output)
+    assert (card["codebooks"], card["window"], card["context"], card["eos"]) == (3, 30, 12, False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -16,9 +17,9 @@ from vqtok.errors import VqtokError
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
 def command(path: Path, as_json: bool) -> None:
-    """Show the model card of a TOKENIZER (.safetensors, run folder or shipped name), of a shipped prior,
-    the contents of a CODES file (.npy/.npz), or the rate of a prior-coded token file (.vqz: bits per code,
-    ratio to the raw codes).
+    """Show the model card of a TOKENIZER (.safetensors, run folder or shipped name) or of a prior (its
+    .safetensors or a shipped name), the contents of a CODES file (.npy/.npz), or the rate of a prior-coded
+    token file (.vqz: bits per code, ratio to the raw codes).
 
     A shipped model's card adds its training data, licences, recipe and measured quality. The card lists the architecture, parameter count, sample rate, downsampling, frame rate and
     codebook size per level, bitrate, tokens per second, and the training recipe and step.
@@ -30,6 +31,7 @@ def command(path: Path, as_json: bool) -> None:
       vqtok info speech.npy
       vqtok info runs/mnist/tokenizer.safetensors --json
       vqtok info 0_george_0.vqz
+      vqtok info runs/speech_lm_prior/prior.safetensors
     """
     from vqtok.cli.codes_card import codes_summary, format_codes
     from vqtok.codefile import CODE_SUFFIXES, read_arrays  # a token file is read without torch
@@ -58,6 +60,10 @@ def command(path: Path, as_json: bool) -> None:
         summary = codes_summary(read_arrays(path))
         click.echo(json.dumps(summary, indent=1) if as_json else format_codes(summary))
         return
+    if path.is_file() and path.suffix == ".safetensors" and is_prior_file(path):
+        card = prior_card(path)
+        click.echo(json.dumps(card, indent=1) if as_json else format_prior_card(card))
+        return
     from vqtok.cli.card import format_card, model_card
     from vqtok.cli.options import open_tokenizer
 
@@ -70,3 +76,56 @@ def command(path: Path, as_json: bool) -> None:
 
     click.echo(json.dumps({"shipped": shipped.card, "model": card}, indent=1) if as_json
                else format_shipped_card(shipped) + "\n\n" + format_card(card))
+
+
+SIZE_FIELDS = ("dim", "channels", "layers", "heads", "kernel_size", "max_len")  # the networks' size, as stored
+
+
+def is_prior_file(path: Path) -> bool:
+    """Whether a .safetensors file's header says it is a prior (a torch-free look at its metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return (f.metadata() or {}).get("format") == "vqtok.prior"
+    except (SafetensorError, OSError, ValueError):
+        return False  # the tokenizer reader says what is wrong with it
+
+
+def prior_card(path: Path) -> dict:
+    """What a prior file holds: its network, the codes it models and how it reads them, how it was trained."""
+    from vqtok.prior.checkpoint import load_prior
+    from vqtok.tokenizer.codes import describe_tokenizer
+
+    prior = load_prior(path)
+    lay, config = prior.layout, prior.config
+    return {"path": str(path), "network": lay.kind, "parameters": sum(p.numel() for p in prior.parameters()),
+            "config": {k: v for k, v in config.items() if v is not None}, "level": lay.level,
+            "codebook_size": lay.codebook_size, "codebooks": lay.codebooks, "shape": lay.shape, "eos": lay.eos,
+            "window": lay.window, "context": lay.context, "classes": lay.num_classes, "guidance": lay.guidance,
+            "tokenizer": describe_tokenizer(prior.tokenizer), "train": prior.train_info}
+
+
+def format_prior_card(card: dict) -> str:
+    """A prior's card as aligned `key value` lines."""
+    size = ", ".join(f"{key} {card['config'][key]}" for key in SIZE_FIELDS if key in card["config"])
+    if card["shape"]:
+        reads = f"maps of {card['shape'][0]}x{card['shape'][1]} codes, raster order"
+    else:
+        reads = "sequences" + (", frame by frame over {} codebooks".format(card["codebooks"])
+                               if card["codebooks"] > 1 else "") + (", ending with EOS" if card["eos"] else "")
+        if card["window"]:
+            reads += f"; in windows of {card['window']} codes re-reading {card['context']}"
+    train = card["train"]
+    lines = [f"prior         {card['path']}",
+             f"network       {card['network']} ({size}), {card['parameters']:,} parameters",
+             f"models        {'' if card['level'] == 'codes' else card['level'] + ' '}codes (K={card['codebook_size']}) "
+             f"of {card['tokenizer']}",
+             f"reads         {reads}"]
+    if card["classes"]:
+        lines.append(f"classes       {card['classes']} (guidance {card['guidance']:g} by default)")
+    if train:
+        nll = train.get("best_nll")
+        best = f"; best validation NLL {nll:.4f} nats ({nll / math.log(2):.3f} bits) per code" if nll else ""
+        lines.append(f"training      recipe {train.get('recipe')}, step {train.get('step')}{best}")
+    return "\n".join(lines)
