@@ -185,3 +185,18 @@ def test_vqtok_info_describes_a_prior_file(lm_run):
     assert f"of tokenizer {load_tokenizer(tok_path).fingerprint}" in text and "recipe speech_lm_prior, step 6" in text
     card = json.loads(CliRunner().invoke(main, ["info", str(path), "--json"]).output)
     assert (card["codebooks"], card["window"], card["context"], card["eos"]) == (3, 30, 12, False)
+
+
+def test_compress_refuses_a_prefix_of_the_codebooks(lm_run, tmp_path):
+    root, prior, tok_path = lm_run
+    clip = sorted((root / "clips").glob("*.wav"))[0]
+    result = CliRunner().invoke(main, ["encode", str(clip), "-m", str(tok_path), "--codebooks", "2", "-o",
+                                       str(tmp_path / "two.npy"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["compress", str(tmp_path / "two.npy"), "-p", str(root / "run"), "-o",
+                                       str(tmp_path / "two.vqz")])
+    assert result.exit_code == 2 and not (tmp_path / "two.vqz").exists()
+    assert "two.npy: 2 codebooks, but the prior models all 3 codebooks of each frame" in result.output
+    item = coding.CodedItem([read_codes(tmp_path / "two.npy").levels[0]], None, None, {})
+    with pytest.raises(coding.VqtokError, match="a token file: 2 codebooks"):  # the library refuses it too
+        coding.compress_many([prior], "0123456789abcdef", [item])

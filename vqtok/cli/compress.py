@@ -43,7 +43,7 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
     from vqtok.cli.common import setup_logging
     from vqtok.data.audio import list_files
     from vqtok.files import atomic_write
-    from vqtok.prior.coding import SUFFIX, CodedItem, coded_class, compress_archive, compress_many
+    from vqtok.prior.coding import SUFFIX, CodedItem, check_fit, coded_class, compress_archive, compress_many
     from vqtok.prior.generate import load_prior_run
     from vqtok.tokenizer.checkpoint import reads_codes_of
     from vqtok.tokenizer.codes import (CODE_SUFFIXES, check_shapes, codes_suffix, describe_tokenizer, read_codes,
@@ -76,6 +76,7 @@ def command(codes: Path, prior: Path, out: Path, label: int | None, force: bool)
                              f"of {describe_tokenizer(tokenizer_summary(tok))}; pass a prior trained on the codes "
                              "of the tokenizer that encoded it (-p)")
         check_shapes(file, tok)
+        check_fit(priors, [c.shape for c in file.levels], str(path))
         cls = file.label if label is None else label
         # the entry's path in the folder, with the suffix decompress writes (.npy / .npz, lower case)
         name = path.relative_to(codes).with_suffix(codes_suffix(len(file.levels))).as_posix() if archive else None

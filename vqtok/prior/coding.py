@@ -170,6 +170,7 @@ def _code(priors: list[CodePrior], shapes: list[tuple[int, ...]], classes: list[
     b = len(classes)
     if b > 1 and not batchable(priors):
         raise ValueError("only PixelCNN priors code several items in one batch bit-exactly")
+    check_fit(priors, shapes, "a token file")
     levels: list[np.ndarray] = []  # per level (b, *shape)
     with _deterministic():
         for index, (prior, shape) in enumerate(zip(priors, shapes)):
@@ -397,6 +398,16 @@ def read_vqz(path: str | Path) -> Vqz:
     if not path.is_file():
         raise VqtokError(f"{path}: no such file")
     return unpack(path.read_bytes(), str(path))
+
+
+def check_fit(priors: list[CodePrior], shapes: list[tuple[int, ...]], name: str) -> None:
+    """Refuse codes of another shape than the priors read: a level of Q residual codebooks must hold all Q."""
+    for prior, shape in zip(priors, shapes):
+        q = prior.layout.codebooks
+        if q > 1 and (len(shape) != 2 or shape[0] != q):
+            have = f"{shape[0]} codebooks" if len(shape) == 2 else f"codes of shape {tuple(shape)}"
+            raise VqtokError(f"{name}: {have}, but the prior models all {q} codebooks of each frame; compress a "
+                             "file encoded with every codebook (vqtok encode without --codebooks)")
 
 
 def check_prior(vqz: Vqz, priors: list[CodePrior], name: str) -> None:
