@@ -200,3 +200,16 @@ def test_compress_refuses_a_prefix_of_the_codebooks(lm_run, tmp_path):
     item = coding.CodedItem([read_codes(tmp_path / "two.npy").levels[0]], None, None, {})
     with pytest.raises(coding.VqtokError, match="a token file: 2 codebooks"):  # the library refuses it too
         coding.compress_many([prior], "0123456789abcdef", [item])
+
+
+def test_a_prior_refuses_to_train_on_files_of_fewer_codebooks(lm_run, tmp_path):
+    root, prior, tok_path = lm_run
+    result = CliRunner().invoke(main, ["encode", str(root / "clips"), "-m", str(tok_path), "--codebooks", "2",
+                                       "-o", str(tmp_path / "two"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    recipe = load_prior_recipe(REPO / "recipes" / "speech_lm_prior.yaml", [
+        f"tokenizer={tok_path}", f"data.root={tmp_path / 'two'}", "data.kind=codes", "data.rule=fsdd",
+        "data.shifts=0", "model.context=12", "model.config={dim: 16, layers: 1, heads: 2, max_len: 30}",
+        "train.max_steps=1"])
+    with pytest.raises(coding.VqtokError, match="files with 2 of the tokenizer's 3 codebooks"):
+        train_prior(recipe, tmp_path / "run", progress=False, plot=False)
