@@ -82,13 +82,12 @@ SIZE_FIELDS = ("dim", "channels", "layers", "heads", "kernel_size", "max_len")  
 
 
 def is_prior_file(path: Path) -> bool:
-    """Whether a .safetensors file's header says it is a prior (a torch-free look at its metadata)."""
-    from safetensors import SafetensorError, safe_open
+    """Whether a .safetensors file's header says it is a prior (read without torch, as the registry reads it)."""
+    from vqtok import registry
 
     try:
-        with safe_open(str(path), framework="numpy") as f:
-            return (f.metadata() or {}).get("format") == "vqtok.prior"
-    except (SafetensorError, OSError, ValueError):
+        return registry.ROLES.get(registry.header(path).get("format")) == "prior"
+    except VqtokError:
         return False  # the tokenizer reader says what is wrong with it
 
 

@@ -90,10 +90,10 @@ def codes_from_manifest(tok, data, split: str) -> CodeSet:
     if not reads_codes_of(tok, tokens.tokenizer):
         raise VqtokError(f"{tokens.manifest}: encoded by {describe_tokenizer(tokens.tokenizer)}, but this prior "
                          f"models {describe_tokenizer(tokenizer_summary(tok))}; encode with that tokenizer")
-    kept = {int(c.shape[0]) for levels in tokens.codes for c in levels if c.dim() == 2 and tok.codebooks > 1}
-    if kept - {tok.codebooks}:
-        raise VqtokError(f"{tokens.manifest}: files with {min(kept - {tok.codebooks})} of the tokenizer's "
-                         f"{tok.codebooks} codebooks; a prior models all of them (vqtok encode without --codebooks)")
+    fewer = {int(c.shape[0]) for levels in tokens.codes for c in levels} - {tok.codebooks}
+    if tok.codebooks > 1 and fewer:
+        raise VqtokError(f"{tokens.manifest}: files with {min(fewer)} of the tokenizer's {tok.codebooks} "
+                         "codebooks; a prior models all of them (vqtok encode without --codebooks)")
     return _stack([[c.to(torch.int32) for c in levels] for levels in tokens.codes], tok.dims, tokens.labels,
                    tokens.sizes, tokens.manifest)
 

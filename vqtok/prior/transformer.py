@@ -319,10 +319,9 @@ class CausalTransformer(nn.Module):
         weight, bias = self.head.weight.view(q, k, -1), self.head.bias.view(q, k)
         if x.shape[1] == 1:
             return F.linear(x, weight[start % q], bias[start % q])
-        book = (torch.arange(x.shape[1], device=x.device) + start) % q
         out = x.new_empty(*x.shape[:2], k)
-        for b in range(q):  # one GEMM per codebook rather than all Q * K logits at every position
-            rows = (book == b).nonzero()[:, 0]
+        for b in range(q):  # one GEMM per codebook (every q-th position) rather than all Q * K logits everywhere
+            rows = slice((b - start) % q, None, q)
             out[:, rows] = F.linear(x[:, rows], weight[b], bias[b])
         return out
 
