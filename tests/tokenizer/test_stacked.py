@@ -1,6 +1,7 @@
 """arch 'stacked': a residual-VQ level between a base tokenizer's encoder and decoder, and its latent trainer."""
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,8 @@ def recipe_dict(base_path: Path, root: Path) -> dict:
         "data": {"root": str(root), "valid_pieces": 2},
         "stages": [{"train": {**train, "max_steps": 3}, "segment_seconds": 0.1},
                    {"train": {**train, "max_steps": 3}, "segment_seconds": 0.1,
-                    "loss": {"stft": 1.0, "train_decoder": True, "decoder_only": True}}],
+                    "loss": {"stft": 1.0, "l1": 1.0, "fft_sizes": [64, 128], "train_decoder": True,
+                             "decoder_only": True}}],
     }
 
 
@@ -128,6 +130,9 @@ def test_latent_trainer_resumes_bit_exact(tmp_path, monkeypatch):
     recipe = load_latent_recipe(recipe_dict(base_path, tmp_path / "data"))
     whole = train_latent_level(recipe, tmp_path / "whole", progress=False)
     assert (tmp_path / "whole" / "stage1" / "tokenizer.safetensors").exists()
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    stage2 = [r for r in rows if r.get("stage") == 2.0]
+    assert len(stage2) == 3 and all(r["l1"] > 0 and r["stft"] > 0 for r in stage2)  # the waveform terms of stage 2
 
     # the same run stopped in the middle of stage 2 (after its first step), then resumed
     from vqtok.tokenizer import train_latent
@@ -179,6 +184,34 @@ def test_init_starts_from_a_stacked_tokenizer(tmp_path):
         start_from(tok, base, str(tmp_path / "base.safetensors"), "base")
 
 
+def test_init_deepens_the_level_decoder_and_keeps_the_codes(tmp_path):
+    from dataclasses import replace
+
+    from vqtok.errors import VqtokError
+    from vqtok.tokenizer.checkpoint import codes_fingerprint
+    from vqtok.tokenizer.train_latent import start_from
+
+    base = small_base()
+    torch.manual_seed(1)
+    src = stacked_tokenizer(base, LEVEL, QuantizerConfig(kmeans_iters=1)).train()
+    src(torch.randn(2, 1, 4000) * 0.1)
+    save_tokenizer(src.eval(), tmp_path / "src.safetensors")
+    deeper = replace(LEVEL, decoder_res_depth=3)
+    tok = stacked_tokenizer(base, deeper, QuantizerConfig(kmeans_iters=1)).eval()
+    n_blocks = sum(type(m).__name__ == "ResBlock" for m in tok.level.decoder.net)
+    assert n_blocks == 3 * len(LEVEL.channels)  # the level's decoder follows decoder_res_depth
+    start_from(tok, base, str(tmp_path / "src.safetensors"), "base")
+    x = torch.randn(1, 1, 800) * 0.1
+    codes = src.encode(x)
+    assert torch.equal(tok.encode(x), codes)
+    assert codes_fingerprint(tok) == codes_fingerprint(src)  # token files of init decode with the deeper level
+    # the added blocks start as the identity: the same audio until the deeper decoder trains
+    assert torch.allclose(tok.decode(codes[0], size=800), src.decode(codes[0], size=800), atol=1e-6)
+    shallower = stacked_tokenizer(base, replace(LEVEL, channels=[16, 24]), QuantizerConfig(kmeans_iters=1))
+    with pytest.raises(VqtokError, match="level does not fit"):
+        start_from(shallower, base, str(tmp_path / "src.safetensors"), "base")
+
+
 def test_latent_recipe_is_strict():
     from vqtok.errors import VqtokError
 
@@ -186,6 +219,7 @@ def test_latent_recipe_is_strict():
         load_latent_recipe({"stages": [{"loss": {"wave": 1}}]})
     with pytest.raises(VqtokError, match="train_decoder needs"):
         load_latent_recipe({"stages": [{"loss": {"train_decoder": True}}]})
+    assert load_latent_recipe({"stages": [{"loss": {"train_decoder": True, "l1": 1.0}}]}).stages[0].loss.l1 == 1.0
 
 
 def test_shipped_recipe_parses():

@@ -24,11 +24,11 @@ class LatentLevel(nn.Module):
 
     def __init__(self, latent_dim: int, level, quantizer: QuantizerConfig, activation: str):
         super().__init__()
-        self.encoder = Encoder(1, latent_dim, level.channels, level.strides, level.code_dim, level.res_depth,
+        self.encoder = Encoder(1, latent_dim, level.channels, level.strides, level.code_dim, level.encoder_depth,
                                level.dilation_growth, activation, "conv")
         self.quantizer = ResidualVQ(level.codebooks, level.codebook_size, level.code_dim, quantizer,
                                     level.quantizer_dropout)
-        self.decoder = Decoder(1, level.code_dim, level.channels, level.strides, latent_dim, level.res_depth,
+        self.decoder = Decoder(1, level.code_dim, level.channels, level.strides, latent_dim, level.decoder_depth,
                                level.dilation_growth, activation)
         self.register_buffer("mean", torch.zeros(latent_dim))
         self.register_buffer("std", torch.ones(latent_dim))

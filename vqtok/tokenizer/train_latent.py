@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from vqtok.config import from_dict
 from vqtok.data.audio import AUDIO_EXTENSIONS, list_files, load_audio
 from vqtok.errors import VqtokError
-from vqtok.losses import MultiResolutionSTFTLoss
+from vqtok.losses import MultiResolutionSTFTLoss, waveform_l1
 from vqtok.run import Progress, TrainConfig, lr_lambda, write_recipe
 from vqtok.tokenizer.base import LevelConfig, Tokenizer, TokenizerConfig
 from vqtok.tokenizer.checkpoint import TOKENIZER_FILE, build_tokenizer, load_tokenizer, save_tokenizer
@@ -35,6 +35,8 @@ ALIGN = 8  # segments start on multiples of the level's stride, as whole clips d
 class LatentLoss:
     latent: float = 1.0  # MSE to the base quantizer's vectors, in units of their per-channel std
     stft: float = 0.0  # > 0: multi-resolution STFT loss of the base decoder's output against the audio
+    l1: float = 0.0  # > 0: L1 between that output and the audio (with stft 15: speech-16k's own loss, l1 1)
+    fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048])  # the STFT loss's windows
     train_decoder: bool = False  # fine-tune the base decoder as well (needs stft > 0)
     # the codes stay as they are: the level's encoder and codebooks are frozen, only its decoder (and with
     # train_decoder the base decoder) trains, on every prefix of the stages as quantizer dropout draws them; token
@@ -78,8 +80,9 @@ class LatentLevelRecipe:
         if self.level.codebooks < 1:
             raise VqtokError(f"level.codebooks must be at least 1, got {self.level.codebooks}")
         for i, stage in enumerate(self.stages):
-            if stage.loss.train_decoder and stage.loss.stft <= 0:
-                raise VqtokError(f"stages[{i}]: loss.train_decoder needs a loss through the decoder (loss.stft > 0)")
+            if stage.loss.train_decoder and stage.loss.stft <= 0 and stage.loss.l1 <= 0:
+                raise VqtokError(f"stages[{i}]: loss.train_decoder needs a loss through the decoder (loss.stft or "
+                                 "loss.l1 > 0)")
 
 
 def load_latent_recipe(data: dict) -> LatentLevelRecipe:
@@ -103,16 +106,24 @@ def stacked_tokenizer(base: Tokenizer, level: LevelConfig, quantizer: QuantizerC
 
 # ------------------------------------------------------------------------------------------- data
 def start_from(tok: Stacked, base: Tokenizer, init: str, base_name: str) -> None:
-    """Load the level and decoder of the stacked tokenizer `init` into `tok`; its encoder must be `base`'s."""
+    """Load the level and decoder of the stacked tokenizer `init` into `tok`; its encoder must be `base`'s. A
+    recipe level with a deeper decoder (level.decoder_res_depth) takes init's decoder with the added residual blocks
+    starting as the identity (Decoder.load_shallower): the same output and the same codes until it trains."""
     src = load_tokenizer(init)
     if not isinstance(src, Stacked):
         raise VqtokError(f"init: {init} is not a stacked tokenizer (arch '{src.config.arch}')")
     theirs, ours = src.encoder.state_dict(), base.encoder.state_dict()
     if theirs.keys() != ours.keys() or any(not torch.equal(theirs[k].float(), ours[k].float()) for k in ours):
         raise VqtokError(f"init: {init} does not stack on the recipe's base {base_name}")
+    deeper = tok.config.top.decoder_depth > src.config.top.decoder_depth  # the codes stay: see LevelConfig
+    state = {k: v for k, v in src.level.state_dict().items() if not (deeper and k.startswith("decoder."))}
     try:
-        tok.level.load_state_dict(src.level.state_dict())
-    except RuntimeError:
+        missing, unexpected = tok.level.load_state_dict(state, strict=not deeper)
+        if unexpected or any(not k.startswith("decoder.") for k in missing):
+            raise RuntimeError
+        if deeper:
+            tok.level.decoder.load_shallower(src.level.decoder)
+    except (RuntimeError, ValueError):
         raise VqtokError(f"init: {init}'s level does not fit the recipe's level and quantizer") from None
     tok.decoder.load_state_dict(src.decoder.state_dict())
 
@@ -193,7 +204,6 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
         level.std.copy_(std.clamp_min(max(1e-3 * float(std.max()), 1e-8)))  # a channel that never moves: no 0 / 0
     for p in tok.encoder.parameters():
         p.requires_grad_(False)
-    stft = MultiResolutionSTFTLoss(base.sample_rate, fft_sizes=(256, 512, 1024, 2048))
 
     run.mkdir(parents=True, exist_ok=True)
     write_recipe(run, recipe)
@@ -226,6 +236,7 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
             opt.load_state_dict(state["opt"])
             sched.load_state_dict(state["sched"])
         frames = round(stage.segment_seconds * base.sample_rate / hop / ALIGN) * ALIGN
+        stft = MultiResolutionSTFTLoss(base.sample_rate, fft_sizes=stage.loss.fft_sizes)
 
         def save(step: int, done: bool) -> None:
             nxt = (si + 1, 0) if done else (si, step)
@@ -256,10 +267,11 @@ def train_latent_level(recipe: LatentLevelRecipe, run: Path, resume: bool = Fals
                 latent = F.mse_loss(out / scale, e / scale)
                 loss = stage.loss.latent * latent + commit
                 row["latent"] = latent.detach()
-                if stage.loss.stft > 0:
-                    spec = stft(decoder(out), audio)
-                    loss = loss + stage.loss.stft * spec
-                    row["stft"] = spec.detach()
+                if stage.loss.stft > 0 or stage.loss.l1 > 0:
+                    wave = decoder(out)
+                    spec, l1 = stft(wave, audio), waveform_l1(wave, audio)
+                    loss = loss + stage.loss.stft * spec + stage.loss.l1 * l1
+                    row |= {"stft": spec.detach(), "l1": l1.detach()}
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
