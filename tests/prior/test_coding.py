@@ -17,7 +17,8 @@ from vqtok.cli import main
 from vqtok.prior import coding
 from vqtok.prior.arithmetic import TOTAL, RangeDecoder, RangeEncoder, frequencies
 from vqtok.prior.checkpoint import load_prior, save_prior
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import MapLayout, SequenceLayout
+from vqtok.prior.model import CodePrior
 from vqtok.prior.train import train_prior
 from vqtok.errors import VqtokError
 
@@ -98,18 +99,18 @@ def _random_priors(kind: str):
     gpt = {"dim": 16, "layers": 2, "heads": 2, "max_len": 64}
     base = dict(level="codes", level_index=0, codebook_size=12, num_classes=3, class_counts=[1, 1, 1])
     if kind == "pixelcnn":
-        return [CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[4, 5], **base), pix)], [(4, 5)]
+        return [CodePrior(MapLayout(network="pixelcnn", shape=[4, 5], **base), pix)], [(4, 5)]
     if kind == "raster":
-        return [CodePrior(PriorLayout(kind="transformer", dims=2, shape=[4, 5], **base), gpt)], [(4, 5)]
+        return [CodePrior(MapLayout(network="transformer", shape=[4, 5], **base), gpt)], [(4, 5)]
     if kind == "eos":
-        return [CodePrior(PriorLayout(kind="transformer", dims=1, eos=True, max_length=40, **base), gpt)], [(37,)]
+        return [CodePrior(SequenceLayout(network="transformer", eos=True, max_length=40, **base), gpt)], [(37,)]
     top = {**base, "level": "top"}
     bottom = {**base, "level": "bottom", "level_index": 1, "cond_codebook_size": 12, "cond_ratio": 2}
     if kind == "vqvae2":
-        return ([CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[2, 3], **top), pix),
-                 CodePrior(PriorLayout(kind="pixelcnn", dims=2, shape=[4, 6], **bottom), pix)], [(2, 3), (4, 6)])
-    return ([CodePrior(PriorLayout(kind="transformer", dims=1, eos=True, max_length=40, **top), gpt),
-             CodePrior(PriorLayout(kind="transformer", dims=1, **bottom), gpt)], [(9,), (17,)])
+        return ([CodePrior(MapLayout(network="pixelcnn", shape=[2, 3], **top), pix),
+                 CodePrior(MapLayout(network="pixelcnn", shape=[4, 6], **bottom), pix)], [(2, 3), (4, 6)])
+    return ([CodePrior(SequenceLayout(network="transformer", eos=True, max_length=40, **top), gpt),
+             CodePrior(SequenceLayout(network="transformer", **bottom), gpt)], [(9,), (17,)])
 
 
 @pytest.mark.parametrize("kind", ["pixelcnn", "raster", "eos", "vqvae2", "vqvae2_audio"])

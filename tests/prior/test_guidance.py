@@ -15,7 +15,8 @@ from vqtok.prior import CausalTransformer, GatedPixelCNN, draw, filter_logits, s
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.generate import sample_codes
 from vqtok.prior.guidance import drop_labels, mix
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import MapLayout, SequenceLayout
+from vqtok.prior.model import CodePrior
 from vqtok.prior.sampling import decode_transformer
 
 W = 2.5  # a guidance weight far enough from 1 that guided and plain samples differ
@@ -143,19 +144,19 @@ def test_guided_logits_stay_causal():
                 assert moved[j + 1 :].any()
 
 
-def _layout(kind="pixelcnn", cond_dropout=0.5, **extra) -> PriorLayout:
-    base = dict(kind=kind, level="codes", level_index=0, codebook_size=12, dims=2, shape=[4, 4], num_classes=3,
+def _layout(network="pixelcnn", cond_dropout=0.5, **extra) -> MapLayout:
+    base = dict(network=network, level="codes", level_index=0, codebook_size=12, shape=[4, 4], num_classes=3,
                 class_counts=[1, 1, 1], cond_dropout=cond_dropout)
-    return PriorLayout(**{**base, **extra})
+    return MapLayout(**{**base, **extra})
 
 
-@pytest.mark.parametrize("kind, config, name", [
+@pytest.mark.parametrize("network, config, name", [
     ("pixelcnn", {"channels": 8, "layers": 2, "kernel_size": 3}, "net.gated.0.class_bias.weight"),
     ("transformer", {"dim": 16, "layers": 1, "heads": 2, "max_len": 16}, "net.class_start.weight"),
 ])
-def test_null_class_is_trained_only_with_cond_dropout(kind, config, name):
+def test_null_class_is_trained_only_with_cond_dropout(network, config, name):
     torch.manual_seed(0)
-    prior = CodePrior(_layout(kind), config).train()
+    prior = CodePrior(_layout(network), config).train()
     assert prior.state_dict()[name].shape[0] == 4  # three classes and the null class
     codes, labels = torch.randint(0, 12, (64, 4, 4)), torch.randint(0, 3, (64,))
 
@@ -178,7 +179,7 @@ def test_null_class_is_trained_only_with_cond_dropout(kind, config, name):
         first, second = prior.nll(codes, labels)[0], prior.nll(codes, labels)[0]
         assert torch.equal(first, second)
     # a recipe without cond_dropout builds no null class
-    assert CodePrior(_layout(kind, cond_dropout=0.0), config).state_dict()[name].shape[0] == 3
+    assert CodePrior(_layout(network, cond_dropout=0.0), config).state_dict()[name].shape[0] == 3
 
 
 def test_old_checkpoint_without_null_class_loads_samples_and_refuses_guidance(tmp_path):
@@ -214,8 +215,8 @@ def test_unconditional_guided_prior_draws_the_class_then_guides():
 # ---------------------------------------------------------------- issue 9: one decode loop, batched bottom level
 def _eos_prior() -> CodePrior:
     torch.manual_seed(0)
-    lay = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=12, dims=1, eos=True,
-                      num_classes=3, class_counts=[1, 1, 1], max_length=30, cond_dropout=0.2)
+    lay = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=12, eos=True,
+                         num_classes=3, class_counts=[1, 1, 1], max_length=30, cond_dropout=0.2)
     prior = CodePrior(lay, {"dim": 16, "layers": 2, "heads": 2, "max_len": 40})
     with torch.no_grad():
         prior.net.head.bias[lay.vocab.eos] += 2.0  # sequences end after a few codes
@@ -240,8 +241,8 @@ def test_one_dimensional_bottom_level_is_sampled_in_batches():
     """The 1-D bottom prior honours batch_size (one cache per batch, not per item) and, greedily, gives each
     item the codes it gets when sampled alone, whatever the other items' lengths."""
     torch.manual_seed(0)
-    lay = PriorLayout(kind="transformer", level="bottom", level_index=1, codebook_size=12, dims=1,
-                      cond_codebook_size=6, cond_ratio=4)
+    lay = SequenceLayout(network="transformer", level="bottom", level_index=1, codebook_size=12,
+                         cond_codebook_size=6, cond_ratio=4)
     prior = CodePrior(lay, {"dim": 16, "layers": 2, "heads": 2, "max_len": 64}).eval()
     tops = [torch.randint(0, 6, (k,)) for k in (3, 5, 2, 5, 4)]
     caches = []

@@ -14,8 +14,8 @@ from test_prior_train import REPO, load_prior_recipe, spoken_digits
 from vqtok import load_tokenizer, read_codes
 from vqtok.cli import main
 from vqtok.prior import coding
-from vqtok.prior.data import random_windows
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import SequenceLayout, random_windows
+from vqtok.prior.model import CodePrior
 from vqtok.prior.sampling import TransformerSteps
 from vqtok.prior.train import train_prior
 from vqtok.prior.transformer import CausalTransformer
@@ -45,8 +45,8 @@ def test_each_codebook_has_its_own_input_embedding_and_output_head():
 
 
 def test_windows_cover_every_code_once_with_their_context():
-    lay = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=8, dims=1, codebooks=2,
-                      window=10, context=4)
+    lay = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=8, codebooks=2,
+                         window=10, context=4)
     assert lay.windows(7) == [(0, 0, 7)]
     assert lay.windows(10) == [(0, 0, 10)]
     assert lay.windows(23) == [(0, 0, 10), (6, 10, 16), (12, 16, 22), (18, 22, 23)]
@@ -57,8 +57,8 @@ def test_windows_cover_every_code_once_with_their_context():
 
 def test_windowed_nll_equals_the_cached_and_uncached_steps_that_code_a_file():
     torch.manual_seed(0)
-    lay = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=16, dims=1, codebooks=4,
-                      window=32, context=16)
+    lay = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=16, codebooks=4,
+                         window=32, context=16)
     prior = CodePrior(lay, {"dim": 32, "layers": 2, "heads": 4, "max_len": 32}).eval()
     codes, lengths = torch.randint(0, 16, (2, 100)), torch.tensor([100, 60])
     with torch.no_grad():
@@ -168,8 +168,8 @@ def test_vqtok_sample_draws_residual_codes_of_whole_frames(lm_run, tmp_path):
 
 def test_samples_without_windows_fit_one_pass_in_whole_frames():
     torch.manual_seed(0)
-    lay = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=16, dims=1, codebooks=4,
-                      max_length=500)
+    lay = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=16, codebooks=4,
+                         max_length=500)
     prior = CodePrior(lay, {"dim": 16, "layers": 1, "heads": 2, "max_len": 30}).eval()
     assert [tuple(s.shape) for s in prior.sample(2)] == [(4, 7), (4, 7)]  # 30 positions: 7 frames of 4
     assert [tuple(s.shape) for s in prior.sample(1, max_length=12)] == [(4, 3)]

@@ -18,7 +18,8 @@ from vqtok.cli import main
 from vqtok.data.audio import AudioFolder
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import MapLayout, SequenceLayout
+from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import load_prior_recipe
 from vqtok.prior.train import evaluate_priors, train_prior
 from vqtok.tokenizer.recipe import load_recipe
@@ -93,8 +94,8 @@ def test_recipe_model_config_is_strict():
         load_prior_recipe(path, ["model.config.chanels=3"])
     with pytest.raises(VqtokError, match="num_codes is set by the tokenizer"):
         load_prior_recipe(path, ["model.config.num_codes=3"])
-    with pytest.raises(VqtokError, match="unknown model.kind 'lstm'; choose one of pixelcnn, transformer"):
-        load_prior_recipe(path, ["model.kind=lstm"])
+    with pytest.raises(VqtokError, match="unknown model.network 'lstm'; choose one of pixelcnn, transformer"):
+        load_prior_recipe(path, ["model.network=lstm"])
     with pytest.raises(VqtokError, match="unknown level 'middle'"):
         load_prior_recipe(path, ["level=middle"])
 
@@ -104,8 +105,8 @@ def test_prior_checkpoint_round_trip_and_refusal_of_another_tokenizer(tmp_path):
     tok = load_tokenizer(tiny_tokenizer(tmp_path / "a.safetensors", seed=0))
     other = load_tokenizer(tiny_tokenizer(tmp_path / "b.safetensors", seed=1))
     assert tok.fingerprint != other.fingerprint
-    layout = PriorLayout(kind="pixelcnn", level="codes", level_index=0, codebook_size=16, dims=2, shape=[7, 7],
-                         num_classes=3, class_counts=[5, 3, 2])
+    layout = MapLayout(network="pixelcnn", level="codes", level_index=0, codebook_size=16, shape=[7, 7],
+                       num_classes=3, class_counts=[5, 3, 2])
     prior = CodePrior(layout, {"channels": 8, "layers": 2, "kernel_size": 3})
     save_prior(prior, tmp_path / "prior.safetensors", tokenizer_summary(tok), {"step": 7})
     loaded = load_prior(tmp_path / "prior.safetensors", tokenizer=tok)
@@ -126,8 +127,8 @@ def test_prior_checkpoint_round_trip_and_refusal_of_another_tokenizer(tmp_path):
 
 def test_transformer_prior_with_class_bias_round_trips(tmp_path):
     tok = load_tokenizer(tiny_tokenizer(tmp_path / "a.safetensors", dims=1))
-    layout = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=16, dims=1, eos=True,
-                         num_classes=3, class_counts=[1, 1, 1], max_length=20)
+    layout = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=16, eos=True,
+                            num_classes=3, class_counts=[1, 1, 1], max_length=20)
     prior = CodePrior(layout, {"dim": 16, "layers": 1, "heads": 2, "max_len": 24, "class_bias": True})
     save_prior(prior, tmp_path / "prior.safetensors", tokenizer_summary(tok), {})
     loaded = load_prior(tmp_path / "prior.safetensors", tokenizer=tok)
@@ -138,7 +139,7 @@ def test_transformer_prior_with_class_bias_round_trips(tmp_path):
 
 
 def test_sequence_targets_end_with_eos_and_uniform_logits_give_log2_k(tmp_path):
-    layout = PriorLayout(kind="transformer", level="codes", level_index=0, codebook_size=5, dims=1, eos=True)
+    layout = SequenceLayout(network="transformer", level="codes", level_index=0, codebook_size=5, eos=True)
     prior = CodePrior(layout, {"dim": 8, "layers": 1, "heads": 2, "max_len": 8})
     assert prior.net.config.num_codes == 8  # K + PAD, BOS, EOS
     codes = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0]])

@@ -98,10 +98,9 @@ def prior_card(path: Path) -> dict:
 
     prior = load_prior(path)
     lay, config = prior.layout, prior.config
-    return {"path": str(path), "network": lay.kind, "parameters": sum(p.numel() for p in prior.parameters()),
+    return {"path": str(path), "network": lay.network, "parameters": sum(p.numel() for p in prior.parameters()),
             "config": {k: v for k, v in config.items() if v is not None}, "level": lay.level,
-            "codebook_size": lay.codebook_size, "codebooks": lay.codebooks, "shape": lay.shape, "eos": lay.eos,
-            "window": lay.window, "context": lay.context, "classes": lay.num_classes, "guidance": lay.guidance,
+            "codebook_size": lay.codebook_size, **lay.card(), "classes": lay.num_classes, "guidance": lay.guidance,
             "tokenizer": describe_tokenizer(prior.tokenizer), "train": prior.train_info}
 
 

@@ -51,7 +51,7 @@ from vqtok.modality import modality_of
 from vqtok import registry
 from vqtok.prior.checkpoint import load_prior, save_prior
 from vqtok.prior.data import load_or_encode
-from vqtok.prior.model import DERIVED_FIELDS, NETWORKS
+from vqtok.prior.networks import DERIVED_FIELDS, NETWORKS
 from vqtok.prior.recipe import load_prior_recipe
 from vqtok.tokenizer.checkpoint import (TOKENIZER_FILE, architecture, codes_fingerprint, load_tokenizer,
                                         save_tokenizer)
@@ -307,7 +307,7 @@ def export_prior(run: Path, name: str, card_in: CardInput, out: Path, dtype: str
         raise VqtokError(f"{file.parent / TOKENIZER_FILE}: not the tokenizer the prior models")
     tok_path = shipped_tokenizer_for(src_tok.fingerprint, out, card_in.tokenizer)
     tok = load_tokenizer(tok_path)
-    echo(f"{file}: {prior.layout.kind} prior, {parameter_count(prior):,} parameters, over {tok_path.name}")
+    echo(f"{file}: {prior.layout.network} prior, {parameter_count(prior):,} parameters, over {tok_path.name}")
 
     names = half_names(prior)
     half = rounded(prior, names)
@@ -324,7 +324,7 @@ def export_prior(run: Path, name: str, card_in: CardInput, out: Path, dtype: str
          f"{quality['nll']:.5f} -> storing {'fp16' if use_half else 'fp32'}")
     tok_card = json.loads(registry.header(tok_path).get("card") or "{}")
     card = {key: tok_card[key] for key in ("modality", "sample_rate", "image_size", "codebooks") if key in tok_card}
-    card.update(name=name, kind="prior", tokenizer=tok_path.stem, network=prior.layout.kind,
+    card.update(name=name, kind="prior", tokenizer=tok_path.stem, network=prior.layout.network,
                 classes=prior.layout.num_classes, parameters=parameter_count(prior),
                 description=card_in.description, training_data=[to_dict(s) for s in card_in.training_data],
                 recipe=repo_recipe.as_posix(), step=prior.train_info.get("step"),
@@ -341,14 +341,14 @@ def export_prior(run: Path, name: str, card_in: CardInput, out: Path, dtype: str
 
 
 def prior_recipe_check(recipe_file: Path, prior) -> None:
-    """The recipe file must name the same network kind, size and conditioning as the prior's weights."""
+    """The recipe file must name the same network, size and conditioning as the prior's weights."""
     recipe = load_prior_recipe(recipe_file)
     stored = {k: v for k, v in prior.config.items() if k not in DERIVED_FIELDS}
-    _, config_cls = NETWORKS[recipe.model.kind]
+    _, config_cls = NETWORKS[recipe.model.network]
     built = {k: v for k, v in to_dict(config_cls(num_codes=2, **recipe.model.config)).items() if k not in DERIVED_FIELDS}
     mismatch = differences(built, stored)
-    if recipe.model.kind != prior.layout.kind:
-        mismatch.insert(0, f"model.kind: {recipe.model.kind!r} != {prior.layout.kind!r}")
+    if recipe.model.network != prior.layout.network:
+        mismatch.insert(0, f"model.network: {recipe.model.network!r} != {prior.layout.network!r}")
     if recipe.model.class_conditional != bool(prior.layout.num_classes):
         mismatch.append(f"model.class_conditional: {recipe.model.class_conditional} but the prior has "
                         f"{prior.layout.num_classes} classes")

@@ -1,7 +1,8 @@
 """Stage 2: autoregressive priors over tokenizer codes."""
 
 from vqtok.prior.checkpoint import load_prior, save_prior
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import MapLayout, PriorLayout, SequenceLayout
+from vqtok.prior.model import CodePrior
 from vqtok.prior.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from vqtok.prior.sampling import (
     decode_transformer,
@@ -20,7 +21,9 @@ __all__ = [
     "PriorLayout",
     "GatedPixelCNN",
     "KVCache",
+    "MapLayout",
     "PixelCNNConfig",
+    "SequenceLayout",
     "TransformerConfig",
     "decode_transformer",
     "draw",

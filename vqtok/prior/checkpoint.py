@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,15 @@ from safetensors.torch import load_file, save_file
 from vqtok.config import from_dict
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.prior.model import DERIVED_FIELDS, NETWORKS, CodePrior, PriorLayout
+from vqtok.prior.layout import layout_from_record
+from vqtok.prior.model import CodePrior
+from vqtok.prior.networks import DERIVED_FIELDS, NETWORKS
 from vqtok.tokenizer.checkpoint import read_header, reads_codes_of
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 from vqtok.version import __version__
 
 FORMAT = "vqtok.prior"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the network under "network", a layout record per shape of codes (1: "kind", one record)
 # Level name -> file name inside a prior run folder.
 PRIOR_FILES = {"codes": "prior.safetensors", "top": "prior_top.safetensors", "bottom": "prior_bottom.safetensors"}
 
@@ -36,9 +37,9 @@ def save_prior(prior: CodePrior, path: str | Path, tokenizer: dict[str, Any],
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "vqtok_version": __version__,
-        "kind": prior.layout.kind,
+        "network": prior.layout.network,
         "config": json.dumps(prior.config, sort_keys=True),
-        "layout": json.dumps(asdict(prior.layout), sort_keys=True),
+        "layout": json.dumps(prior.layout.record(), sort_keys=True),
         "tokenizer": json.dumps(tokenizer, sort_keys=True),
         "tokenizer_fingerprint": str(tokenizer.get("fingerprint")),
         "train": json.dumps(train_info or {}, sort_keys=True, default=str),
@@ -69,11 +70,11 @@ def load_prior(path: str | Path, tokenizer=None, device: str | torch.device = "c
     path = Path(path)
     meta = read_prior_metadata(path)
     try:
-        kind = meta["kind"]
-        _, config_cls = NETWORKS[kind]
+        # priors written before the network had its own word kept it under "kind" (header and layout JSON alike)
+        _, config_cls = NETWORKS[meta["network"] if "network" in meta else meta["kind"]]
         config = json.loads(meta["config"])
         from_dict(config_cls, config)  # strict check of the stored fields
-        layout = from_dict(PriorLayout, json.loads(meta["layout"]))
+        layout = layout_from_record(json.loads(meta["layout"]))
         made_for = json.loads(meta["tokenizer"])
     except (KeyError, json.JSONDecodeError, VqtokError) as err:
         raise VqtokError(f"{path}: bad prior config in checkpoint ({err})") from None

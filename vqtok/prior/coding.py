@@ -34,7 +34,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -43,7 +43,6 @@ import torch
 from vqtok.errors import VqtokError
 from vqtok.prior.arithmetic import RangeDecoder, RangeEncoder, frequencies
 from vqtok.prior.model import CodePrior
-from vqtok.prior.sampling import PixelCNNSteps, TransformerSteps
 from vqtok.tokenizer.base import LEVEL_NAMES
 from vqtok.tokenizer.checkpoint import fingerprint
 from vqtok.tokenizer.codes import codes_suffix
@@ -122,7 +121,7 @@ def prior_fingerprint(priors: list[CodePrior]) -> str:
     """sha256 over every level's network config, layout and weights (top first): identifies the coding model."""
     h = hashlib.sha256()
     for prior in priors:
-        described = json.dumps({"config": prior.config, "layout": asdict(prior.layout)}, sort_keys=True)
+        described = json.dumps({"config": prior.config, "layout": prior.layout.identity()}, sort_keys=True)
         tensors = {k: v.detach().cpu() for k, v in prior.state_dict().items()}
         h.update(fingerprint(described, tensors).encode())
     return h.hexdigest()[:16]
@@ -157,9 +156,10 @@ def _deterministic() -> Iterator[None]:
 
 
 def batchable(priors: list[CodePrior]) -> bool:
-    """Whether items may share a batch bit-exactly: PixelCNN levels only (a Transformer's linear layers go
-    through a BLAS GEMM whose rounding depends on the number of rows, so its items are coded one at a time)."""
-    return all(p.layout.kind == "pixelcnn" for p in priors)
+    """Whether items may share a batch bit-exactly: when every level's network says so (`batchable`: a
+    PixelCNN's maps do; a Transformer's linear layers go through a BLAS GEMM whose rounding depends on the number of
+    rows, so its items are coded one at a time)."""
+    return all(p.net.batchable for p in priors)
 
 
 def _code(priors: list[CodePrior], shapes: list[tuple[int, ...]], classes: list[int | None],
@@ -177,34 +177,16 @@ def _code(priors: list[CodePrior], shapes: list[tuple[int, ...]], classes: list[
             net, lay = prior.net.float().cpu().eval(), prior.layout
             labels = torch.tensor(classes) if lay.num_classes else None
             top = torch.from_numpy(levels[0]) if lay.level == "bottom" else None  # (b, ...) known upper codes
-            count = math.prod(shape) + int(lay.eos)  # a sequence with EOS codes its end too
-            if lay.kind == "pixelcnn":
-                steps = PixelCNNSteps(net, b, tuple(shape), labels, top)
-            elif top is not None:
-                steps = TransformerSteps(net, b, count, labels, prior._cond_1d(top, count))
-            else:
-                if count > net.config.max_len and not lay.window:
-                    raise VqtokError(f"{count} steps (codes{' + EOS' if lay.eos else ''}) exceed the prior's "
-                                     f"max_len={net.config.max_len}; this item is too long for it")
-                steps = TransformerSteps(net, b, count, labels, context=lay.context)
+            count = lay.symbol_count(shape)  # a sequence with EOS codes its end too
+            steps = lay.coding_steps(net, b, shape, labels, top)
             symbols = np.zeros((b, count), dtype=np.int64)
             for t in range(count):
                 logits = steps.next_logits()  # (b, K)
                 for i in range(b):
                     symbols[i, t] = choose(i, index, t, frequencies(logits[i]))
                 steps.push(torch.from_numpy(symbols[:, t].copy()))
-            codes = symbols[:, : math.prod(shape)]
-            if (codes >= lay.codebook_size).any() or (lay.eos and (symbols[:, -1] != lay.vocab.eos).any()):
-                raise VqtokError("the payload decodes to invalid codes (corrupted, or coded with another prior)")
-            levels.append(np.stack([lay.unflatten(torch.from_numpy(c)).numpy() for c in codes]).reshape(b, *shape))
+            levels.append(lay.from_symbols(symbols, shape))  # (b, *shape)
     return [[level[i] for level in levels] for i in range(b)]
-
-
-def _symbols(prior: CodePrior, codes: np.ndarray) -> np.ndarray:
-    """A level's codes in coding order: raster order (residual codebooks: frame by frame), then EOS for a
-    sequence that has one."""
-    flat = prior.layout.flatten(torch.from_numpy(np.asarray(codes, dtype=np.int64))).numpy().reshape(-1)
-    return np.append(flat, prior.layout.vocab.eos) if prior.layout.eos else flat
 
 
 def coded_class(priors: list[CodePrior], label: int | None, name: str) -> int | None:
@@ -236,7 +218,7 @@ def _batches(shapes: list[tuple], priors: list[CodePrior], batch: int) -> list[l
 def _encode(priors: list[CodePrior], items: list[CodedItem], encoders: list[RangeEncoder], batch: int) -> None:
     """Feed every item's codes to its encoder (items may share one) in the stream order of `batch`."""
     for group in _batches([tuple(c.shape for c in item.levels) for item in items], priors, batch):
-        symbols = [[_symbols(p, codes) for p, codes in zip(priors, items[i].levels)] for i in group]
+        symbols = [[p.layout.symbols(codes) for p, codes in zip(priors, items[i].levels)] for i in group]
 
         def choose(j: int, level: int, t: int, freqs: np.ndarray) -> int:
             encoders[group[j]].encode(int(symbols[j][level][t]), freqs)
@@ -403,11 +385,7 @@ def read_vqz(path: str | Path) -> Vqz:
 def check_fit(priors: list[CodePrior], shapes: list[tuple[int, ...]], name: str) -> None:
     """Refuse codes of another shape than the priors read: a level of Q residual codebooks must hold all Q."""
     for prior, shape in zip(priors, shapes):
-        q = prior.layout.codebooks
-        if q > 1 and (len(shape) != 2 or shape[0] != q):
-            have = f"{shape[0]} codebooks" if len(shape) == 2 else f"codes of shape {tuple(shape)}"
-            raise VqtokError(f"{name}: {have}, but the prior models all {q} codebooks of each frame; compress a "
-                             "file encoded with every codebook (vqtok encode without --codebooks)")
+        prior.layout.check_fit(shape, name)
 
 
 def check_prior(vqz: Vqz, priors: list[CodePrior], name: str) -> None:

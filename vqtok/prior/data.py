@@ -17,6 +17,7 @@ from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.tokens import TokenDataset
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.prior.layout import LAYOUTS
 from vqtok.tokenizer.checkpoint import reads_codes_of
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
 
@@ -30,7 +31,8 @@ class CodeSet:
     """Every item's codes, per level (top first), kept in memory as padded tensors.
 
     levels[l]: (N, H, W) maps (images) or (N, T_max) sequences zero-padded past lengths[l] (audio; Q residual
-    codebooks interleaved frame by frame, T * Q codes an item).
+    codebooks interleaved frame by frame, T * Q codes an item). How they are stacked and batched is their layout's
+    (`LAYOUTS[dims]`: vqtok.prior.layout).
     lengths[l]: (N,) codes per item (audio; for maps every item has H * W).
     labels: (N,) int64, -1 without a label. sizes: (N,) input samples at the tokenizer's rate (audio) or pixels.
     """
@@ -50,25 +52,13 @@ class CodeSet:
         than `window` codes are cut to a random window of that many starting at a multiple of `align`
         (training on sequences longer than the prior reads at once; torch's global RNG draws the starts)."""
         index = torch.as_tensor(index, dtype=torch.long)
+        layout = LAYOUTS[self.dims]
         codes, lengths = [], []
         for lv, (level, length) in enumerate(zip(self.levels, self.lengths)):
-            c, n = level[index], length[index]
-            if self.dims == 1 and windows and windows[lv] and int(n.max()) > windows[lv][0]:
-                c, n = random_windows(c, n, *windows[lv])
-            if self.dims == 1:
-                c = c[:, : int(n.max())]
+            c, n = layout.batch(level[index], length[index], windows[lv] if windows else None)
             codes.append(c.long())
             lengths.append(n)
         return {"codes": codes, "lengths": lengths, "labels": self.labels[index], "sizes": self.sizes[index]}
-
-
-def random_windows(codes: Tensor, lengths: Tensor, window: int, align: int) -> tuple[Tensor, Tensor]:
-    """(B, T) padded sequences -> (B, window) random windows of them (an item that fits stays whole), lengths."""
-    room = (lengths - window).clamp_min(0) // align  # starts 0, align, ..., room * align
-    starts = (torch.rand(len(lengths)) * (room + 1)).long().clamp_max(room) * align
-    cols = starts[:, None] + torch.arange(window)
-    out = codes.gather(1, cols.clamp_max(codes.shape[1] - 1))
-    return out, (lengths - starts).clamp_max(window)
 
 
 def _dataset(data, split: str, tok):
@@ -163,24 +153,10 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
 
 
 def _stack(items: list[list[Tensor]], dims: int, labels: list[int], sizes: list[int], where) -> CodeSet:
-    """Per item, per level codes (top first) -> a CodeSet: maps stacked, sequences zero-padded."""
-    levels, lengths = [], []
-    for lv in range(len(items[0])):
-        codes = [item[lv] for item in items]
-        if dims == 2:
-            shapes = {tuple(c.shape) for c in codes}
-            if len(shapes) > 1:
-                raise VqtokError(f"{where}: images give code maps of different shapes {sorted(shapes)}; "
-                                 "set data.image_size so every map has one shape")
-            levels.append(torch.stack(codes))
-            lengths.append(torch.full((len(codes),), codes[0].numel()))
-        else:
-            # residual codebooks (Q, T): the sequence the prior reads, frame by frame (PriorLayout.flatten)
-            codes = [c.t().reshape(-1) if c.dim() == 2 else c for c in codes]
-            n = torch.tensor([len(c) for c in codes])
-            levels.append(torch.stack([F.pad(c, (0, int(n.max()) - len(c))) for c in codes]))
-            lengths.append(n)
-    return CodeSet(levels, lengths, torch.tensor(labels, dtype=torch.long), torch.tensor(sizes), dims)
+    """Per item, per level codes (top first) -> a CodeSet: maps stacked, sequences zero-padded (their layout's)."""
+    stacked = [LAYOUTS[dims].stack([item[lv] for item in items], where) for lv in range(len(items[0]))]
+    return CodeSet([codes for codes, _ in stacked], [lengths for _, lengths in stacked],
+                   torch.tensor(labels, dtype=torch.long), torch.tensor(sizes), dims)
 
 
 def cache_key(tok, data, split: str) -> str:

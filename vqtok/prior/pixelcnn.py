@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from vqtok.prior.sampling import PixelCNNSteps, sample_pixelcnn
+
 # Reference: van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"
 # (arXiv:1606.05328), called [vdO16] below. Spatial conditioning on an upper code map follows
 # VQ-VAE-2 (Razavi et al. 2019).
@@ -121,6 +123,13 @@ class GatedPixelCNN(nn.Module):
       VQ-VAE-2 bottom prior (top 7x7 -> bottom 14x14). The map is embedded, passed through ``cond_layers``
       non-causal residual blocks, upsampled (nearest) to (H, W) and projected into every gate.
     """
+
+    # What a prior's layout asks of its network (vqtok.prior.layout): a PixelCNN reads code maps only, takes an
+    # upper level as a map (a VQ-VAE-2's bottom prior), and its maps may share a batch bit-exactly, PyTorch's native
+    # convolution running each map through its own GEMM (vqtok.prior.coding).
+    reads_sequences = False
+    conditions_on_maps = True
+    batchable = True
 
     def __init__(
         self,
@@ -241,3 +250,20 @@ class GatedPixelCNN(nn.Module):
         biases = self.gate_biases(labels, features)
         x = self.embed(codes)
         return self.horizontal_stack(x, self.vertical_stack(x, biases), biases)
+
+    # --- a code map as a prior reads it (vqtok.prior.layout.MapLayout) ---
+
+    def map_logits(self, codes: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        """codes (B, H, W) -> logits (B, H, W, K), the classes last."""
+        return rearrange(self(codes, labels, cond), "b k h w -> b h w k")
+
+    def sample_map(self, n: int, shape: tuple[int, int], labels: Tensor | None = None, cond: Tensor | None = None,
+                   **options) -> Tensor:
+        """n maps (n, H, W) drawn in raster order by `sample_pixelcnn` (options: temperature, top_k, top_p,
+        generator, batch_size, guidance)."""
+        return sample_pixelcnn(self, n, shape, labels, cond, **options)
+
+    def map_steps(self, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
+                  cond: Tensor | None = None) -> PixelCNNSteps:
+        """The incremental path over `batch` maps of `shape`, one code at a time in raster order (entropy coding)."""
+        return PixelCNNSteps(self, batch, shape, labels, cond)

@@ -8,7 +8,7 @@ from pathlib import Path
 from vqtok.config import apply_overrides, from_dict, load_yaml
 from vqtok.data.build import DataSource
 from vqtok.errors import VqtokError
-from vqtok.prior.model import DERIVED_FIELDS, NETWORKS
+from vqtok.prior.networks import DERIVED_FIELDS, NETWORKS
 from vqtok.run import TrainConfig
 
 LEVELS = ("all", "codes", "top", "bottom")
@@ -20,7 +20,7 @@ class PriorModelConfig:
     (`PixelCNNConfig` or `TransformerConfig`) except the ones the tokenizer and data fix:
     num_codes, num_classes, cond_codes, cond_ratio."""
 
-    kind: str = "pixelcnn"  # pixelcnn | transformer
+    network: str = "pixelcnn"  # pixelcnn | transformer (older recipes: model.kind)
     class_conditional: bool = False  # condition on the data's labels (MNIST digits, FSDD spoken digits)
     # classifier-free guidance (Ho & Salimans 2022): each training label is replaced by a null class with this
     # probability, so the same network also learns the unconditional model
@@ -60,14 +60,14 @@ class PriorRecipe:
 
 
 def check_model(model: PriorModelConfig, where: str = "model") -> None:
-    """The kind exists and `config` holds only that network's own fields, with the right types."""
-    if model.kind not in NETWORKS:
-        raise VqtokError(f"unknown {where}.kind '{model.kind}'; choose one of {', '.join(NETWORKS)}")
+    """The network exists and `config` holds only that network's own fields, with the right types."""
+    if model.network not in NETWORKS:
+        raise VqtokError(f"unknown {where}.network '{model.network}'; choose one of {', '.join(NETWORKS)}")
     derived = sorted(set(model.config) & set(DERIVED_FIELDS))
     if derived:
         raise VqtokError(f"{where}.config.{derived[0]} is set by the tokenizer and the data, not the recipe; "
                          f"remove it (use {where}.class_conditional for classes)")
-    _, config_cls = NETWORKS[model.kind]
+    _, config_cls = NETWORKS[model.network]
     from_dict(config_cls, {"num_codes": 2, **model.config}, f"{where}.config")  # strict keys and types
     if not 0.0 <= model.cond_dropout < 1.0:
         raise VqtokError(f"{where}.cond_dropout must be in [0, 1), got {model.cond_dropout}")
@@ -87,10 +87,20 @@ def load_prior_recipe(path: str | Path, overrides: list[str] | None = None) -> P
     return parse_prior_recipe(apply_overrides(load_yaml(path), list(overrides or [])), path)
 
 
+def with_network(data: dict) -> dict:
+    """`data` with an older recipe's `model.kind` (the network, before it had its own word) as `model.network`."""
+    model = data.get("model")
+    if not isinstance(model, dict) or "kind" not in model:
+        return data
+    if "network" in model:
+        raise VqtokError("model.kind is the older name of model.network; give one of them")
+    return {**data, "model": {("network" if key == "kind" else key): value for key, value in model.items()}}
+
+
 def parse_prior_recipe(data: dict, path: str | Path) -> PriorRecipe:
     """A prior recipe from its YAML already read (overrides applied); errors name `path` and the key."""
     try:
-        recipe = from_dict(PriorRecipe, data)
+        recipe = from_dict(PriorRecipe, with_network(data))
         if recipe.task != "prior":
             raise VqtokError(f"task is '{recipe.task}', expected 'prior'")
         if recipe.level not in LEVELS:

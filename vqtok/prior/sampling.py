@@ -1,4 +1,9 @@
-"""Sampling from the priors (raster PixelCNN, KV-cached Transformer), logit filtering and NLL helpers."""
+"""Sampling from the priors (raster PixelCNN, KV-cached Transformer), logit filtering and NLL helpers.
+
+The incremental paths and samplers take a network by the methods they call (a `GatedPixelCNN`'s stacks, a
+`CausalTransformer`'s cache) and import neither: the networks import them, each for its own way through a code map
+(`map_steps`, `sample_map`).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vqtok.prior.guidance import mix, with_null
-from vqtok.prior.pixelcnn import GatedPixelCNN
-from vqtok.prior.transformer import CausalTransformer
 
 
 def filter_logits(
@@ -159,7 +162,7 @@ class PixelCNNSteps:
     (the labels, then the null class) and returns the mixed logits (`vqtok.prior.guidance.mix`).
     """
 
-    def __init__(self, model: GatedPixelCNN, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
+    def __init__(self, model: nn.Module, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
                  cond: Tensor | None = None, guidance: float = 1.0):
         model.check_conditioning(labels, cond)
         self.model, self.shape, self.guidance = model, shape, guidance
@@ -199,7 +202,7 @@ class PixelCNNSteps:
 
 
 def sample_pixelcnn(
-    model: GatedPixelCNN,
+    model: nn.Module,
     n: int,
     shape: tuple[int, int],
     labels: Tensor | int | None = None,
@@ -246,11 +249,11 @@ class TransformerSteps:
     batch of 2b through the cache and returns the mixed logits.
     """
 
-    def __init__(self, model: CausalTransformer, batch: int, length: int, labels: Tensor | None = None,
+    def __init__(self, model: nn.Module, batch: int, length: int, labels: Tensor | None = None,
                  cond: Tensor | None = None, guidance: float = 1.0, use_cache: bool = True,
                  cond_lengths: Tensor | None = None, context: int | None = None):
         self.model, self.guidance = model, guidance
-        # `context`: more codes than max_len are read in windows (PriorLayout.windows); when one is full, the
+        # `context`: more codes than max_len are read in windows (SequenceLayout.windows); when one is full, the
         # next starts from the start token and the last `context` codes (one causal pass fills its cache)
         self.window = min(length, model.config.max_len) if context is not None else length
         self.context, self.start = context, 0  # start: the current window's first code
@@ -301,7 +304,7 @@ class Decoded:
 
 
 def decode_transformer(
-    model: CausalTransformer,
+    model: nn.Module,
     n: int,
     length: int,
     labels: Tensor | int | None = None,
@@ -361,7 +364,7 @@ def decode_transformer(
     return Decoded(out, lengths)
 
 
-def sample_transformer(model: CausalTransformer, n: int, length: int, labels: Tensor | int | None = None,
+def sample_transformer(model: nn.Module, n: int, length: int, labels: Tensor | int | None = None,
                        cond: Tensor | None = None, **options) -> Tensor:
     """Sample n code sequences (n, length) int64, left to right: `decode_transformer` without a stop token.
 

@@ -17,7 +17,8 @@ from vqtok.plots import image_grid, save_png, save_spectrograms
 from vqtok.prior.checkpoint import PRIOR_FILES, load_prior, save_prior
 from vqtok.prior.data import CodeSet, load_or_encode
 from vqtok.prior.generate import decode_codes, sample_codes
-from vqtok.prior.model import CodePrior, PriorLayout
+from vqtok.prior.layout import LAYOUTS
+from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
 from vqtok.run import (RECIPE_FILE, STATE_FILE, Progress, StepBatches, Trainables, draw_curves, ignore_worker_deaths,
                        improved, load_state, save_state, set_rng_state, start_run, write_recipe)
@@ -65,34 +66,16 @@ def build_priors(recipe: PriorRecipe, tok, train: CodeSet) -> dict[str, CodePrio
         num_classes = int(labels.max()) + 1
         counts = torch.bincount(labels, minlength=num_classes).tolist()
     priors = {}
+    layout_class = LAYOUTS[tok.dims]  # maps or sequences, with their own checks of the recipe
     for index in level_indices(recipe.level, tok):
         bottom = names[index] == "bottom"
-        if tok.dims == 2 and bottom and model.kind != "pixelcnn":
-            raise VqtokError("a VQ-VAE-2 bottom prior over 2-D maps is conditioned spatially on the top map: "
-                             "use model.kind pixelcnn")
-        if tok.dims == 1 and model.kind != "transformer":
-            raise VqtokError("audio codes are sequences of natural lengths: use model.kind transformer")
-        codes = train.levels[index]
-        max_len = model.config.get("max_len", 1024)
-        if model.context is not None and (model.context % tok.codebooks or bottom or tok.dims == 2):
-            raise VqtokError(f"model.context reads a 1-D top level in windows that start on frames: it must be a "
-                             f"multiple of the tokenizer's {tok.codebooks} codebooks (got {model.context})")
-        layout = PriorLayout(
-            kind=model.kind, level=names[index], level_index=index, codebook_size=tok.codebook_size[index],
-            dims=tok.dims, shape=list(codes.shape[1:]) if tok.dims == 2 else None,
-            eos=tok.dims == 1 and not bottom and tok.codebooks == 1 and model.context is None,
-            codebooks=tok.codebooks, window=max_len if model.context is not None else None, context=model.context,
+        layout = layout_class.from_codes(
+            train.levels[index], train.lengths[index], codebooks=tok.codebooks, context=model.context,
+            max_len=model.config.get("max_len", 1024),
+            network=model.network, level=names[index], level_index=index, codebook_size=tok.codebook_size[index],
             cond_codebook_size=tok.codebook_size[0] if bottom else None,
             cond_ratio=tok.downsample[0] // tok.downsample[index] if bottom else None,
-            num_classes=num_classes, class_counts=counts,
-            max_length=int(train.lengths[index].max()) if tok.dims == 1 else None,
-            cond_dropout=model.cond_dropout, guidance=model.guidance,
-        )
-        if tok.dims == 1 and not layout.window:
-            need = layout.max_length + int(layout.eos)  # the longest sequence (and its EOS)
-            if need > max_len:
-                raise VqtokError(f"the longest training sequence needs {need} positions, more than "
-                                 f"model.config.max_len={max_len}; raise it, or read it in windows (model.context)")
+            num_classes=num_classes, class_counts=counts, cond_dropout=model.cond_dropout, guidance=model.guidance)
         priors[names[index]] = CodePrior(layout, dict(model.config))
     return priors
 

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from vqtok.errors import VqtokError
+from vqtok.prior.sampling import TransformerSteps, decode_transformer
+
 # Conventions (read these before using the logits):
 #
 # * Start token. The model prepends one start token to the codes: a learned BOS, or, when num_classes is
@@ -159,6 +162,14 @@ class CausalTransformer(nn.Module):
 
     Full passes use ``forward``; incremental decoding uses ``new_cache`` then ``step`` once per position.
     """
+
+    # What a prior's layout asks of its network (vqtok.prior.layout): a Transformer reads sequences, and code maps in
+    # raster order; its upper level is a sequence (cond_ratio codes per top code), not a map; and its items are coded
+    # one at a time, its linear layers going through a BLAS GEMM whose rounding depends on the number of rows
+    # (vqtok.prior.coding).
+    reads_sequences = True
+    conditions_on_maps = False
+    batchable = False
 
     def __init__(
         self,
@@ -403,3 +414,28 @@ class CausalTransformer(nn.Module):
         logits = self._run(x, pos, cache.cond, cache)[:, -1]
         cache.pos = pos + 1
         return logits
+
+    # --- a code map as a prior reads it, in raster order (vqtok.prior.layout.MapLayout) ---
+
+    def map_logits(self, codes: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+        """codes (B, H, W) read in raster order -> logits (B, H, W, K)."""
+        height, width = codes.shape[-2:]
+        flat = self(rearrange(codes, "b h w -> b (h w)"), labels, cond)
+        return rearrange(flat, "b (h w) k -> b h w k", h=height, w=width)
+
+    def sample_map(self, n: int, shape: tuple[int, int], labels: Tensor | None = None, cond: Tensor | None = None,
+                   **options) -> Tensor:
+        """n maps (n, H, W) drawn in raster order by `decode_transformer` (options: temperature, top_k, top_p,
+        generator, batch_size, guidance)."""
+        flat = decode_transformer(self, n, shape[0] * shape[1], labels, cond, **options).codes
+        return rearrange(flat, "b (h w) -> b h w", h=shape[0])
+
+    def map_steps(self, batch: int, shape: tuple[int, int], labels: Tensor | None = None,
+                  cond: Tensor | None = None) -> TransformerSteps:
+        """The incremental path over `batch` maps of `shape` in raster order (entropy coding); a map of more codes
+        than max_len is refused."""
+        length = shape[0] * shape[1]
+        if length > self.config.max_len:
+            raise VqtokError(f"{length} steps (codes) exceed the prior's max_len={self.config.max_len}; "
+                             "this item is too long for it")
+        return TransformerSteps(self, batch, length, labels, cond)
