@@ -42,7 +42,8 @@ from vqtok import load_tokenizer  # noqa: E402
 from vqtok.data.audio import resample  # noqa: E402
 from vqtok.data.mnist import load_mnist  # noqa: E402
 from vqtok.plots import image_grid, save_png  # noqa: E402
-from vqtok.prior.generate import decode_codes, load_prior_run, sample_codes  # noqa: E402
+from vqtok.modality import modality_of  # noqa: E402
+from vqtok.prior.generate import load_prior_run, sample_codes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = REPO.parent / "shared" / "data" / "mnist"
@@ -187,7 +188,8 @@ def mnist_images(n: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
     priors, prior_tok, _ = load_prior_run("mnist-prior")
     labels = torch.arange(10).repeat_interleave(2)
     codes = sample_codes(priors, len(labels), labels, generator=torch.Generator().manual_seed(seed))
-    return {"originals": x, "reconstructions": recon, "samples": decode_codes(prior_tok, codes)}
+    samples = modality_of(prior_tok.config).decode_samples(prior_tok, codes)
+    return {"originals": x, "reconstructions": recon, "samples": samples}
 
 
 def write_page(out: Path, folder: Path, pieces: list[EvalPiece], versions: list[Version],

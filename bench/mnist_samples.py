@@ -35,8 +35,8 @@ from digit_classifiers import (  # noqa: E402
     timed,
 )
 
+from vqtok.modality import modality_of  # noqa: E402
 from vqtok.prior.generate import (  # noqa: E402
-    decode_codes,
     describe_guidance,
     draw_labels,
     load_prior_run,
@@ -83,7 +83,7 @@ def main() -> None:
         labels = torch.arange(10).repeat_interleave(args.per_class)
         codes, sampling = timed(lambda: sample_codes(priors, len(labels), labels, args.temperature, generator=gen,
                                                      guidance=args.guidance))
-        images, decoding = timed(lambda: decode_codes(tok, codes))
+        images, decoding = timed(lambda: modality_of(tok.config).decode_samples(tok, codes))
         probs = probabilities(classifier, images, classify)
         per_class = [accuracy(probs[labels == c], labels[labels == c]) for c in range(10)]
         rows.append((f"class-conditional samples labelled as requested ({len(labels)})", f"{accuracy(probs, labels):.3f}"))
@@ -97,7 +97,7 @@ def main() -> None:
     labels = draw_labels(priors[0], args.unconditional, None, gen)
     codes, sampling = timed(lambda: sample_codes(priors, args.unconditional, labels, args.temperature, generator=gen,
                                                  guidance=args.guidance))
-    images, decoding = timed(lambda: decode_codes(tok, codes))
+    images, decoding = timed(lambda: modality_of(tok.config).decode_samples(tok, codes))
     probs = probabilities(classifier, images, classify)
     how = "y ~ p(y), then x ~ p(x | y)" if labels is not None else "unconditional prior"
     rows.append((f"classifier score of {args.unconditional} unconditional samples ({how})",

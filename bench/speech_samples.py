@@ -34,7 +34,8 @@ from digit_classifiers import (  # noqa: E402
 )
 
 from vqtok.data.audio import write_wav  # noqa: E402
-from vqtok.prior.generate import decode_codes, describe_guidance, load_prior_run, sample_codes  # noqa: E402
+from vqtok.modality import modality_of  # noqa: E402
+from vqtok.prior.generate import describe_guidance, load_prior_run, sample_codes  # noqa: E402
 
 
 def main() -> None:
@@ -72,7 +73,7 @@ def main() -> None:
     labels = torch.arange(10).repeat_interleave(args.per_class)
     codes, sampling = timed(lambda: sample_codes(priors, len(labels), labels, args.temperature, top_p=args.top_p,
                                                  generator=gen, guidance=args.guidance))
-    waves, decoding = timed(lambda: decode_codes(tok, codes))
+    waves, decoding = timed(lambda: modality_of(tok.config).decode_samples(tok, codes))
     probs = probabilities(classifier, waves, clip_batch, 32)
     per_class = [accuracy(probs[labels == c], labels[labels == c]) for c in range(10)]
     durations = torch.tensor([len(w) / tok.sample_rate for w in waves])

@@ -117,3 +117,20 @@ def test_sample_files_by_modality(arrays):
         Audio().sample_files(Path("x.wav"), names)
     with pytest.raises(VqtokError, match="vqtok sample writes no array samples"):
         arrays.sample_files(None, names)  # a modality that does not say how samples are written
+
+
+def test_a_modality_without_prior_methods_says_so(arrays):
+    """The prior methods of a modality that does not define them: no shifts, no rates, no samples; clear errors."""
+    from types import SimpleNamespace
+
+    assert arrays.prior_shifts(SimpleNamespace(shifts=0), "train", None) == [None]
+    with pytest.raises(VqtokError, match="data.shifts: no shifted copies of array inputs"):
+        arrays.prior_shifts(SimpleNamespace(shifts=2), "train", None)
+    with pytest.raises(VqtokError, match="encode them with vqtok encode and train on the token files"):
+        arrays.encode_for_prior(None, None, range(2), None)
+    assert arrays.prior_rates(None, 100.0, 2, 50.0) == {}
+    assert arrays.write_step_samples(Path("unused"), 1, None, [], None, None) is None
+    with pytest.raises(VqtokError, match="vqtok sample decodes no array samples"):
+        arrays.decode_samples(None, [])
+    with pytest.raises(VqtokError, match="vqtok sample writes no array token files"):
+        arrays.sample_source(None, torch.zeros(3))

@@ -1,6 +1,7 @@
 """What each kind of input is to vqtok: its files, how it is read, checked, encoded and written back, its default
-shipped model, manifest fields, quality metrics, and its training loss, validation scores and examples. `Audio` and
-`Image`, one object each; a tokenizer's is `modality_of(tok.config)`.
+shipped model, manifest fields, quality metrics, and its training loss, validation scores and examples; for a prior
+over its codes, how a data set is encoded (with shifted copies), the rate its bits make, and how samples are decoded
+and written. `Audio` and `Image`, one object each; a tokenizer's is `modality_of(tok.config)`.
 
 A new kind of input is one `Modality` subclass and one `register` call: `vqtok encode` / `decode`, the manifest and
 `vqtok eval` then take it (tests/test_modality.py adds multichannel 1-D arrays from a test file alone).
@@ -17,11 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vqtok import metrics
 from vqtok.data.audio import AUDIO_EXTENSIONS, resample, write_wav
-from vqtok.data.images import IMAGE_EXTENSIONS, image_channels, load_image
+from vqtok.data.images import IMAGE_EXTENSIONS, image_channels, load_image, shift_image
 from vqtok.data.stream import AudioStream
 from vqtok.errors import VqtokError
 from vqtok.losses import MultiResolutionSTFTLoss, image_mse, waveform_l1
@@ -144,9 +146,43 @@ class Modality:
         """The files `vqtok sample` writes for samples `names`, given its -o (None: the default)."""
         raise VqtokError(f"vqtok sample writes no {self.name} samples")
 
+    def decode_samples(self, tok, levels: list) -> Any:
+        """Sampled codes per level (prior/generate.sample_codes) decoded: what `write_samples` takes."""
+        raise VqtokError(f"vqtok sample decodes no {self.name} samples")
+
     def write_samples(self, files: list[Path], decoded, tok, titles: list[str], nrow: int | None) -> str:
-        """Decoded samples (prior/generate.decode_codes) written to `files`; returns a line saying what was."""
+        """Decoded samples (`decode_samples`) written to `files`; returns a line saying what was."""
         raise NotImplementedError
+
+    def sample_source(self, tok, codes) -> dict[str, Any]:
+        """The `source` record of a sampled item's token file (tokenizer/codes.write_codes): what decoding trims to.
+        `codes`: a tensor, or a list per level (top first)."""
+        raise VqtokError(f"vqtok sample writes no {self.name} token files")
+
+    # ---------------------------------------------------------- priors (prior/data.py, prior/train.py)
+    def prior_shifts(self, data, split: str, tok) -> list:
+        """The offsets each item of a prior recipe's `data` is encoded at (`encode_for_prior`): the item as it is
+        first, then for the training split, with data.shifts > 0, shifted copies (more data for the prior)."""
+        if data.shifts and split == "train":
+            raise VqtokError(f"data.shifts: no shifted copies of {self.name} inputs; set it to 0")
+        return [None]
+
+    def encode_for_prior(self, codec: Codec, dataset, items: range, shift) -> tuple[list[list[torch.Tensor]],
+                                                                                   list[int]]:
+        """Items `items` of a data set (data/build.py) encoded at offset `shift` (`prior_shifts`): per item its codes
+        per level (top first, int32 on the CPU), and per item its size (what `prior_rates` divides by)."""
+        raise VqtokError(f"a prior does not encode {self.name} data sets itself; encode them with vqtok encode and "
+                         "train on the token files (data.kind codes)")
+
+    def prior_rates(self, tok, bits: float, items: int, size: float) -> dict[str, float]:
+        """What a prior's validation adds to its bits per code, given the `bits` of `items` items of total `size`
+        (samples at the tokenizer's rate, or pixels): bits per image, or per second."""
+        return {}
+
+    def write_step_samples(self, folder: Path, step: int, tok, levels: list, labels: torch.Tensor | None,
+                           nrow: int | None) -> None:
+        """Samples a prior run draws at a validation (codes per level), decoded and written to `folder`, named by
+        `step`; nothing for a kind of input without samples."""
 
     # ---------------------------------------------------------- training (tokenizer/train.py)
     def reconstruction_loss(self, config, weights) -> nn.Module:
@@ -373,6 +409,48 @@ class Audio(Modality):
         save_spectrograms(list(decoded[:shown]), tok.sample_rate, titles[:shown], files[-1])
         return f"wrote {len(decoded)} WAV files ({seconds:.1f} s) and {files[-1].name} to {out}"
 
+    def decode_samples(self, tok, levels: list) -> list[torch.Tensor]:
+        """A list of n waveforms (T_i,) in [-1, 1]."""
+        waves = []
+        with torch.no_grad():
+            for i in range(len(levels[0])):
+                item = [lv[i] for lv in levels]
+                waves.append(tok.decode(item[0] if tok.levels == 1 else item)[0].clamp(-1, 1).cpu())
+        return waves
+
+    def sample_source(self, tok, codes) -> dict[str, Any]:
+        last = codes if not isinstance(codes, list) else codes[-1]
+        length = int(last.shape[-1]) * tok.downsample[-1]  # (T,) or residual codebooks (Q, T)
+        return {"kind": "audio", "path": None, "length": length, "sample_rate": tok.sample_rate,
+                "duration": length / tok.sample_rate}
+
+    def prior_shifts(self, data, split: str, tok) -> list[int]:
+        """Samples of silence put before each clip: 0 first, then, for training, data.shifts delays spread evenly
+        over one code's hop (k * hop // (shifts + 1)). A clip on a shifted frame grid gives another, equally valid
+        code sequence of the same words: more data for the prior, as shifted images are for MNIST."""
+        s = data.shifts if split == "train" else 0
+        return sorted({k * tok.hop // (s + 1) for k in range(s + 1)})
+
+    def encode_for_prior(self, codec: Codec, dataset, items: range, shift: int) -> tuple[list[list[torch.Tensor]],
+                                                                                         list[int]]:
+        # each clip at the tokenizer's speech level first, as `vqtok encode` brings a file (T,), then delayed
+        clips = [F.pad(torch.from_numpy(self.prepare(codec, dataset.clip(i)).data), (shift, 0)) for i in items]
+        codes = [[item] if codec.tok.levels == 1 else item for item in codec.tok.encode_batch(clips)]
+        return [[c.cpu().to(torch.int32) for c in item] for item in codes], [len(c) for c in clips]
+
+    def prior_rates(self, tok, bits: float, items: int, size: float) -> dict[str, float]:
+        seconds = size / tok.sample_rate
+        return {"bits_per_second": bits / seconds}
+
+    def write_step_samples(self, folder: Path, step: int, tok, levels: list, labels: torch.Tensor | None,
+                           nrow: int | None) -> None:
+        """The first 8 samples as WAV files (label in the name) and their spectrograms."""
+        waves = self.decode_samples(tok, levels)[:8]
+        tags = ["" if labels is None else f"_label{int(labels[i])}" for i in range(len(waves))]
+        titles = [f"sample {i}" + ("" if labels is None else f", label {int(labels[i])}") for i in range(len(waves))]
+        files = [folder / f"step{step:07d}_{i}{tag}.wav" for i, tag in enumerate(tags)]
+        self.write_samples(files + [folder / f"step{step:07d}.png"], waves, tok, titles, nrow)
+
     def reconstruction_loss(self, config, weights) -> nn.Module:
         return WaveformLoss(config.sample_rate, weights)
 
@@ -505,6 +583,39 @@ class Image(Modality):
         grid.parent.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(decoded, nrow=nrow or 8), grid)
         return f"wrote {grid} ({len(decoded)} samples)"
+
+    def decode_samples(self, tok, levels: list) -> torch.Tensor:
+        """Images (n, C, H, W) in [0, 1]."""
+        with torch.no_grad():
+            return tok.decode(levels[0] if tok.levels == 1 else levels).clamp(0, 1).cpu()
+
+    def sample_source(self, tok, codes) -> dict[str, Any]:
+        last = codes if not isinstance(codes, list) else codes[-1]
+        size = [int(s) * tok.downsample[-1] for s in last.shape]
+        return {"kind": "image", "path": None, "size": size, "channels": tok.config.in_channels}
+
+    def prior_shifts(self, data, split: str, tok) -> list[tuple[int, int]]:
+        """(dy, dx) offsets each image is encoded at: (0, 0) first, then, for training, every other offset of at
+        most data.shifts pixels on each axis (a digit moved by a pixel is still a digit)."""
+        s = data.shifts if split == "train" else 0
+        return [(0, 0)] + [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if (dy, dx) != (0, 0)]
+
+    def encode_for_prior(self, codec: Codec, dataset, items: range, shift: tuple[int, int]) -> tuple[
+            list[list[torch.Tensor]], list[int]]:
+        tok = codec.tok
+        x = torch.stack([dataset[i]["x"] for i in items])  # (B, C, H, W)
+        codes = tok.encode(shift_image(x, *shift).to(tok.device))
+        codes = [codes] if tok.levels == 1 else codes  # per level (B, h, w)
+        per_item = [list(item) for item in zip(*(list(c.cpu().to(torch.int32)) for c in codes))]
+        return per_item, [x.shape[-2] * x.shape[-1]] * len(items)
+
+    def prior_rates(self, tok, bits: float, items: int, size: float) -> dict[str, float]:
+        return {"bits_per_image": bits / items}
+
+    def write_step_samples(self, folder: Path, step: int, tok, levels: list, labels: torch.Tensor | None,
+                           nrow: int | None) -> None:
+        """One PNG grid (a row per class of a class-conditional prior)."""
+        self.write_samples([folder / f"step{step:07d}.png"], self.decode_samples(tok, levels), tok, [], nrow)
 
     def validation_metrics(self, means: dict[str, float]) -> dict[str, float]:
         return {"psnr": 10 * math.log10(1.0 / max(means["mse"], 1e-12))}

@@ -308,7 +308,8 @@ def test_vqvae2_top_and_bottom_priors_train_and_sample_top_first(tmp_path):
 
 
 def test_shifted_copies_extend_the_training_codes_only(tmp_path):
-    from vqtok.prior.data import encode_dataset, shift_image
+    from vqtok.data.images import shift_image
+    from vqtok.prior.data import encode_dataset
 
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     assert shift_image(x, 1, -1)[0, 0].tolist() == [[0, 0, 0, 0], [1, 2, 3, 0], [5, 6, 7, 0], [9, 10, 11, 0]]
@@ -323,13 +324,14 @@ def test_shifted_copies_extend_the_training_codes_only(tmp_path):
 
 def test_delayed_copies_of_training_clips(tmp_path):
     from vqtok.data.audio import AudioFolder
-    from vqtok.prior.data import audio_delays, encode_dataset
+    from vqtok.modality import Audio
+    from vqtok.prior.data import encode_dataset
 
     root = spoken_digits(tmp_path / "fsdd")
     tok = load_tokenizer(tiny_tokenizer(tmp_path / "tok.safetensors", dims=1))  # hop 20 samples
     recipe = prior_recipe(tmp_path / "tok.safetensors", "data.shifts=3", audio_root=root)
-    assert audio_delays(recipe.data, "train", tok.hop) == [0, 5, 10, 15]
-    assert audio_delays(recipe.data, "test", tok.hop) == [0]
+    assert Audio().prior_shifts(recipe.data, "train", tok) == [0, 5, 10, 15]
+    assert Audio().prior_shifts(recipe.data, "test", tok) == [0]
     plain = encode_dataset(tok, prior_recipe(tmp_path / "tok.safetensors", audio_root=root).data, "train")
     train = encode_dataset(tok, recipe.data, "train")
     n = len(plain)

@@ -63,8 +63,7 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
 
     from vqtok.device import pick_device
     from vqtok.modality import modality_of
-    from vqtok.prior.generate import (codes_source, decode_codes, draw_labels, load_prior_run, per_sample,
-                                      sample_codes)
+    from vqtok.prior.generate import draw_labels, load_prior_run, per_sample, sample_codes
     from vqtok.tokenizer.codes import codes_suffix, write_codes
 
     setup_logging()
@@ -87,13 +86,13 @@ def command(prior: Path, n: int, label: int | None, out: Path | None, codes_dir:
         raise VqtokError("--seconds sets the length of audio samples; this prior models image codes")
     length = None if seconds is None else tok.codebooks * max(1, round(seconds * tok.sample_rate / tok.hop))
     levels = sample_codes(priors, n, labels, temperature, top_k, top_p, gen, guidance=guidance, max_length=length)
-    decoded = decode_codes(tok, levels)
+    decoded = modality.decode_samples(tok, levels)
     titles = [name + ("" if labels is None else f" (label {int(labels[i])})") for i, name in enumerate(names)]
     click.echo(modality.write_samples(files, decoded, tok, titles, nrow), err=True)
     if codes_dir is not None:
         codes_dir.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(names):
             codes = per_sample(levels, i)
-            write_codes(codes_dir / (name + codes_suffix(tok.levels)), codes, tok, codes_source(tok, codes),
-                        None if labels is None else int(labels[i]))
+            write_codes(codes_dir / (name + codes_suffix(tok.levels)), codes, tok,
+                        modality.sample_source(tok, codes), None if labels is None else int(labels[i]))
         click.echo(f"wrote {n} codes files to {codes_dir}", err=True)

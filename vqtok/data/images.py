@@ -85,6 +85,15 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None, cha
     return np.ascontiguousarray(np.clip(x, 0.0, 1.0))
 
 
+def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(B, C, H, W) moved dy rows down and dx columns right, zeros coming in (nothing wraps around)."""
+    height, width = x.shape[-2:]
+    # padding (left, right, top, bottom)
+    padded = torch.nn.functional.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + height, left : left + width]
+
+
 def _cover_and_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Resize ``img`` to cover (H, W) keeping its aspect ratio, then cut out the centre (H, W)."""
     height, width = size

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
@@ -17,6 +16,7 @@ from vqtok.data.build import build_dataset, check_dims
 from vqtok.data.tokens import TokenDataset
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
+from vqtok.modality import modality_of
 from vqtok.prior.layout import LAYOUTS
 from vqtok.tokenizer.checkpoint import reads_codes_of
 from vqtok.tokenizer.codes import describe_tokenizer, tokenizer_summary
@@ -88,29 +88,6 @@ def codes_from_manifest(tok, data, split: str) -> CodeSet:
                    tokens.sizes, tokens.manifest)
 
 
-def shift_image(x: Tensor, dy: int, dx: int) -> Tensor:
-    """(B, C, H, W) moved dy rows down and dx columns right, zeros coming in (nothing wraps around)."""
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))  # (left, right, top, bottom)
-    top, left = max(-dy, 0), max(-dx, 0)
-    return padded[..., top : top + height, left : left + width]
-
-
-def image_shifts(data, split: str) -> list[tuple[int, int]]:
-    """(dy, dx) offsets each image is encoded at: (0, 0) first, then, for training, every other offset of at
-    most data.shifts pixels on each axis."""
-    s = data.shifts if split == "train" and data.kind != "audio" else 0
-    return [(0, 0)] + [(dy, dx) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if (dy, dx) != (0, 0)]
-
-
-def audio_delays(data, split: str, hop: int) -> list[int]:
-    """Samples of silence put before each clip: 0 first, then, for training, data.shifts delays spread evenly
-    over one code's hop (k * hop // (shifts + 1)). A clip on a shifted frame grid gives another, equally
-    valid code sequence of the same words: more data for the prior, as shifted images are for MNIST."""
-    s = data.shifts if split == "train" and data.kind == "audio" else 0
-    return sorted({k * hop // (s + 1) for k in range(s + 1)})
-
-
 @torch.no_grad()
 def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: int = 128) -> CodeSet:
     """Encode the `split` of a prior recipe's data section with the frozen tokenizer `tok` (eval mode).
@@ -122,34 +99,22 @@ def encode_dataset(tok, data, split: str, progress: bool = False, batch_size: in
     dataset, labels, count = _dataset(data, split, tok)
     tok.eval()
     codec = Codec(tok)
-    per_level: list[list[Tensor]] = [[] for _ in range(tok.levels)]
+    modality = modality_of(tok.config)
+    items: list[list[Tensor]] = []  # per item, its codes per level
     sizes: list[int] = []
     # one pass over the data per offset: (dy, dx) for images, a delay in samples for audio
-    shifts = image_shifts(data, split) if tok.dims == 2 else audio_delays(data, split, tok.hop)
+    shifts = modality.prior_shifts(data, split, tok)
     labels = labels * len(shifts)
     bar = tqdm(total=count * len(shifts), desc=f"encoding {split}", unit="item", disable=not progress, leave=False)
     for shift in shifts:
         for start in range(0, count, batch_size):
             stop = min(start + batch_size, count)
-            if tok.dims == 2:
-                x = torch.stack([dataset[i]["x"] for i in range(start, stop)])  # (B, C, H, W)
-                codes = tok.encode(shift_image(x, *shift).to(tok.device))
-                codes = [codes] if tok.levels == 1 else codes  # per level (B, h, w)
-                for lv, c in enumerate(codes):
-                    per_level[lv] += list(c.cpu().to(torch.int32))
-                sizes += [x.shape[-2] * x.shape[-1]] * (stop - start)
-            else:
-                # each clip at the tokenizer's speech level first, as `vqtok encode` brings a file (T,)
-                clips = [F.pad(torch.from_numpy(codec.prepare(dataset.clip(i)).data), (shift, 0))
-                         for i in range(start, stop)]
-                for item in tok.encode_batch(clips):
-                    item = [item] if tok.levels == 1 else item
-                    for lv, c in enumerate(item):
-                        per_level[lv].append(c.cpu().to(torch.int32))
-                sizes += [len(c) for c in clips]
+            codes, size = modality.encode_for_prior(codec, dataset, range(start, stop), shift)
+            items += codes
+            sizes += size
             bar.update(stop - start)
     bar.close()
-    return _stack(list(zip(*per_level)), tok.dims, labels, sizes, data.root)
+    return _stack(items, tok.dims, labels, sizes, data.root)
 
 
 def _stack(items: list[list[Tensor]], dims: int, labels: list[int], sizes: list[int], where) -> CodeSet:

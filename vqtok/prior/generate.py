@@ -1,4 +1,4 @@
-"""Generation: a prior run's priors (top first) -> sampled codes -> images or waveforms through the tokenizer."""
+"""Generation: a prior run's priors (top first) -> sampled codes, which the tokenizer's modality decodes."""
 
 from __future__ import annotations
 
@@ -125,31 +125,7 @@ def sample_codes(priors: list[CodePrior], n: int, labels: Tensor | None = None, 
     return levels
 
 
-@torch.no_grad()
-def decode_codes(tok, levels: list) -> Tensor | list[Tensor]:
-    """Sampled codes per level -> images (n, C, H, W) in [0, 1], or a list of n waveforms (T_i,)."""
-    if tok.dims == 2:
-        codes = levels[0] if tok.levels == 1 else levels
-        return tok.decode(codes).clamp(0, 1).cpu()
-    waves = []
-    for i in range(len(levels[0])):
-        item = [lv[i] for lv in levels]
-        waves.append(tok.decode(item[0] if tok.levels == 1 else item)[0].clamp(-1, 1).cpu())
-    return waves
-
-
 def per_sample(levels: list, i: int) -> Tensor | list[Tensor]:
     """Sample i's codes: a tensor for one level, [top, bottom] for two."""
     item = [lv[i] for lv in levels]
     return item[0] if len(item) == 1 else item
-
-
-def codes_source(tok, codes) -> dict:
-    """The `source` record of a sampled item for `write_codes` (what decoding trims to)."""
-    last = codes if not isinstance(codes, list) else codes[-1]
-    if tok.dims == 2:
-        size = [int(s) * tok.downsample[-1] for s in last.shape]
-        return {"kind": "image", "path": None, "size": size, "channels": tok.config.in_channels}
-    length = int(last.shape[-1]) * tok.downsample[-1]  # (T,) or residual codebooks (Q, T)
-    return {"kind": "audio", "path": None, "length": length, "sample_rate": tok.sample_rate,
-            "duration": length / tok.sample_rate}

@@ -9,14 +9,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from vqtok.data.audio import write_wav
 from vqtok.device import autocast
 from vqtok.errors import VqtokError
 from vqtok.files import atomic_write
-from vqtok.plots import image_grid, save_png, save_spectrograms
+from vqtok.modality import modality_of
 from vqtok.prior.checkpoint import PRIOR_FILES, load_prior, save_prior
 from vqtok.prior.data import CodeSet, load_or_encode
-from vqtok.prior.generate import decode_codes, sample_codes
+from vqtok.prior.generate import sample_codes
 from vqtok.prior.layout import LAYOUTS
 from vqtok.prior.model import CodePrior
 from vqtok.prior.recipe import PriorRecipe, load_prior_recipe
@@ -120,18 +119,15 @@ def evaluate_priors(priors: dict[str, CodePrior], codes: CodeSet, tok, device, p
         metrics[f"nll{suffix}"] = per_code
         metrics[f"bits_per_code{suffix}"] = per_code / LN2
         total_bits += nll / LN2
-    if tok.dims == 2:
-        metrics["bits_per_image"] = total_bits / len(codes)
-    else:
-        seconds = float(codes.sizes.sum()) / tok.sample_rate
-        metrics["bits_per_second"] = total_bits / seconds
+    metrics |= modality_of(tok.config).prior_rates(tok, total_bits, len(codes), float(codes.sizes.sum()))
     for prior in priors.values():
         prior.train()
     return metrics
 
 
 def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n: int, seed: int) -> None:
-    """Draw n samples (fixed seed: comparable across steps) and decode them: a PNG grid or WAV files."""
+    """Draw n samples (fixed seed: comparable across steps), decode and write them as their modality does (a PNG
+    grid, WAV files)."""
     if n <= 0 or len(priors) != tok.levels:  # one level of a VQ-VAE-2 alone cannot be decoded
         return
     ordered = [priors[name] for name in level_names(tok.levels)]
@@ -141,17 +137,7 @@ def write_samples(folder: Path, step: int, priors: dict[str, CodePrior], tok, n:
     if first.layout.num_classes:  # classes in turn, so a grid row shows them all
         labels = torch.arange(n) % first.layout.num_classes
     levels = sample_codes(ordered, n, labels, generator=gen)
-    out = decode_codes(tok, levels)
-    folder.mkdir(parents=True, exist_ok=True)
-    if tok.dims == 2:
-        save_png(image_grid(out, nrow=first.layout.num_classes or 8), folder / f"step{step:07d}.png")
-    else:
-        titles = []
-        for i, wave in enumerate(out[:8]):
-            tag = f"_label{int(labels[i])}" if labels is not None else ""
-            write_wav(folder / f"step{step:07d}_{i}{tag}.wav", wave, tok.sample_rate)
-            titles.append(f"sample {i}" + (f", label {int(labels[i])}" if labels is not None else ""))
-        save_spectrograms(list(out[:8]), tok.sample_rate, titles, folder / f"step{step:07d}.png")
+    modality_of(tok.config).write_step_samples(folder, step, tok, levels, labels, first.layout.num_classes)
     for prior in ordered:
         prior.train()
 
