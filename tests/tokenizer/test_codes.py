@@ -139,6 +139,11 @@ def test_refuses_shapes_that_do_not_fit_the_input_length(written):
     sidecar_path(path).write_text(json.dumps(meta))
     with pytest.raises(VqtokError, match=r"do not fit an input of size 101"):
         read_codes(path, tok)
+    del meta["source"]["length"]
+    meta["source"]["size"] = [10, 10]  # an image's size in an audio token file
+    sidecar_path(path).write_text(json.dumps(meta))
+    with pytest.raises(VqtokError, match=r"input size \[10, 10\] does not fit this tokenizer"):
+        read_codes(path, tok)
 
 
 def test_refuses_pickled_arrays(written):

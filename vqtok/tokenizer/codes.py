@@ -180,10 +180,13 @@ def read_codes(path: str | os.PathLike, tok=None) -> TokenFile:
 def check_shapes(file: TokenFile, tok) -> None:
     """The level shapes must be what `tok` gives for the recorded input size."""
     src = file.source
-    size = src.get("length") if tok.dims == 1 else src.get("size")
+    size = src.get("length", src.get("size"))  # a waveform's samples, an image's (H, W): what the source records
     if size is None:
         raise VqtokError(f"{file.path}: the sidecar records no input size")
-    expected = tok.code_shape(int(size) if tok.dims == 1 else tuple(size))
+    try:
+        expected = tok.code_shape(size)
+    except (TypeError, ValueError):
+        raise VqtokError(f"{file.path}: the sidecar's input size {size} does not fit this tokenizer") from None
     got = [tuple(a.shape) for a in file.levels]
     if tok.codebooks > 1 and len(got[0]) == 2 and 1 <= got[0][0] <= tok.codebooks:
         expected = [(got[0][0], *expected[0][1:])]  # any prefix of the residual stages decodes
