@@ -117,8 +117,8 @@ def format_prior_card(card: dict) -> str:
     train = card["train"]
     lines = [f"prior         {card['path']}",
              f"network       {card['network']} ({size}), {card['parameters']:,} parameters",
-             f"models        {'' if card['level'] == 'codes' else card['level'] + ' '}codes (K={card['codebook_size']}) "
-             f"of {card['tokenizer']}",
+             f"models        {'' if card['level'] == 'codes' else card['level'] + ' '}codes "
+             f"(K={card['codebook_size']}) of {card['tokenizer']}",
              f"reads         {reads}"]
     if card["classes"]:
         lines.append(f"classes       {card['classes']} (guidance {card['guidance']:g} by default)")

@@ -14,15 +14,14 @@ optional compact JSON record (empty when there is nothing to say): `prior_path`,
 for `vqtok decompress`), and `entries`, per entry its `name` (the path inside the compressed folder, for an
 archive) and `source` (the token file's source record, what its sidecar needs back).
 
-The payload is one range-coded message (`vqtok.prior.arithmetic`). Entries of equal shapes go through the
-prior `batch` at a time (`_batches`); inside a batch every level in turn (top first), every step in raster
-order (residual codebooks: frame by frame; for a sequence with EOS, its end as well), and at each step every
-entry of the batch, each code under the frequency table of the prior's logits for it at that step. Encoder and
-decoder compute those logits through the same incremental path as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one
-thread, no autocast, and with oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch
-through its own GEMM, so a PixelCNN gives every map bit-identical logits whether it is coded alone or in a
-batch. A file decodes on the machine and torch build that wrote it (another CPU or library may round a
-logit differently).
+The payload is one range-coded message (`vqtok.prior.arithmetic`). Entries of equal shapes go through the prior
+`batch` at a time (`_batches`); inside a batch every level in turn (top first), every step in raster order (residual
+codebooks: frame by frame; for a sequence with EOS, its end as well), and at each step every entry of the batch,
+each code under the frequency table of the prior's logits for it at that step. Encoder and decoder compute those
+logits through the same incremental path as the sampler (`PixelCNNSteps`, `TransformerSteps`), fp32 on the CPU, one
+thread, no autocast, and with oneDNN and NNPACK off: PyTorch's native convolution runs each map of a batch through
+its own GEMM, so a PixelCNN gives every map bit-identical logits whether it is coded alone or in a batch. A file
+decodes on the machine and torch build that wrote it (another CPU or library may round a logit differently).
 """
 
 from __future__ import annotations
